@@ -1,0 +1,197 @@
+//! The snapshot's content: everything an edge agent needs to enforce one
+//! tenant's policies, and nothing it must not see.
+
+use serde::{Deserialize, Serialize};
+
+use crate::compile::{CompiledPolicy, check_id, check_scope, compile_policy, is_enforceable};
+use crate::error::{FieldError, FieldErrors, join};
+use crate::policy::{Policy, PolicyOverride, ScopeType};
+
+use super::SnapshotError;
+
+/// Sensitivity of a knowledge plane (GAP-037).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Sensitivity {
+    /// Public knowledge.
+    Public,
+    /// Internal to the customer.
+    Internal,
+    /// Need-to-know.
+    Confidential,
+    /// Regulated or secret.
+    Restricted,
+}
+
+/// What a plane allows when no policy says otherwise (GAP-044).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PlaneDefault {
+    /// Access allowed unless a policy forbids it.
+    Allow,
+    /// Access refused unless a policy allows it.
+    Deny,
+}
+
+/// A knowledge plane as the edge agent sees it (GAP-056). Connector details
+/// travel separately; this is what policies bind to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct KnowledgePlane {
+    /// Plane id, referenced by policies.
+    pub plane_id: String,
+    /// Display name.
+    pub name: String,
+    /// Sensitivity.
+    pub sensitivity: Sensitivity,
+    /// Default access.
+    pub default_policy: PlaneDefault,
+}
+
+/// One tenant's policy snapshot.
+///
+/// Build it with [`PolicySnapshot::new`], which validates and puts every
+/// collection in canonical (id) order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicySnapshot {
+    /// The tenant the snapshot governs.
+    pub tenant_id: String,
+    /// Strictly increasing per tenant.
+    pub version: u64,
+    /// When the control plane issued it, Unix milliseconds.
+    pub issued_at_ms: u64,
+    /// Maximum staleness: after this instant the snapshot is frozen.
+    pub not_after_ms: u64,
+    /// `ACTIVE` policies, sorted by id.
+    pub policies: Vec<Policy>,
+    /// Policy overrides (GAP-034), sorted by id.
+    pub overrides: Vec<PolicyOverride>,
+    /// Knowledge planes, sorted by id.
+    pub knowledge_planes: Vec<KnowledgePlane>,
+}
+
+impl PolicySnapshot {
+    /// Validates the parts and assembles a snapshot in canonical order.
+    pub fn new(
+        tenant_id: impl Into<String>,
+        version: u64,
+        issued_at_ms: u64,
+        not_after_ms: u64,
+        mut policies: Vec<Policy>,
+        mut overrides: Vec<PolicyOverride>,
+        mut knowledge_planes: Vec<KnowledgePlane>,
+    ) -> Result<Self, SnapshotError> {
+        policies.sort_by(|a, b| a.id.cmp(&b.id));
+        overrides.sort_by(|a, b| a.override_id.cmp(&b.override_id));
+        knowledge_planes.sort_by(|a, b| a.plane_id.cmp(&b.plane_id));
+        let snapshot = PolicySnapshot {
+            tenant_id: tenant_id.into(),
+            version,
+            issued_at_ms,
+            not_after_ms,
+            policies,
+            overrides,
+            knowledge_planes,
+        };
+        snapshot.compile().map_err(SnapshotError::Invalid)?;
+        Ok(snapshot)
+    }
+
+    /// Checks every rule and compiles the policies, in id order.
+    pub(crate) fn compile(&self) -> Result<Vec<CompiledPolicy>, FieldErrors> {
+        let mut errors = Vec::new();
+        check_id(&self.tenant_id, "tenant_id", &mut errors);
+        if self.version == 0 {
+            errors.push(FieldError::new("version", "must be at least 1"));
+        }
+        if self.not_after_ms <= self.issued_at_ms {
+            errors.push(FieldError::new(
+                "not_after_ms",
+                format!("must be after issued_at_ms ({}), got {}", self.issued_at_ms, self.not_after_ms),
+            ));
+        }
+
+        let mut compiled = Vec::with_capacity(self.policies.len());
+        for (i, policy) in self.policies.iter().enumerate() {
+            let path = format!("policies[{i}]");
+            if i > 0 && self.policies[i - 1].id >= policy.id {
+                errors.push(FieldError::new(
+                    join(&path, "id"),
+                    format!("{:?} is duplicated or out of canonical order", policy.id),
+                ));
+            }
+            if !is_enforceable(policy) {
+                errors.push(FieldError::new(
+                    join(&path, "status"),
+                    format!("a snapshot carries only ACTIVE policies, got {}", policy.status),
+                ));
+            }
+            if policy.scope.scope_type == ScopeType::Tenant
+                && let Some(other) = policy.scope.ids.iter().find(|id| **id != self.tenant_id)
+            {
+                errors.push(FieldError::new(
+                    join(&path, "scope.ids"),
+                    format!("names tenant {other:?} but the snapshot is for {:?}", self.tenant_id),
+                ));
+            }
+            if let Some(c) = compile_policy(policy, &path, &mut errors) {
+                compiled.push(c);
+            }
+        }
+
+        for (i, o) in self.overrides.iter().enumerate() {
+            let path = format!("overrides[{i}]");
+            check_id(&o.override_id, &join(&path, "override_id"), &mut errors);
+            if i > 0 && self.overrides[i - 1].override_id >= o.override_id {
+                errors.push(FieldError::new(
+                    join(&path, "override_id"),
+                    format!("{:?} is duplicated or out of canonical order", o.override_id),
+                ));
+            }
+            if self.policies.binary_search_by(|p| p.id.as_str().cmp(&o.policy_id)).is_err() {
+                errors.push(FieldError::new(
+                    join(&path, "policy_id"),
+                    format!("unknown policy {:?}", o.policy_id),
+                ));
+            }
+            check_scope(&o.scope, &join(&path, "scope"), &mut errors);
+            check_id(&o.granted_by.actor_id, &join(&path, "granted_by.actor_id"), &mut errors);
+            if !o.granted_by.role.can_grant_override() {
+                errors.push(FieldError::new(
+                    join(&path, "granted_by.role"),
+                    format!(
+                        "role {} may not grant overrides (admin or sre required)",
+                        o.granted_by.role.as_str()
+                    ),
+                ));
+            }
+            if o.reason.trim().is_empty() {
+                errors.push(FieldError::new(join(&path, "reason"), "must not be empty"));
+            }
+            if o.expires_at_ms <= o.starts_at_ms {
+                errors.push(FieldError::new(join(&path, "expires_at_ms"), "must be after starts_at_ms"));
+            } else if o.expires_at_ms - o.starts_at_ms > PolicyOverride::MAX_DURATION_MS {
+                errors.push(FieldError::new(
+                    join(&path, "expires_at_ms"),
+                    "an override may last at most 7 days",
+                ));
+            }
+        }
+
+        for (i, plane) in self.knowledge_planes.iter().enumerate() {
+            let path = format!("knowledge_planes[{i}]");
+            check_id(&plane.plane_id, &join(&path, "plane_id"), &mut errors);
+            if i > 0 && self.knowledge_planes[i - 1].plane_id >= plane.plane_id {
+                errors.push(FieldError::new(
+                    join(&path, "plane_id"),
+                    format!("{:?} is duplicated or out of canonical order", plane.plane_id),
+                ));
+            }
+        }
+
+        if errors.is_empty() { Ok(compiled) } else { Err(FieldErrors(errors)) }
+    }
+}
