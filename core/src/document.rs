@@ -124,13 +124,29 @@ impl PolicyDocument {
 /// expected one of `A`, `B` `` becomes `unknown value "x" (expected A, B)`.
 fn to_field_error(path: &str, message: &str, location: Option<(usize, usize)>) -> FieldError {
     let path = if path == "." { "" } else { path };
-    let mut message = strip_location(message).to_owned();
+    let mut message = strip_path_prefix(strip_location(message)).to_owned();
     for (serde_word, ours) in [("unknown variant", "unknown value"), ("unknown field", "unknown field")] {
         if let Some(rewritten) = rewrite_unknown(&message, serde_word, ours) {
             message = rewritten;
         }
     }
     FieldError { path: path.to_owned(), message, location: location.filter(|(l, _)| *l > 0) }
+}
+
+/// serde_yaml_ng prefixes messages with the path it knows; ours is kept
+/// separately, so drop a leading `path: `.
+fn strip_path_prefix(message: &str) -> &str {
+    match message.split_once(": ") {
+        Some((head, rest))
+            if !head.is_empty()
+                && head
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']')) =>
+        {
+            rest
+        }
+        _ => message,
+    }
 }
 
 fn strip_location(message: &str) -> &str {

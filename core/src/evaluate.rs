@@ -21,6 +21,8 @@
 
 mod context;
 mod decision;
+#[cfg(test)]
+mod tests;
 
 pub use context::{DataAccess, DataAccessKind, RunScope, StepContext, StepInput, StepPhase};
 pub use decision::{

@@ -29,6 +29,8 @@ pub mod pii;
 pub mod policy;
 pub mod schema;
 pub mod snapshot;
+#[cfg(test)]
+mod test_support;
 
 pub use error::{FieldError, FieldErrors};
 pub use evaluate::{Decision, SnapshotBindings, StepContext, decide};
