@@ -1,0 +1,10 @@
+//! Cross-crate integration tests: one binary, a module per area.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+mod policy_to_decision;
