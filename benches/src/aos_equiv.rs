@@ -5,13 +5,11 @@
 //! is `STOP`; the winner is the lowest policy id. Near-threshold tiers are
 //! off so AOS does no work the others do not.
 
-
-
 use aos_core::counters::{CounterKey, CounterWindow, Metric};
 use aos_core::evaluate::{RunScope, SignalLevel, StepInput, StepPhase};
 use aos_core::policy::{
-    Action, ActionConfig, AlertConfig, BindAt, FailureMode, Limit, LimitSignal, LimitWindow, Monitors, Policy,
-    PolicyStatus, Scope, ScopeType,
+    Action, ActionConfig, AlertConfig, BindAt, FailureMode, Limit, LimitSignal, LimitWindow, Monitors,
+    Policy, PolicyStatus, Scope, ScopeType,
 };
 use aos_core::snapshot::{PolicySnapshot, SnapshotSigner, TrustedKeys, VerifyOptions};
 use aos_core::{SnapshotBindings, StepContext, VerifiedSnapshot, decide, sign, verify};
@@ -70,13 +68,22 @@ pub fn to_policy(p: &ScenarioPolicy) -> Policy {
 }
 
 /// Builds, signs and verifies a snapshot of `policies`.
-pub fn snapshot_envelope(policies: &[ScenarioPolicy]) -> Result<(Vec<u8>, TrustedKeys), aos_core::SnapshotError> {
+pub fn snapshot_envelope(
+    policies: &[ScenarioPolicy],
+) -> Result<(Vec<u8>, TrustedKeys), aos_core::SnapshotError> {
     let signer = SnapshotSigner::from_secret_bytes(&[11u8; 32])
         .map_err(|e| aos_core::SnapshotError::Encoding(e.to_string()))?;
     let mut trusted = TrustedKeys::new();
     trusted.insert(signer.verifying_key());
-    let snapshot =
-        PolicySnapshot::new(TENANT, 1, NOW_MS, NOW_MS + 3_600_000, policies.iter().map(to_policy).collect(), vec![], vec![])?;
+    let snapshot = PolicySnapshot::new(
+        TENANT,
+        1,
+        NOW_MS,
+        NOW_MS + 3_600_000,
+        policies.iter().map(to_policy).collect(),
+        vec![],
+        vec![],
+    )?;
     Ok((sign(&snapshot, &signer)?, trusted))
 }
 
@@ -107,15 +114,23 @@ impl AosEquivalent {
     /// the counters from the request — the same construction work the Cedar
     /// and Rego sides do.
     pub fn decide(&self, req: &ScenarioRequest) -> ScenarioOutcome {
-        let scope = RunScope { tenant_id: TENANT.to_owned(), agent_id: Some(req.agent_id.clone()), ..RunScope::default() };
+        let scope = RunScope {
+            tenant_id: TENANT.to_owned(),
+            agent_id: Some(req.agent_id.clone()),
+            ..RunScope::default()
+        };
         let counters = RequestCounters(req);
         let step = StepInput { phase: StepPhase::Usage, ..StepInput::default() };
         let d = decide(
             &SnapshotBindings::single(&self.snapshot),
             &StepContext { now_ms: NOW_MS, scope: &scope, step: &step, counters: &counters },
         );
-        let mut breaching: Vec<&str> =
-            d.signals.iter().filter(|s| s.level == SignalLevel::Breach).map(|s| s.policy_id.as_str()).collect();
+        let mut breaching: Vec<&str> = d
+            .signals
+            .iter()
+            .filter(|s| s.level == SignalLevel::Breach)
+            .map(|s| s.policy_id.as_str())
+            .collect();
         breaching.dedup();
         ScenarioOutcome {
             deny: d.outcome >= Action::Stop,
@@ -138,4 +153,3 @@ impl aos_core::counters::CounterSource for RequestCounters<'_> {
         }
     }
 }
-

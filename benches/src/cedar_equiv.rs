@@ -62,17 +62,11 @@ fn forbid_source(policy: &ScenarioPolicy) -> Result<String, EquivError> {
         [] => over,
         [one] => format!("context.agent_id == {} && {over}", cedar_str(one)),
         many => {
-            let list = many
-                .iter()
-                .map(|a| cedar_str(a))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = many.iter().map(|a| cedar_str(a)).collect::<Vec<_>>().join(", ");
             format!("[{list}].contains(context.agent_id) && {over}")
         }
     };
-    Ok(format!(
-        "forbid (principal, action, resource)\nwhen {{ {condition} }};"
-    ))
+    Ok(format!("forbid (principal, action, resource)\nwhen {{ {condition} }};"))
 }
 
 fn uid(src: &str) -> Result<EntityUid, EquivError> {
@@ -88,16 +82,12 @@ impl CedarEquivalent {
             let src = forbid_source(policy)?;
             let parsed = Policy::parse(Some(PolicyId::new(&policy.id)), &src)
                 .map_err(|e| EquivError::cedar(format!("parse {}", policy.id), e))?;
-            set.add(parsed)
-                .map_err(|e| EquivError::cedar(format!("add {}", policy.id), e))?;
+            set.add(parsed).map_err(|e| EquivError::cedar(format!("add {}", policy.id), e))?;
         }
-        let permit = Policy::parse(
-            Some(PolicyId::new(PERMIT_ALL_ID)),
-            "permit (principal, action, resource);",
-        )
-        .map_err(|e| EquivError::cedar("parse permit-all", e))?;
-        set.add(permit)
-            .map_err(|e| EquivError::cedar("add permit-all", e))?;
+        let permit =
+            Policy::parse(Some(PolicyId::new(PERMIT_ALL_ID)), "permit (principal, action, resource);")
+                .map_err(|e| EquivError::cedar("parse permit-all", e))?;
+        set.add(permit).map_err(|e| EquivError::cedar("add permit-all", e))?;
         Ok(Self {
             policies: set,
             entities: Entities::empty(),
@@ -111,16 +101,10 @@ impl CedarEquivalent {
     /// Builds the Cedar request for `req` and authorizes it.
     pub fn decide(&self, req: &ScenarioRequest) -> Result<ScenarioOutcome, EquivError> {
         let context = Context::from_pairs([
-            (
-                "agent_id".to_owned(),
-                RestrictedExpression::new_string(req.agent_id.clone()),
-            ),
+            ("agent_id".to_owned(), RestrictedExpression::new_string(req.agent_id.clone())),
             (
                 "tokens".to_owned(),
-                RestrictedExpression::new_long(to_long(
-                    "run_tokens_after_step",
-                    req.run_tokens_after_step,
-                )?),
+                RestrictedExpression::new_long(to_long("run_tokens_after_step", req.run_tokens_after_step)?),
             ),
             (
                 "cost".to_owned(),
@@ -131,34 +115,20 @@ impl CedarEquivalent {
             ),
         ])
         .map_err(|e| EquivError::cedar("context", e))?;
-        let request = Request::new(
-            self.principal.clone(),
-            self.action.clone(),
-            self.resource.clone(),
-            context,
-            None,
-        )
-        .map_err(|e| EquivError::cedar("request", e))?;
+        let request =
+            Request::new(self.principal.clone(), self.action.clone(), self.resource.clone(), context, None)
+                .map_err(|e| EquivError::cedar("request", e))?;
 
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &self.entities);
+        let response = self.authorizer.is_authorized(&request, &self.policies, &self.entities);
         let diagnostics = response.diagnostics();
         let mut errors = diagnostics.errors().peekable();
         if errors.peek().is_some() {
-            let joined = errors
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
+            let joined = errors.map(ToString::to_string).collect::<Vec<_>>().join("; ");
             return Err(EquivError::CedarEvaluation(joined));
         }
 
         match response.decision() {
-            Decision::Allow => Ok(ScenarioOutcome {
-                deny: false,
-                winning_policy: None,
-                breaching: 0,
-            }),
+            Decision::Allow => Ok(ScenarioOutcome { deny: false, winning_policy: None, breaching: 0 }),
             Decision::Deny => {
                 let mut breaching = 0_usize;
                 let mut winning: Option<&str> = None;
@@ -175,14 +145,12 @@ impl CedarEquivalent {
                     }
                 }
                 match winning {
-                    Some(w) => Ok(ScenarioOutcome {
-                        deny: true,
-                        winning_policy: Some(w.to_owned()),
-                        breaching,
-                    }),
-                    None => Err(EquivError::UnexpectedDecision(
-                        "Deny without a determining forbid".to_owned(),
-                    )),
+                    Some(w) => {
+                        Ok(ScenarioOutcome { deny: true, winning_policy: Some(w.to_owned()), breaching })
+                    }
+                    None => {
+                        Err(EquivError::UnexpectedDecision("Deny without a determining forbid".to_owned()))
+                    }
                 }
             }
         }

@@ -45,16 +45,10 @@ impl EquivError {
         what: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Self::Cedar {
-            what: what.into(),
-            source: Box::new(source),
-        }
+        Self::Cedar { what: what.into(), source: Box::new(source) }
     }
 
     pub(crate) fn rego(what: &'static str, source: impl Into<BoxedError>) -> Self {
-        Self::Rego {
-            what,
-            source: source.into(),
-        }
+        Self::Rego { what, source: source.into() }
     }
 }

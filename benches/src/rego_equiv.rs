@@ -123,19 +123,12 @@ impl RegoEquivalent {
         engine
             .add_policy("aos.rego".to_owned(), REGO_MODULE.to_owned())
             .map_err(|e| EquivError::rego("add_policy", e))?;
-        engine
-            .add_data(policies_data(policies))
-            .map_err(|e| EquivError::rego("add_data", e))?;
+        engine.add_data(policies_data(policies)).map_err(|e| EquivError::rego("add_data", e))?;
         // Warm-up: the first evaluation analyses and schedules the module; the
         // engine keeps that prepared state for every later call.
         engine.set_input(Value::new_object());
-        engine
-            .eval_rule(DECISION_RULE.to_owned())
-            .map_err(|e| EquivError::rego("warm-up eval_rule", e))?;
-        Ok(Self {
-            engine: Mutex::new(engine),
-            keys: Keys::new(),
-        })
+        engine.eval_rule(DECISION_RULE.to_owned()).map_err(|e| EquivError::rego("warm-up eval_rule", e))?;
+        Ok(Self { engine: Mutex::new(engine), keys: Keys::new() })
     }
 
     /// Evaluates `data.aos.decision` for `req` on the prepared engine.
@@ -144,9 +137,7 @@ impl RegoEquivalent {
         let decision = {
             let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
             engine.set_input(input);
-            engine
-                .eval_rule(DECISION_RULE.to_owned())
-                .map_err(|e| EquivError::rego("eval_rule", e))?
+            engine.eval_rule(DECISION_RULE.to_owned()).map_err(|e| EquivError::rego("eval_rule", e))?
         };
         read_outcome(&self.keys, &decision)
     }
@@ -155,15 +146,10 @@ impl RegoEquivalent {
 /// `input` for one request, built directly as a regorus `Value`.
 fn build_input(keys: &Keys, req: &ScenarioRequest) -> Result<Value, EquivError> {
     let mut input = Value::new_object();
-    let object = input
-        .as_object_mut()
-        .map_err(|e| EquivError::rego("input object", e))?;
+    let object = input.as_object_mut().map_err(|e| EquivError::rego("input object", e))?;
     object.insert(keys.agent_id.clone(), Value::from(req.agent_id.as_str()));
     object.insert(keys.tokens.clone(), Value::from(req.run_tokens_after_step));
-    object.insert(
-        keys.cost.clone(),
-        Value::from(req.run_cost_micros_after_step),
-    );
+    object.insert(keys.cost.clone(), Value::from(req.run_cost_micros_after_step));
     Ok(input)
 }
 
@@ -181,11 +167,7 @@ fn read_outcome(keys: &Keys, decision: &Value) -> Result<ScenarioOutcome, EquivE
         .ok()
         .and_then(|n| usize::try_from(n).ok())
         .ok_or_else(unexpected)?;
-    Ok(ScenarioOutcome {
-        deny,
-        winning_policy,
-        breaching,
-    })
+    Ok(ScenarioOutcome { deny, winning_policy, breaching })
 }
 
 /// The same module and data, compiled to regorus' bytecode VM (RVM) instead of
@@ -215,9 +197,7 @@ impl RegoVmEquivalent {
         engine
             .add_policy("aos.rego".to_owned(), REGO_MODULE.to_owned())
             .map_err(|e| EquivError::rego("add_policy", e))?;
-        engine
-            .add_data(data.clone())
-            .map_err(|e| EquivError::rego("add_data", e))?;
+        engine.add_data(data.clone()).map_err(|e| EquivError::rego("add_data", e))?;
         let compiled = engine
             .compile_with_entrypoint(&DECISION_RULE.into())
             .map_err(|e| EquivError::rego("compile_with_entrypoint", e))?;
@@ -226,12 +206,8 @@ impl RegoVmEquivalent {
         let mut vm = RegoVM::new();
         vm.set_max_instructions(RVM_MAX_INSTRUCTIONS);
         vm.load_program(program);
-        vm.set_data(data)
-            .map_err(|e| EquivError::rego("set_data", e))?;
-        Ok(Self {
-            vm: Mutex::new(vm),
-            keys: Keys::new(),
-        })
+        vm.set_data(data).map_err(|e| EquivError::rego("set_data", e))?;
+        Ok(Self { vm: Mutex::new(vm), keys: Keys::new() })
     }
 
     /// Executes the program for `req`.

@@ -100,8 +100,7 @@ pub fn policies(n: usize) -> Vec<ScenarioPolicy> {
                     id,
                     agent_ids: Vec::new(),
                     max_run_tokens: ALL_RUNS_TOKENS_BASE + spread(i, 7_919, ALL_RUNS_TOKENS_SPREAD),
-                    max_run_cost_micros: ALL_RUNS_COST_BASE
-                        + spread(i, 104_729, ALL_RUNS_COST_SPREAD),
+                    max_run_cost_micros: ALL_RUNS_COST_BASE + spread(i, 104_729, ALL_RUNS_COST_SPREAD),
                 }
             } else {
                 let primary = i % agents;
@@ -137,14 +136,8 @@ pub fn requests(n: usize) -> Vec<ScenarioRequest> {
     // The tightest limits that apply to `scoped_agent`: sitting exactly on them
     // must allow (breach is strictly greater), one above must deny.
     let applicable = || set.iter().filter(|p| applies(p, &scoped_agent));
-    let tight_tokens = applicable()
-        .map(|p| p.max_run_tokens)
-        .min()
-        .unwrap_or(ALL_RUNS_TOKENS_BASE);
-    let tight_cost = applicable()
-        .map(|p| p.max_run_cost_micros)
-        .min()
-        .unwrap_or(ALL_RUNS_COST_BASE);
+    let tight_tokens = applicable().map(|p| p.max_run_tokens).min().unwrap_or(ALL_RUNS_TOKENS_BASE);
+    let tight_cost = applicable().map(|p| p.max_run_cost_micros).min().unwrap_or(ALL_RUNS_COST_BASE);
     let req = |agent: String, tokens: u64, cost: u64| ScenarioRequest {
         agent_id: agent,
         run_tokens_after_step: tokens,
@@ -161,11 +154,7 @@ pub fn requests(n: usize) -> Vec<ScenarioRequest> {
         // all-runs limits are higher: allow.
         req(UNSCOPED_AGENT.to_owned(), 150_000, 1_500_000),
         // Above every all-runs token limit: deny even for an unscoped agent.
-        req(
-            UNSCOPED_AGENT.to_owned(),
-            ALL_RUNS_TOKENS_BASE + ALL_RUNS_TOKENS_SPREAD,
-            10,
-        ),
+        req(UNSCOPED_AGENT.to_owned(), ALL_RUNS_TOKENS_BASE + ALL_RUNS_TOKENS_SPREAD, 10),
         // Exactly on the tightest applicable limits: allow.
         req(scoped_agent.clone(), tight_tokens, tight_cost),
         // One token over the tightest applicable limit: deny.
@@ -191,9 +180,5 @@ pub fn reference_outcome(policies: &[ScenarioPolicy], req: &ScenarioRequest) -> 
             }
         }
     }
-    ScenarioOutcome {
-        deny: breaching > 0,
-        winning_policy: winning.map(str::to_owned),
-        breaching,
-    }
+    ScenarioOutcome { deny: breaching > 0, winning_policy: winning.map(str::to_owned), breaching }
 }

@@ -44,19 +44,10 @@ fn scenario_is_deterministic_and_well_formed() {
             set.iter().map(|p| &p.id).collect::<Vec<_>>(),
             policies(n).iter().map(|p| &p.id).collect::<Vec<_>>()
         );
-        assert!(
-            set.iter()
-                .enumerate()
-                .all(|(i, p)| p.id == format!("pol-{i:05}"))
-        );
+        assert!(set.iter().enumerate().all(|(i, p)| p.id == format!("pol-{i:05}")));
         assert!(set.iter().all(|p| p.agent_ids.len() <= 2));
         assert!(set.iter().step_by(4).all(|p| p.agent_ids.is_empty()));
-        assert!(
-            set.iter()
-                .enumerate()
-                .filter(|(i, _)| i % 4 != 0)
-                .all(|(_, p)| !p.agent_ids.is_empty())
-        );
+        assert!(set.iter().enumerate().filter(|(i, _)| i % 4 != 0).all(|(_, p)| !p.agent_ids.is_empty()));
     }
 }
 
@@ -64,10 +55,7 @@ fn scenario_is_deterministic_and_well_formed() {
 fn requests_mix_allows_denies_and_scoped_hits() {
     for n in SIZES {
         let set = policies(n);
-        let outcomes: Vec<_> = requests(n)
-            .iter()
-            .map(|r| reference_outcome(&set, r))
-            .collect();
+        let outcomes: Vec<_> = requests(n).iter().map(|r| reference_outcome(&set, r)).collect();
         assert!(outcomes.iter().any(|o| o.deny), "n={n}: no deny");
         assert!(outcomes.iter().any(|o| !o.deny), "n={n}: no allow");
         if n >= 10 {
@@ -77,10 +65,7 @@ fn requests_mix_allows_denies_and_scoped_hits() {
                 .filter_map(|o| o.winning_policy.as_ref())
                 .any(|w| set.iter().any(|p| &p.id == w && !p.agent_ids.is_empty()));
             assert!(scoped_win, "n={n}: no scoped policy ever wins");
-            assert!(
-                outcomes.iter().any(|o| o.breaching > 1),
-                "n={n}: never more than one breach"
-            );
+            assert!(outcomes.iter().any(|o| o.breaching > 1), "n={n}: never more than one breach");
         }
     }
 }

@@ -41,16 +41,25 @@ fn main() {
         }
         samples.sort_unstable();
         let pct = |p: f64| {
-            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "index into a sorted sample")]
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss,
+                reason = "index into a sorted sample"
+            )]
             let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
-            fmt_ns(samples[idx] as f64)
+            #[expect(clippy::cast_precision_loss, reason = "nanoseconds of one call fit in f64 exactly")]
+            let ns = samples[idx] as f64;
+            fmt_ns(ns)
         };
         println!("| {n} | {} | {} | {} | {calls} |", pct(0.50), pct(0.99), pct(0.999));
     }
 
     let dir = criterion_dir();
     println!("\n### decide versus Cedar and Rego (criterion median per decision)\n");
-    println!("| policies | AOS | Cedar | Rego (interpreter) | Rego (VM) | Cedar ÷ AOS | Rego ÷ AOS | Rego VM ÷ AOS |");
+    println!(
+        "| policies | AOS | Cedar | Rego (interpreter) | Rego (VM) | Cedar ÷ AOS | Rego ÷ AOS | Rego VM ÷ AOS |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in SIZES {
         let get = |engine: &str| median_ns(&dir.join("decide").join(engine).join(n.to_string()));
