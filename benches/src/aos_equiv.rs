@@ -125,16 +125,12 @@ impl AosEquivalent {
             &SnapshotBindings::single(&self.snapshot),
             &StepContext { now_ms: NOW_MS, scope: &scope, step: &step, counters: &counters },
         );
-        let mut breaching: Vec<&str> = d
-            .signals
-            .iter()
-            .filter(|s| s.level == SignalLevel::Breach)
-            .map(|s| s.policy_id.as_str())
-            .collect();
+        let mut breaching: Vec<&str> =
+            d.signals.iter().filter(|s| s.level == SignalLevel::Breach).map(|s| &*s.policy_id).collect();
         breaching.dedup();
         ScenarioOutcome {
             deny: d.outcome >= Action::Stop,
-            winning_policy: d.winning_policy.map(|w| w.policy_id),
+            winning_policy: d.winning_policy.map(|w| w.policy_id.to_string()),
             breaching: breaching.len(),
         }
     }

@@ -7,8 +7,9 @@
 //! a snapshot can never carry a policy the evaluator would misread.
 
 use crate::counters::{CounterKey, CounterWindow, Metric};
-use crate::error::{FieldError, join};
+use crate::error::FieldError;
 use crate::money::MicroUsd;
+use crate::path::FieldPath;
 use crate::pii::PiiKinds;
 use crate::policy::{
     Action, ActionConfig, BindAt, FailureMode, InspectionConstraints, LimitSignal, LimitWindow,
@@ -25,12 +26,10 @@ pub const MAX_ID_LEN: usize = 128;
 /// A policy ready for evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledPolicy {
-    /// The policy id.
-    pub id: String,
+    /// The policy id, shared with every signal that names it.
+    pub id: std::sync::Arc<str>,
     /// The policy version.
     pub version: u64,
-    /// Scope selector, for indexing.
-    pub scope: Scope,
     /// Binding moment (GAP-031).
     pub bind_at: BindAt,
     /// Failure mode (GAP-035).
@@ -53,8 +52,6 @@ pub struct CompiledPolicy {
     pub notify: Vec<NotifyChannel>,
     /// Inspection constraints (GAP-033).
     pub inspection: InspectionConstraints,
-    /// `threshold_snapshot_hash` (GAP-022).
-    pub threshold_hash: [u8; 32],
 }
 
 /// A numeric limit with its counter and integer threshold.
@@ -99,20 +96,28 @@ pub fn validate_policy(policy: &Policy, path: &str) -> Result<(), Vec<FieldError
 /// Validates and compiles one policy; problems are appended to `errors` with
 /// paths under `path`. Returns `None` when anything was wrong.
 pub fn compile_policy(policy: &Policy, path: &str, errors: &mut Vec<FieldError>) -> Option<CompiledPolicy> {
+    compile_policy_at(policy, &FieldPath::text(path), errors)
+}
+
+pub(crate) fn compile_policy_at(
+    policy: &Policy,
+    path: &FieldPath<'_>,
+    errors: &mut Vec<FieldError>,
+) -> Option<CompiledPolicy> {
     let before = errors.len();
-    let at = |field: &str| join(path, field);
+    let at = |field: &'static str| path.field(field);
 
     check_id(&policy.id, &at("id"), errors);
     if policy.name.trim().is_empty() {
-        errors.push(FieldError::new(at("name"), "must not be empty"));
+        errors.push(FieldError::at(&at("name"), "must not be empty"));
     }
     if policy.version == 0 {
-        errors.push(FieldError::new(at("version"), "must be at least 1"));
+        errors.push(FieldError::at(&at("version"), "must be at least 1"));
     }
     if policy.status.requires_reason() && policy.status_reason.as_deref().is_none_or(|r| r.trim().is_empty())
     {
         errors
-            .push(FieldError::new(at("status_reason"), format!("required when status is {}", policy.status)));
+            .push(FieldError::at(&at("status_reason"), format!("required when status is {}", policy.status)));
     }
     check_scope(&policy.scope, &at("scope"), errors);
 
@@ -138,8 +143,8 @@ pub fn compile_policy(policy: &Policy, path: &str, errors: &mut Vec<FieldError>)
             let threshold_permille = (h.threshold * 1000.0).round() as u64;
             Some(HallucinationRule { threshold_permille, blocking: h.blocking })
         } else {
-            errors.push(FieldError::new(
-                at("monitors.hallucination.threshold"),
+            errors.push(FieldError::at(
+                &at("monitors.hallucination.threshold"),
                 format!("must be between 0.0 and 1.0, got {}", h.threshold),
             ));
             None
@@ -156,9 +161,8 @@ pub fn compile_policy(policy: &Policy, path: &str, errors: &mut Vec<FieldError>)
         return None;
     }
     Some(CompiledPolicy {
-        id: policy.id.clone(),
+        id: std::sync::Arc::from(policy.id.as_str()),
         version: policy.version,
-        scope: policy.scope.clone(),
         bind_at: policy.bind_at,
         failure_mode: policy.failure_mode,
         precedence: policy.precedence,
@@ -170,63 +174,68 @@ pub fn compile_policy(policy: &Policy, path: &str, errors: &mut Vec<FieldError>)
         tiers,
         notify: policy.alerts.notify.clone(),
         inspection: policy.monitors.inspection,
-        threshold_hash: policy.threshold_hash(),
     })
 }
 
 /// Ids are short, printable and free of whitespace so they are safe in
 /// paths, logs and metrics labels.
-pub(crate) fn check_id(id: &str, path: &str, errors: &mut Vec<FieldError>) {
+pub(crate) fn check_id(id: &str, path: &FieldPath<'_>, errors: &mut Vec<FieldError>) {
     if id.is_empty() {
-        errors.push(FieldError::new(path, "must not be empty"));
+        errors.push(FieldError::at(path, "must not be empty"));
     } else if id.len() > MAX_ID_LEN {
-        errors.push(FieldError::new(path, format!("must be at most {MAX_ID_LEN} bytes, got {}", id.len())));
+        errors.push(FieldError::at(path, format!("must be at most {MAX_ID_LEN} bytes, got {}", id.len())));
     } else if let Some(c) =
         id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
     {
-        errors.push(FieldError::new(
+        errors.push(FieldError::at(
             path,
             format!("invalid character {c:?} in {id:?} (allowed: letters, digits, '-', '_', '.', ':')"),
         ));
     }
 }
 
-pub(crate) fn check_scope(scope: &Scope, path: &str, errors: &mut Vec<FieldError>) {
-    let ids_path = join(path, "ids");
+pub(crate) fn check_scope(scope: &Scope, path: &FieldPath<'_>, errors: &mut Vec<FieldError>) {
+    let ids_path = path.field("ids");
     match scope.scope_type {
         ScopeType::AllRuns => {
             if !scope.ids.is_empty() {
-                errors.push(FieldError::new(ids_path.clone(), "must be empty for ALL_RUNS"));
+                errors.push(FieldError::at(&ids_path, "must be empty for ALL_RUNS"));
             }
         }
         ScopeType::Tenant => {}
         other => {
             if scope.ids.is_empty() {
-                errors.push(FieldError::new(
-                    ids_path.clone(),
+                errors.push(FieldError::at(
+                    &ids_path.clone(),
                     format!("must list at least one id for {}", other.as_str()),
                 ));
             }
         }
     }
     for (i, id) in scope.ids.iter().enumerate() {
-        check_id(id, &format!("{ids_path}[{i}]"), errors);
+        check_id(id, &ids_path.index(i), errors);
     }
     check_unique(&scope.ids, &ids_path, errors);
 }
 
-fn check_unique<T: PartialEq + std::fmt::Debug>(items: &[T], path: &str, errors: &mut Vec<FieldError>) {
+fn check_unique<T: PartialEq + std::fmt::Debug>(
+    items: &[T],
+    path: &FieldPath<'_>,
+    errors: &mut Vec<FieldError>,
+) {
     for (i, item) in items.iter().enumerate() {
         if items[..i].contains(item) {
-            errors.push(FieldError::new(format!("{path}[{i}]"), format!("duplicate value {item:?}")));
+            errors.push(FieldError::at(&path.index(i), format!("duplicate value {item:?}")));
         }
     }
 }
 
-fn compile_limits(policy: &Policy, path: &str, errors: &mut Vec<FieldError>) -> Vec<CompiledLimit> {
+fn compile_limits(policy: &Policy, path: &FieldPath<'_>, errors: &mut Vec<FieldError>) -> Vec<CompiledLimit> {
     let mut out = Vec::with_capacity(policy.limits.len());
+    let limits_path = path.field("limits");
     for (i, limit) in policy.limits.iter().enumerate() {
-        let at = |field: &str| join(path, &format!("limits[{i}].{field}"));
+        let limit_path = limits_path.index(i);
+        let at = |field: &'static str| limit_path.field(field);
         let signal = limit.signal;
         let monitored = match signal {
             LimitSignal::Tokens => policy.monitors.tokens,
@@ -245,7 +254,7 @@ fn compile_limits(policy: &Policy, path: &str, errors: &mut Vec<FieldError>) -> 
                 LimitSignal::DbQueries => "monitors.db_queries",
                 LimitSignal::RagAccess => "monitors.rag_access.enabled",
             };
-            errors.push(FieldError::new(
+            errors.push(FieldError::at(&
                 at("signal"),
                 format!("{} is not monitored; set {monitor} to true (a signal that is not monitored cannot trigger a limit)", signal.as_str()),
             ));
@@ -253,7 +262,7 @@ fn compile_limits(policy: &Policy, path: &str, errors: &mut Vec<FieldError>) -> 
 
         if signal == LimitSignal::RagAccess {
             if limit.allowed.is_none() {
-                errors.push(FieldError::new(at("allowed"), "required for RAG_ACCESS"));
+                errors.push(FieldError::at(&at("allowed"), "required for RAG_ACCESS"));
             }
             for (field, present) in [
                 ("max", limit.max.is_some()),
@@ -262,21 +271,21 @@ fn compile_limits(policy: &Policy, path: &str, errors: &mut Vec<FieldError>) -> 
                 ("window_seconds", limit.window_seconds.is_some()),
             ] {
                 if present {
-                    errors.push(FieldError::new(at(field), "not used by RAG_ACCESS (use `allowed`)"));
+                    errors.push(FieldError::at(&at(field), "not used by RAG_ACCESS (use `allowed`)"));
                 }
             }
             continue;
         }
         if limit.allowed.is_some() {
-            errors.push(FieldError::new(
-                at("allowed"),
+            errors.push(FieldError::at(
+                &at("allowed"),
                 format!("only RAG_ACCESS uses `allowed`, not {}", signal.as_str()),
             ));
         }
 
         let threshold = match limit.max {
             None => {
-                errors.push(FieldError::new(at("max"), format!("required for {}", signal.as_str())));
+                errors.push(FieldError::at(&at("max"), format!("required for {}", signal.as_str())));
                 None
             }
             Some(max) => compile_threshold(signal, max, &at("max"), errors),
@@ -306,32 +315,37 @@ fn compile_limits(policy: &Policy, path: &str, errors: &mut Vec<FieldError>) -> 
     out
 }
 
-fn compile_threshold(signal: LimitSignal, max: f64, path: &str, errors: &mut Vec<FieldError>) -> Option<u64> {
+fn compile_threshold(
+    signal: LimitSignal,
+    max: f64,
+    path: &FieldPath<'_>,
+    errors: &mut Vec<FieldError>,
+) -> Option<u64> {
     if !max.is_finite() {
-        errors.push(FieldError::new(path, "must be a finite number"));
+        errors.push(FieldError::at(path, "must be a finite number"));
         return None;
     }
     if max < 0.0 {
-        errors.push(FieldError::new(path, format!("must not be negative, got {max}")));
+        errors.push(FieldError::at(path, format!("must not be negative, got {max}")));
         return None;
     }
     match signal {
         LimitSignal::CostUsd | LimitSignal::BurnRateUsdPerHour => match MicroUsd::from_usd(max) {
             Ok(m) => Some(m.0),
             Err(e) => {
-                errors.push(FieldError::new(path, e.to_string()));
+                errors.push(FieldError::at(path, e.to_string()));
                 None
             }
         },
         _ => {
             if max.fract() != 0.0 {
-                errors.push(FieldError::new(
+                errors.push(FieldError::at(
                     path,
                     format!("must be a whole number for {}, got {max}", signal.as_str()),
                 ));
                 None
             } else if max > MAX_COUNT {
-                errors.push(FieldError::new(path, format!("must be at most 1e18, got {max}")));
+                errors.push(FieldError::at(path, format!("must be at most 1e18, got {max}")));
                 None
             } else {
                 #[expect(
@@ -348,13 +362,13 @@ fn compile_threshold(signal: LimitSignal, max: f64, path: &str, errors: &mut Vec
 fn compile_window(
     limit: &crate::policy::Limit,
     signal: LimitSignal,
-    window_path: &str,
-    period_path: &str,
-    seconds_path: &str,
+    window_path: &FieldPath<'_>,
+    period_path: &FieldPath<'_>,
+    seconds_path: &FieldPath<'_>,
     errors: &mut Vec<FieldError>,
 ) -> Option<CounterWindow> {
     let Some(window) = limit.window else {
-        errors.push(FieldError::new(
+        errors.push(FieldError::at(
             window_path,
             format!("required for {} (PER_RUN, PER_SESSION or TEMPORAL)", signal.as_str()),
         ));
@@ -362,7 +376,7 @@ fn compile_window(
     };
     let needs_temporal = matches!(signal, LimitSignal::Requests | LimitSignal::BurnRateUsdPerHour);
     if needs_temporal && window != LimitWindow::Temporal {
-        errors.push(FieldError::new(
+        errors.push(FieldError::at(
             window_path,
             format!("{} is a rate and needs window TEMPORAL", signal.as_str()),
         ));
@@ -371,11 +385,11 @@ fn compile_window(
     if window != LimitWindow::Temporal {
         let mut ok = true;
         if limit.period.is_some() {
-            errors.push(FieldError::new(period_path, "only used with window TEMPORAL"));
+            errors.push(FieldError::at(period_path, "only used with window TEMPORAL"));
             ok = false;
         }
         if limit.window_seconds.is_some() {
-            errors.push(FieldError::new(seconds_path, "only used with window TEMPORAL"));
+            errors.push(FieldError::at(seconds_path, "only used with window TEMPORAL"));
             ok = false;
         }
         if !ok {
@@ -389,11 +403,11 @@ fn compile_window(
     }
     match (limit.period, limit.window_seconds) {
         (Some(_), Some(_)) => {
-            errors.push(FieldError::new(seconds_path, "give either `period` or `window_seconds`, not both"));
+            errors.push(FieldError::at(seconds_path, "give either `period` or `window_seconds`, not both"));
             None
         }
         (None, None) => {
-            errors.push(FieldError::new(
+            errors.push(FieldError::at(
                 window_path,
                 "TEMPORAL needs `period` (HOURLY, DAILY, MONTHLY) or `window_seconds`",
             ));
@@ -401,7 +415,7 @@ fn compile_window(
         }
         (Some(period), None) => {
             if signal == LimitSignal::BurnRateUsdPerHour {
-                errors.push(FieldError::new(
+                errors.push(FieldError::at(
                     period_path,
                     "BURN_RATE_USD_PER_HOUR uses a rolling `window_seconds`, not a calendar period",
                 ));
@@ -411,7 +425,7 @@ fn compile_window(
         }
         (None, Some(seconds)) => {
             if seconds == 0 || seconds > MAX_WINDOW_SECONDS {
-                errors.push(FieldError::new(
+                errors.push(FieldError::at(
                     seconds_path,
                     format!("must be between 1 and {MAX_WINDOW_SECONDS}, got {seconds}"),
                 ));
@@ -422,17 +436,17 @@ fn compile_window(
     }
 }
 
-fn compile_rag(policy: &Policy, path: &str, errors: &mut Vec<FieldError>) -> Option<RagRule> {
+fn compile_rag(policy: &Policy, path: &FieldPath<'_>, errors: &mut Vec<FieldError>) -> Option<RagRule> {
     let monitor = &policy.monitors.rag_access;
-    let planes_path = join(path, "monitors.rag_access.allowed_planes");
+    let planes_path = path.field("monitors.rag_access.allowed_planes");
     for (i, plane) in monitor.allowed_planes.iter().enumerate() {
-        check_id(plane, &format!("{planes_path}[{i}]"), errors);
+        check_id(plane, &planes_path.index(i), errors);
     }
     check_unique(&monitor.allowed_planes, &planes_path, errors);
     if !monitor.enabled {
         if !monitor.allowed_planes.is_empty() {
-            errors.push(FieldError::new(
-                planes_path,
+            errors.push(FieldError::at(
+                &planes_path,
                 "set monitors.rag_access.enabled to true to restrict planes",
             ));
         }
@@ -448,12 +462,12 @@ fn compile_rag(policy: &Policy, path: &str, errors: &mut Vec<FieldError>) -> Opt
     Some(RagRule { allowed, planes })
 }
 
-fn compile_tiers(policy: &Policy, path: &str, errors: &mut Vec<FieldError>) -> Vec<u8> {
-    let tiers_path = join(path, "alerts.tiers");
+fn compile_tiers(policy: &Policy, path: &FieldPath<'_>, errors: &mut Vec<FieldError>) -> Vec<u8> {
+    let tiers_path = path.field("alerts.tiers");
     for (i, tier) in policy.alerts.tiers.iter().enumerate() {
         if !(1..=99).contains(tier) {
-            errors.push(FieldError::new(
-                format!("{tiers_path}[{i}]"),
+            errors.push(FieldError::at(
+                &tiers_path.index(i),
                 format!("must be a percentage between 1 and 99, got {tier}"),
             ));
         }
@@ -467,15 +481,15 @@ fn compile_tiers(policy: &Policy, path: &str, errors: &mut Vec<FieldError>) -> V
     tiers
 }
 
-fn check_actions(actions: &ActionConfig, path: &str, errors: &mut Vec<FieldError>) {
+fn check_actions(actions: &ActionConfig, path: &FieldPath<'_>, errors: &mut Vec<FieldError>) {
     if actions.on_near > actions.on_breach {
-        errors.push(FieldError::new(
-            join(path, "on_near"),
+        errors.push(FieldError::at(
+            &path.field("on_near"),
             format!("{} is more restrictive than on_breach {}", actions.on_near, actions.on_breach),
         ));
     }
     if actions.on_near == Action::Kill {
-        errors.push(FieldError::new(join(path, "on_near"), "KILL is only allowed on breach"));
+        errors.push(FieldError::at(&path.field("on_near"), "KILL is only allowed on breach"));
     }
 }
 

@@ -19,8 +19,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::compile::compile_policy;
+use crate::compile::compile_policy_at;
 use crate::error::{FieldError, FieldErrors};
+use crate::path::FieldPath;
 use crate::policy::Policy;
 
 /// The only document version this build understands.
@@ -105,12 +106,13 @@ impl PolicyDocument {
                 format!("unsupported value {:?} (expected {API_VERSION:?})", self.api_version),
             ));
         }
+        let policies_path = FieldPath::ROOT.field("policies");
         for (i, policy) in self.policies.iter().enumerate() {
-            let path = format!("policies[{i}]");
-            compile_policy(policy, &path, &mut errors);
+            let path = policies_path.index(i);
+            compile_policy_at(policy, &path, &mut errors);
             if let Some(first) = self.policies[..i].iter().position(|p| p.id == policy.id) {
-                errors.push(FieldError::new(
-                    format!("{path}.id"),
+                errors.push(FieldError::at(
+                    &path.field("id"),
                     format!("duplicate policy id {:?} (first used at policies[{first}])", policy.id),
                 ));
             }

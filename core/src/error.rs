@@ -55,7 +55,9 @@ impl fmt::Display for FieldErrors {
 
 impl std::error::Error for FieldErrors {}
 
-/// Joins a parent path and a field name.
-pub(crate) fn join(parent: &str, field: &str) -> String {
-    if parent.is_empty() { field.to_owned() } else { format!("{parent}.{field}") }
+impl FieldError {
+    /// An error at a lazily rendered path.
+    pub(crate) fn at(path: &crate::path::FieldPath<'_>, message: impl Into<String>) -> Self {
+        FieldError::new(path.to_string(), message)
+    }
 }

@@ -26,10 +26,12 @@ mod tests;
 
 pub use context::{DataAccess, DataAccessKind, RunScope, StepContext, StepInput, StepPhase};
 pub use decision::{
-    AlertIntent, Decision, EvaluationFailure, OverrideApplied, Signal, SignalKind, SignalLevel, WinningPolicy,
+    AlertIntent, Decision, EvaluationFailure, OverrideApplied, PolicyOutcome, Signal, SignalKind,
+    SignalLevel, WinningPolicy,
 };
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use crate::compile::{CompiledLimit, CompiledPolicy};
 use crate::counters::Metric;
@@ -95,7 +97,7 @@ pub fn decide(bindings: &SnapshotBindings<'_>, ctx: &StepContext<'_>) -> Decisio
             if bind_at != BindAt::RunStart && bindings.claimed_earlier(bind_at, snapshot, &policy.id) {
                 continue;
             }
-            evaluate_policy(policy, snapshot, ctx, &mut acc);
+            evaluate_policy(pos, policy, snapshot, ctx, &mut acc);
         }
     }
     acc.finish()
@@ -108,11 +110,12 @@ struct PolicyVerdict {
     failure: Option<String>,
 }
 
-fn evaluate_policy(
-    policy: &CompiledPolicy,
-    snapshot: &VerifiedSnapshot,
+fn evaluate_policy<'s>(
+    pos: usize,
+    policy: &'s CompiledPolicy,
+    snapshot: &'s VerifiedSnapshot,
     ctx: &StepContext<'_>,
-    acc: &mut Accumulator,
+    acc: &mut Accumulator<'s>,
 ) {
     acc.policies_evaluated += 1;
     acc.inspection = acc.inspection.intersect(policy.inspection);
@@ -201,13 +204,13 @@ fn evaluate_policy(
         let outcome = policy.failure_mode.outcome();
         verdict.outcome = verdict.outcome.max(outcome);
         acc.failures.push(EvaluationFailure {
-            policy_id: policy.id.clone(),
+            policy_id: Arc::clone(&policy.id),
             failure_mode: policy.failure_mode,
             outcome,
             reason: reason.clone(),
         });
     }
-    acc.settle(policy, snapshot, ctx, verdict);
+    acc.settle(pos, policy, snapshot, ctx, verdict);
 }
 
 enum LimitResult {
@@ -288,23 +291,21 @@ fn signal_kind(signal: LimitSignal) -> SignalKind {
 }
 
 /// The policy currently credited with the outcome.
-struct Winner {
+struct Winner<'s> {
     outcome: Action,
     precedence: u32,
-    policy_id: String,
-    policy_version: u64,
-    snapshot_version: u64,
-    threshold_hash: [u8; 32],
-    requires_ack: bool,
+    policy: &'s CompiledPolicy,
+    pos: usize,
+    snapshot: &'s VerifiedSnapshot,
 }
 
 /// Collects signals and keeps the running winner.
-struct Accumulator {
+struct Accumulator<'s> {
     outcome: Action,
-    winner: Option<Winner>,
+    winner: Option<Winner<'s>>,
     signals: Vec<Signal>,
     alerts: Vec<AlertIntent>,
-    reasons: Vec<String>,
+    policy_outcomes: Vec<PolicyOutcome>,
     overrides_applied: Vec<OverrideApplied>,
     failures: Vec<EvaluationFailure>,
     inspection: InspectionConstraints,
@@ -312,14 +313,14 @@ struct Accumulator {
     policies_evaluated: u32,
 }
 
-impl Accumulator {
+impl<'s> Accumulator<'s> {
     fn new(snapshot_version: u64) -> Self {
         Accumulator {
             outcome: Action::Continue,
             winner: None,
             signals: Vec::new(),
             alerts: Vec::new(),
-            reasons: Vec::new(),
+            policy_outcomes: Vec::new(),
             overrides_applied: Vec::new(),
             failures: Vec::new(),
             inspection: InspectionConstraints::ALLOW_ALL,
@@ -344,7 +345,7 @@ impl Accumulator {
         blocking: bool,
     ) {
         self.signals.push(Signal {
-            policy_id: policy.id.clone(),
+            policy_id: Arc::clone(&policy.id),
             policy_version: policy.version,
             snapshot_version: snapshot.version(),
             kind,
@@ -370,7 +371,7 @@ impl Accumulator {
             return;
         }
         self.alerts.push(AlertIntent {
-            policy_id: policy.id.clone(),
+            policy_id: Arc::clone(&policy.id),
             kind,
             level,
             value,
@@ -383,9 +384,8 @@ impl Accumulator {
         // Not attributable to a policy, so it is always fail-closed: there is
         // no policy whose fail_open could have been chosen explicitly.
         self.outcome = self.outcome.max(Action::Stop);
-        self.reasons.push(format!("STOP: {reason}"));
         self.failures.push(EvaluationFailure {
-            policy_id: String::new(),
+            policy_id: Arc::from(""),
             failure_mode: FailureMode::FailClosed,
             outcome: Action::Stop,
             reason,
@@ -394,12 +394,14 @@ impl Accumulator {
 
     fn settle(
         &mut self,
-        policy: &CompiledPolicy,
-        snapshot: &VerifiedSnapshot,
+        pos: usize,
+        policy: &'s CompiledPolicy,
+        snapshot: &'s VerifiedSnapshot,
         ctx: &StepContext<'_>,
         verdict: PolicyVerdict,
     ) {
         let mut outcome = verdict.outcome;
+        let mut overridden = false;
         if outcome > Action::Continue
             && let Some(o) = snapshot.active_override(&policy.id, ctx.scope, ctx.now_ms)
         {
@@ -408,84 +410,55 @@ impl Accumulator {
             }
             self.overrides_applied.push(OverrideApplied {
                 override_id: o.override_id.clone(),
-                policy_id: policy.id.clone(),
+                policy_id: Arc::clone(&policy.id),
                 suppressed_outcome: outcome,
                 granted_by: o.granted_by.actor_id.clone(),
                 reason: o.reason.clone(),
                 expires_at_ms: o.expires_at_ms,
             });
-            self.reasons.push(format!(
-                "policy {} would {outcome} but is overridden by {} ({}) until {}: {}",
-                policy.id, o.override_id, o.granted_by.actor_id, o.expires_at_ms, o.reason
-            ));
+            overridden = true;
             outcome = Action::Continue;
         }
+        if outcome == Action::Continue && !overridden {
+            return;
+        }
+        self.policy_outcomes.push(PolicyOutcome {
+            policy_id: Arc::clone(&policy.id),
+            policy_version: policy.version,
+            snapshot_version: snapshot.version(),
+            outcome,
+            overridden,
+        });
         if outcome == Action::Continue {
             return;
         }
-        self.reasons.push(self.reason_for(policy, outcome, &verdict));
-
         self.outcome = self.outcome.max(outcome);
         let better = self.winner.as_ref().is_none_or(|w| {
-            (outcome, policy.precedence, Reverse(policy.id.as_str()))
-                > (w.outcome, w.precedence, Reverse(w.policy_id.as_str()))
+            (outcome, policy.precedence, Reverse(&*policy.id))
+                > (w.outcome, w.precedence, Reverse(&*w.policy.id))
         });
         if better {
-            self.winner = Some(Winner {
-                outcome,
-                precedence: policy.precedence,
-                policy_id: policy.id.clone(),
-                policy_version: policy.version,
-                snapshot_version: snapshot.version(),
-                threshold_hash: policy.threshold_hash,
-                requires_ack: policy.actions.requires_ack,
-            });
+            self.winner = Some(Winner { outcome, precedence: policy.precedence, policy, pos, snapshot });
         }
-    }
-
-    fn reason_for(&self, policy: &CompiledPolicy, outcome: Action, verdict: &PolicyVerdict) -> String {
-        let mut reason = format!("{outcome} by policy {} v{}", policy.id, policy.version);
-        let mut first = true;
-        for s in &self.signals[verdict.first_signal..] {
-            reason.push_str(if first { ": " } else { "; " });
-            first = false;
-            let level = match s.level {
-                SignalLevel::Breach => "breach".to_owned(),
-                SignalLevel::Near { tier } => format!("near ({tier}%)"),
-            };
-            let window = s.window.map(|w| format!(" {}", window_label(w))).unwrap_or_default();
-            reason.push_str(&format!(
-                "{}{window} {level}, value {} vs limit {}",
-                s.kind.as_str(),
-                s.value,
-                s.threshold
-            ));
-        }
-        if let Some(failure) = &verdict.failure {
-            reason.push_str(if first { ": " } else { "; " });
-            reason.push_str(&format!(
-                "cannot evaluate ({failure}), failure mode {}",
-                policy.failure_mode.as_str()
-            ));
-        }
-        reason
     }
 
     fn finish(mut self) -> Decision {
         // A whole-decision failure (tenant mismatch) can raise the outcome
         // above every policy's; then no policy is credited with it.
         let winner = self.winner.take().filter(|w| w.outcome == self.outcome);
-        let requires_ack = self.outcome >= Action::Pause && winner.as_ref().is_some_and(|w| w.requires_ack);
+        let requires_ack =
+            self.outcome >= Action::Pause && winner.as_ref().is_some_and(|w| w.policy.actions.requires_ack);
         let winning_policy = winner.map(|w| WinningPolicy {
-            policy_id: w.policy_id,
-            policy_version: w.policy_version,
-            snapshot_version: w.snapshot_version,
-            threshold_hash: hex::encode(w.threshold_hash),
+            policy_id: Arc::clone(&w.policy.id),
+            policy_version: w.policy.version,
+            snapshot_version: w.snapshot.version(),
+            threshold_hash: hex::encode(w.snapshot.threshold_hash(w.pos)),
         });
         self.signals.sort_by(|a, b| {
             (&a.policy_id, a.limit_index, a.kind).cmp(&(&b.policy_id, b.limit_index, b.kind))
         });
         self.alerts.sort_by(|a, b| (&a.policy_id, a.kind).cmp(&(&b.policy_id, b.kind)));
+        self.policy_outcomes.sort_by(|a, b| a.policy_id.cmp(&b.policy_id));
         let inspection =
             if self.policies_evaluated == 0 { InspectionConstraints::default() } else { self.inspection };
         Decision {
@@ -494,25 +467,12 @@ impl Accumulator {
             requires_ack,
             signals: self.signals,
             alerts: self.alerts,
-            reasons: self.reasons,
+            policy_outcomes: self.policy_outcomes,
             overrides_applied: self.overrides_applied,
             failures: self.failures,
             inspection,
             snapshot_version: self.snapshot_version,
             policies_evaluated: self.policies_evaluated,
         }
-    }
-}
-
-fn window_label(window: crate::counters::CounterWindow) -> String {
-    use crate::counters::CounterWindow;
-    use crate::policy::Period;
-    match window {
-        CounterWindow::PerRun => "per run".to_owned(),
-        CounterWindow::PerSession => "per session".to_owned(),
-        CounterWindow::Calendar(Period::Hourly) => "this hour".to_owned(),
-        CounterWindow::Calendar(Period::Daily) => "today".to_owned(),
-        CounterWindow::Calendar(Period::Monthly) => "this month".to_owned(),
-        CounterWindow::Rolling { seconds } => format!("over {seconds}s"),
     }
 }

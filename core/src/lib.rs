@@ -25,6 +25,7 @@ pub mod document;
 mod error;
 pub mod evaluate;
 pub mod money;
+mod path;
 pub mod pii;
 pub mod policy;
 pub mod schema;

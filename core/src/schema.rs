@@ -12,9 +12,23 @@ pub fn policy_document_schema() -> serde_json::Value {
 }
 
 /// The schema as pretty-printed JSON with a trailing newline, exactly as
-/// checked in.
+/// checked in. Keys are sorted explicitly: whether `serde_json` keeps
+/// insertion order depends on which other crates share the build (feature
+/// unification), and the checked-in text must not.
 pub fn policy_document_schema_pretty() -> String {
-    let mut text = serde_json::to_string_pretty(&policy_document_schema()).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(&sorted(policy_document_schema())).unwrap_or_default();
     text.push('\n');
     text
+}
+
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
 }

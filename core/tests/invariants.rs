@@ -212,7 +212,7 @@ proptest! {
             .filter(|(_, d)| d.outcome > Action::Continue)
             .max_by_key(|(p, d)| (d.outcome, p.precedence, Reverse(p.id.clone())))
             .map(|(p, _)| p.id.clone());
-        prop_assert_eq!(all.winning_policy.as_ref().map(|w| w.policy_id.clone()), expected_winner);
+        prop_assert_eq!(all.winning_policy.as_ref().map(|w| w.policy_id.to_string()), expected_winner);
 
         let mut signals: Vec<_> = singles.iter().flat_map(|(_, d)| d.signals.clone()).collect();
         signals.sort_by(|a, b| (&a.policy_id, a.limit_index, a.kind).cmp(&(&b.policy_id, b.limit_index, b.kind)));

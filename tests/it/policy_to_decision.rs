@@ -59,7 +59,7 @@ fn example_token_budget_stops_the_breaching_step() {
         );
         outcomes.push(d.outcome);
         if !d.outcome.allows_next_step() {
-            assert_eq!(d.winning_policy.unwrap().policy_id, "pol-run-tokens");
+            assert_eq!(&*d.winning_policy.unwrap().policy_id, "pol-run-tokens");
             break;
         }
         *counters.get_mut(&run_tokens).unwrap() += 12_000;

@@ -1,9 +1,12 @@
 //! What the evaluator returns: the outcome and everything needed to explain
 //! it (inflection metadata, GAP-024).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::counters::CounterWindow;
+use crate::policy::Period;
 use crate::policy::{Action, FailureMode, InspectionConstraints, NotifyChannel};
 
 /// What raised a signal.
@@ -61,7 +64,7 @@ pub enum SignalLevel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signal {
     /// Policy whose limit fired.
-    pub policy_id: String,
+    pub policy_id: Arc<str>,
     /// Its version.
     pub policy_version: u64,
     /// Version of the snapshot the policy came from (may be older than the
@@ -91,7 +94,7 @@ pub struct Signal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertIntent {
     /// Policy.
-    pub policy_id: String,
+    pub policy_id: Arc<str>,
     /// Signal.
     pub kind: SignalKind,
     /// Tier or breach reached by this step (it was not reached before).
@@ -108,7 +111,7 @@ pub struct AlertIntent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WinningPolicy {
     /// Id.
-    pub policy_id: String,
+    pub policy_id: Arc<str>,
     /// Version.
     pub policy_version: u64,
     /// Snapshot version it was evaluated from.
@@ -123,7 +126,7 @@ pub struct OverrideApplied {
     /// Override id.
     pub override_id: String,
     /// Policy it suspends.
-    pub policy_id: String,
+    pub policy_id: Arc<str>,
     /// What the policy would have done.
     pub suppressed_outcome: Action,
     /// Who granted it.
@@ -139,13 +142,28 @@ pub struct OverrideApplied {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvaluationFailure {
     /// Policy; empty for failures that concern the whole decision.
-    pub policy_id: String,
+    pub policy_id: Arc<str>,
     /// Its failure mode.
     pub failure_mode: FailureMode,
     /// The outcome the failure mode produced.
     pub outcome: Action,
     /// What was missing or wrong.
     pub reason: String,
+}
+
+/// What one policy contributed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyOutcome {
+    /// Policy.
+    pub policy_id: Arc<str>,
+    /// Its version.
+    pub policy_version: u64,
+    /// Snapshot version it was evaluated from.
+    pub snapshot_version: u64,
+    /// Its outcome after overrides.
+    pub outcome: Action,
+    /// An override suppressed what it would have done.
+    pub overridden: bool,
 }
 
 /// The evaluator's answer for one step.
@@ -161,8 +179,9 @@ pub struct Decision {
     pub signals: Vec<Signal>,
     /// Tiers and breaches newly reached by this step.
     pub alerts: Vec<AlertIntent>,
-    /// Human-readable reasons, one per policy that did more than CONTINUE.
-    pub reasons: Vec<String>,
+    /// Every policy that did more than CONTINUE, or would have without an
+    /// override, sorted by policy id.
+    pub policy_outcomes: Vec<PolicyOutcome>,
     /// Overrides that suppressed enforcement.
     pub overrides_applied: Vec<OverrideApplied>,
     /// Policies that fell back to their failure mode.
@@ -174,4 +193,74 @@ pub struct Decision {
     pub snapshot_version: u64,
     /// How many policies applied to the step.
     pub policies_evaluated: u32,
+}
+
+impl Decision {
+    /// Human-readable reasons: one line per policy that acted (or was
+    /// overridden), then failures that concern the whole decision. Rendered
+    /// on demand so the hot path formats nothing.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.policy_outcomes.len() + 1);
+        for p in &self.policy_outcomes {
+            if p.overridden {
+                if let Some(o) = self.overrides_applied.iter().find(|o| o.policy_id == p.policy_id) {
+                    out.push(format!(
+                        "policy {} would {} but is overridden by {} ({}) until {}: {}",
+                        p.policy_id,
+                        o.suppressed_outcome,
+                        o.override_id,
+                        o.granted_by,
+                        o.expires_at_ms,
+                        o.reason
+                    ));
+                }
+                continue;
+            }
+            let mut line = format!("{} by policy {} v{}", p.outcome, p.policy_id, p.policy_version);
+            let mut sep = ": ";
+            let signals = self
+                .signals
+                .iter()
+                .filter(|s| s.policy_id == p.policy_id && s.snapshot_version == p.snapshot_version);
+            for s in signals {
+                line.push_str(sep);
+                sep = "; ";
+                line.push_str(s.kind.as_str());
+                if let Some(w) = s.window {
+                    line.push(' ');
+                    line.push_str(&window_label(w));
+                }
+                match s.level {
+                    SignalLevel::Breach => line.push_str(" breach"),
+                    SignalLevel::Near { tier } => line.push_str(&format!(" near ({tier}%)")),
+                }
+                line.push_str(&format!(", value {} vs limit {}", s.value, s.threshold));
+            }
+            for f in self.failures.iter().filter(|f| f.policy_id == p.policy_id) {
+                line.push_str(sep);
+                sep = "; ";
+                line.push_str(&format!(
+                    "cannot evaluate ({}), failure mode {}",
+                    f.reason,
+                    f.failure_mode.as_str()
+                ));
+            }
+            out.push(line);
+        }
+        for f in self.failures.iter().filter(|f| f.policy_id.is_empty()) {
+            out.push(format!("{}: {}", f.outcome, f.reason));
+        }
+        out
+    }
+}
+
+fn window_label(window: CounterWindow) -> String {
+    match window {
+        CounterWindow::PerRun => "per run".to_owned(),
+        CounterWindow::PerSession => "per session".to_owned(),
+        CounterWindow::Calendar(Period::Hourly) => "this hour".to_owned(),
+        CounterWindow::Calendar(Period::Daily) => "today".to_owned(),
+        CounterWindow::Calendar(Period::Monthly) => "this month".to_owned(),
+        CounterWindow::Rolling { seconds } => format!("over {seconds}s"),
+    }
 }

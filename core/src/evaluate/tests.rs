@@ -48,7 +48,7 @@ fn below_every_tier_continues_silently() {
     let snap = snapshot(1, RUN_TOKENS_1000);
     let d = run(&snap, &pre_step(100), &tokens_so_far(300));
     assert_eq!(d.outcome, Action::Continue);
-    assert!(d.signals.is_empty() && d.alerts.is_empty() && d.reasons.is_empty());
+    assert!(d.signals.is_empty() && d.alerts.is_empty() && d.reasons().is_empty());
     assert_eq!(d.winning_policy, None);
     assert_eq!(d.policies_evaluated, 1);
     assert_eq!(d.snapshot_version, 1);
@@ -82,13 +82,13 @@ fn breach_stops_with_inflection_metadata() {
     let d = run(&snap, &pre_step(200), &tokens_so_far(900));
     assert_eq!(d.outcome, Action::Stop);
     let w = d.winning_policy.as_ref().unwrap();
-    assert_eq!((w.policy_id.as_str(), w.policy_version, w.snapshot_version), ("pol-tokens", 1, 3));
+    assert_eq!((&*w.policy_id, w.policy_version, w.snapshot_version), ("pol-tokens", 1, 3));
     assert_eq!(w.threshold_hash.len(), 64);
     let s = &d.signals[0];
     assert_eq!((s.level, s.value, s.threshold, s.limit_index), (SignalLevel::Breach, 1100, 1000, Some(0)));
     assert_eq!(d.alerts[0].level, SignalLevel::Breach);
     assert_eq!(
-        d.reasons,
+        d.reasons(),
         vec!["STOP by policy pol-tokens v1: TOKENS per run breach, value 1100 vs limit 1000"]
     );
     assert!(!d.outcome.allows_next_step());
@@ -141,16 +141,16 @@ fn inv_005_most_restrictive_wins_and_ties_go_to_lowest_id() {
     let d = run(&snap, &pre_step(50), &tokens_so_far(0));
     assert_eq!(d.outcome, Action::Stop, "GAP-068: STOP beats PAUSE and WARN");
     assert_eq!(
-        d.winning_policy.unwrap().policy_id,
+        &*d.winning_policy.as_ref().unwrap().policy_id,
         "pol-c-stop",
         "tie between two STOPs goes to the lowest id"
     );
     assert!(!d.requires_ack, "the PAUSE policy did not win");
     assert_eq!(
-        d.signals.iter().map(|s| s.policy_id.as_str()).collect::<Vec<_>>(),
+        d.signals.iter().map(|s| &*s.policy_id).collect::<Vec<_>>(),
         ["pol-a-warn", "pol-b-pause", "pol-c-stop", "pol-d-stop"]
     );
-    assert_eq!(d.reasons.len(), 4);
+    assert_eq!(d.reasons().len(), 4);
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn kill_beats_stop_and_pause_carries_requires_ack() {
         1,
     );
     let d = run(&snapshot(1, &kill), &pre_step(50), &tokens_so_far(0));
-    assert_eq!((d.outcome, d.winning_policy.unwrap().policy_id.as_str()), (Action::Kill, "pol-d-stop"));
+    assert_eq!((d.outcome, &*d.winning_policy.as_ref().unwrap().policy_id), (Action::Kill, "pol-d-stop"));
 
     let pause_only = CONFLICT.replace("on_breach: STOP", "on_breach: WARN");
     let d = run(&snapshot(1, &pause_only), &pre_step(50), &tokens_so_far(0));
@@ -177,14 +177,14 @@ fn precedence_credits_the_winner_without_changing_the_outcome() {
     );
     let d = run(&snapshot(1, &text), &pre_step(50), &tokens_so_far(0));
     assert_eq!(d.outcome, Action::Stop);
-    assert_eq!(d.winning_policy.unwrap().policy_id, "pol-c-stop");
+    assert_eq!(&*d.winning_policy.as_ref().unwrap().policy_id, "pol-c-stop");
     let text = CONFLICT.replace("name: stop too\n", "name: stop too\n    precedence: 500\n");
     let d = run(&snapshot(1, &text), &pre_step(50), &tokens_so_far(0));
-    assert_eq!(d.winning_policy.unwrap().policy_id, "pol-d-stop");
+    assert_eq!(&*d.winning_policy.as_ref().unwrap().policy_id, "pol-d-stop");
     let text = CONFLICT.replace("name: warn\n", "name: warn\n    precedence: 9000\n");
     let d = run(&snapshot(1, &text), &pre_step(50), &tokens_so_far(0));
     assert_eq!(
-        (d.outcome, d.winning_policy.unwrap().policy_id.as_str()),
+        (d.outcome, &*d.winning_policy.as_ref().unwrap().policy_id),
         (Action::Stop, "pol-c-stop"),
         "precedence never lets a WARN beat a STOP"
     );
@@ -224,7 +224,7 @@ fn scope_selects_only_matching_runs() {
     limits: [{ signal: TOKENS, max: 1, window: PER_RUN }]
 ";
     let d = run(&snapshot(1, text), &pre_step(5), &tokens_so_far(0));
-    let fired: Vec<&str> = d.signals.iter().map(|s| s.policy_id.as_str()).collect();
+    let fired: Vec<&str> = d.signals.iter().map(|s| &*s.policy_id).collect();
     assert_eq!(fired, ["pol-agent", "pol-key", "pol-project", "pol-tenant"]);
     assert_eq!(d.policies_evaluated, 4);
 }
@@ -264,7 +264,7 @@ fn gap_035_missing_counter_fails_closed_by_default() {
     assert_eq!(d.failures.len(), 1);
     assert_eq!(d.failures[0].failure_mode, crate::policy::FailureMode::FailClosed);
     assert!(d.failures[0].reason.contains("`tokens per run` is unavailable"), "{:?}", d.failures);
-    assert!(d.reasons[0].contains("failure mode fail_closed"), "{:?}", d.reasons);
+    assert!(d.reasons()[0].contains("failure mode fail_closed"), "{:?}", d.reasons());
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn gap_034_active_override_suppresses_enforcement_and_says_so() {
     assert_eq!(d.overrides_applied[0].suppressed_outcome, Action::Stop);
     assert_eq!(d.overrides_applied[0].granted_by, "alice");
     assert!(d.signals.iter().all(|s| s.overridden && s.level == SignalLevel::Breach));
-    assert!(d.reasons[0].contains("overridden by ovr-pol-tokens"), "{:?}", d.reasons);
+    assert!(d.reasons()[0].contains("overridden by ovr-pol-tokens"), "{:?}", d.reasons());
 }
 
 #[test]
@@ -515,7 +515,7 @@ fn gap_031_run_start_keeps_its_version_each_step_sees_the_newest() {
     let d =
         decide(&bindings, &StepContext { now_ms: NOW_MS, scope: &scope, step: &step, counters: &counters });
     let fired: Vec<(&str, u64, u64)> =
-        d.signals.iter().map(|s| (s.policy_id.as_str(), s.threshold, s.snapshot_version)).collect();
+        d.signals.iter().map(|s| (&*s.policy_id, s.threshold, s.snapshot_version)).collect();
     assert_eq!(fired, [("pol-each-step", 100, 2)], "RUN_START policy still sees its v1 limit of 1000");
     assert_eq!(d.policies_evaluated, 2, "each policy evaluated exactly once");
     assert_eq!(d.snapshot_version, 2);

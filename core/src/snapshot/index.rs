@@ -8,9 +8,8 @@
 
 use std::collections::HashMap;
 
-use crate::compile::CompiledPolicy;
 use crate::evaluate::RunScope;
-use crate::policy::{BindAt, ScopeType};
+use crate::policy::{BindAt, Policy, ScopeType};
 
 #[derive(Debug, Default)]
 struct RoleIndex {
@@ -28,7 +27,7 @@ pub(crate) struct ScopeIndex {
 }
 
 impl ScopeIndex {
-    pub(crate) fn build(tenant_id: &str, policies: &[CompiledPolicy]) -> Self {
+    pub(crate) fn build(tenant_id: &str, policies: &[Policy]) -> Self {
         let mut index = ScopeIndex::default();
         for (pos, policy) in policies.iter().enumerate() {
             let Ok(pos) = u32::try_from(pos) else { break };

@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::compile::{CompiledPolicy, check_id, check_scope, compile_policy, is_enforceable};
-use crate::error::{FieldError, FieldErrors, join};
+use crate::compile::{CompiledPolicy, check_id, check_scope, compile_policy_at, is_enforceable};
+use crate::error::{FieldError, FieldErrors};
+use crate::path::FieldPath;
 use crate::policy::{Policy, PolicyOverride, ScopeType};
 
 use super::SnapshotError;
@@ -103,7 +104,8 @@ impl PolicySnapshot {
     /// Checks every rule and compiles the policies, in id order.
     pub(crate) fn compile(&self) -> Result<Vec<CompiledPolicy>, FieldErrors> {
         let mut errors = Vec::new();
-        check_id(&self.tenant_id, "tenant_id", &mut errors);
+        let root = FieldPath::ROOT;
+        check_id(&self.tenant_id, &root.field("tenant_id"), &mut errors);
         if self.version == 0 {
             errors.push(FieldError::new("version", "must be at least 1"));
         }
@@ -115,53 +117,55 @@ impl PolicySnapshot {
         }
 
         let mut compiled = Vec::with_capacity(self.policies.len());
+        let policies_path = root.field("policies");
         for (i, policy) in self.policies.iter().enumerate() {
-            let path = format!("policies[{i}]");
+            let path = policies_path.index(i);
             if i > 0 && self.policies[i - 1].id >= policy.id {
-                errors.push(FieldError::new(
-                    join(&path, "id"),
+                errors.push(FieldError::at(
+                    &path.field("id"),
                     format!("{:?} is duplicated or out of canonical order", policy.id),
                 ));
             }
             if !is_enforceable(policy) {
-                errors.push(FieldError::new(
-                    join(&path, "status"),
+                errors.push(FieldError::at(
+                    &path.field("status"),
                     format!("a snapshot carries only ACTIVE policies, got {}", policy.status),
                 ));
             }
             if policy.scope.scope_type == ScopeType::Tenant
                 && let Some(other) = policy.scope.ids.iter().find(|id| **id != self.tenant_id)
             {
-                errors.push(FieldError::new(
-                    join(&path, "scope.ids"),
+                errors.push(FieldError::at(
+                    &path.field("scope.ids"),
                     format!("names tenant {other:?} but the snapshot is for {:?}", self.tenant_id),
                 ));
             }
-            if let Some(c) = compile_policy(policy, &path, &mut errors) {
+            if let Some(c) = compile_policy_at(policy, &path, &mut errors) {
                 compiled.push(c);
             }
         }
 
+        let overrides_path = root.field("overrides");
         for (i, o) in self.overrides.iter().enumerate() {
-            let path = format!("overrides[{i}]");
-            check_id(&o.override_id, &join(&path, "override_id"), &mut errors);
+            let path = overrides_path.index(i);
+            check_id(&o.override_id, &path.field("override_id"), &mut errors);
             if i > 0 && self.overrides[i - 1].override_id >= o.override_id {
-                errors.push(FieldError::new(
-                    join(&path, "override_id"),
+                errors.push(FieldError::at(
+                    &path.field("override_id"),
                     format!("{:?} is duplicated or out of canonical order", o.override_id),
                 ));
             }
             if self.policies.binary_search_by(|p| p.id.as_str().cmp(&o.policy_id)).is_err() {
-                errors.push(FieldError::new(
-                    join(&path, "policy_id"),
+                errors.push(FieldError::at(
+                    &path.field("policy_id"),
                     format!("unknown policy {:?}", o.policy_id),
                 ));
             }
-            check_scope(&o.scope, &join(&path, "scope"), &mut errors);
-            check_id(&o.granted_by.actor_id, &join(&path, "granted_by.actor_id"), &mut errors);
+            check_scope(&o.scope, &path.field("scope"), &mut errors);
+            check_id(&o.granted_by.actor_id, &path.field("granted_by.actor_id"), &mut errors);
             if !o.granted_by.role.can_grant_override() {
-                errors.push(FieldError::new(
-                    join(&path, "granted_by.role"),
+                errors.push(FieldError::at(
+                    &path.field("granted_by.role"),
                     format!(
                         "role {} may not grant overrides (admin or sre required)",
                         o.granted_by.role.as_str()
@@ -169,24 +173,25 @@ impl PolicySnapshot {
                 ));
             }
             if o.reason.trim().is_empty() {
-                errors.push(FieldError::new(join(&path, "reason"), "must not be empty"));
+                errors.push(FieldError::at(&path.field("reason"), "must not be empty"));
             }
             if o.expires_at_ms <= o.starts_at_ms {
-                errors.push(FieldError::new(join(&path, "expires_at_ms"), "must be after starts_at_ms"));
+                errors.push(FieldError::at(&path.field("expires_at_ms"), "must be after starts_at_ms"));
             } else if o.expires_at_ms - o.starts_at_ms > PolicyOverride::MAX_DURATION_MS {
-                errors.push(FieldError::new(
-                    join(&path, "expires_at_ms"),
+                errors.push(FieldError::at(
+                    &path.field("expires_at_ms"),
                     "an override may last at most 7 days",
                 ));
             }
         }
 
+        let planes_path = root.field("knowledge_planes");
         for (i, plane) in self.knowledge_planes.iter().enumerate() {
-            let path = format!("knowledge_planes[{i}]");
-            check_id(&plane.plane_id, &join(&path, "plane_id"), &mut errors);
+            let path = planes_path.index(i);
+            check_id(&plane.plane_id, &path.field("plane_id"), &mut errors);
             if i > 0 && self.knowledge_planes[i - 1].plane_id >= plane.plane_id {
-                errors.push(FieldError::new(
-                    join(&path, "plane_id"),
+                errors.push(FieldError::at(
+                    &path.field("plane_id"),
                     format!("{:?} is duplicated or out of canonical order", plane.plane_id),
                 ));
             }

@@ -1,7 +1,7 @@
 //! The verified snapshot handle: immutable, shareable, pre-indexed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::compile::CompiledPolicy;
 use crate::counters::CounterKey;
@@ -28,9 +28,13 @@ struct Inner {
     key_id: KeyId,
     pub(crate) compiled: Vec<CompiledPolicy>,
     index: ScopeIndex,
-    position_by_id: HashMap<String, usize>,
+    position_by_id: HashMap<Arc<str>, usize>,
     overrides_by_policy: HashMap<String, Vec<usize>>,
     required_counters: Vec<CounterKey>,
+    /// `threshold_snapshot_hash` per policy, computed the first time a
+    /// decision names the policy: most policies never win, and hashing all
+    /// of them would dominate verification time.
+    threshold_hashes: Vec<OnceLock<[u8; 32]>>,
 }
 
 impl VerifiedSnapshot {
@@ -40,7 +44,8 @@ impl VerifiedSnapshot {
         key_id: KeyId,
     ) -> Result<Self, SnapshotError> {
         let compiled = snapshot.compile().map_err(SnapshotError::Invalid)?;
-        let index = ScopeIndex::build(&snapshot.tenant_id, &compiled);
+        let index = ScopeIndex::build(&snapshot.tenant_id, &snapshot.policies);
+        let threshold_hashes = snapshot.policies.iter().map(|_| OnceLock::new()).collect();
         let position_by_id = compiled.iter().enumerate().map(|(pos, p)| (p.id.clone(), pos)).collect();
         let mut overrides_by_policy: HashMap<String, Vec<usize>> = HashMap::new();
         for (pos, o) in snapshot.overrides.iter().enumerate() {
@@ -60,6 +65,7 @@ impl VerifiedSnapshot {
                 position_by_id,
                 overrides_by_policy,
                 required_counters,
+                threshold_hashes,
             }),
         })
     }
@@ -109,6 +115,14 @@ impl VerifiedSnapshot {
     /// Whether both handles share the same verified content.
     pub fn same_as(&self, other: &VerifiedSnapshot) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner) || self.inner.content_hash == other.inner.content_hash
+    }
+
+    /// `threshold_snapshot_hash` (GAP-022) of the policy at `pos`.
+    pub(crate) fn threshold_hash(&self, pos: usize) -> [u8; 32] {
+        match (self.inner.threshold_hashes.get(pos), self.inner.snapshot.policies.get(pos)) {
+            (Some(cell), Some(policy)) => *cell.get_or_init(|| policy.threshold_hash()),
+            _ => [0; 32],
+        }
     }
 
     pub(crate) fn compiled(&self) -> &[CompiledPolicy] {
