@@ -169,6 +169,20 @@ pub struct PiiMatch {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct PiiKinds(u8);
 
+/// Serialised as a list of kinds, e.g. `["EMAIL", "SECRET"]`.
+impl serde::Serialize for PiiKinds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PiiKinds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let kinds = Vec::<PiiKind>::deserialize(deserializer)?;
+        Ok(kinds.into_iter().collect())
+    }
+}
+
 impl PiiKinds {
     /// The empty set.
     pub const EMPTY: PiiKinds = PiiKinds(0);

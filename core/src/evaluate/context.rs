@@ -68,7 +68,7 @@ pub struct StepInput {
     /// Data access requested by this step.
     pub data_access: Option<DataAccess>,
     /// PII kinds found in the step's prompt or response.
-    #[serde(skip)]
+    #[serde(default)]
     pub pii: PiiKinds,
     /// Hallucination score of the response, `0.0..=1.0`.
     pub hallucination_score: Option<f64>,

@@ -611,3 +611,13 @@ fn decide_is_deterministic() {
     let b = run(&snap, &pre_step(50), &tokens_so_far(0));
     assert_eq!(a, b);
 }
+
+#[test]
+fn step_input_round_trips_through_json_with_pii_kinds() {
+    let mut step = pre_step(10);
+    step.pii = [PiiKind::Email, PiiKind::Secret].into_iter().collect();
+    let json = serde_json::to_value(&step).unwrap();
+    assert_eq!(json["pii"], serde_json::json!(["EMAIL", "SECRET"]));
+    let back: StepInput = serde_json::from_value(json).unwrap();
+    assert_eq!(back, step);
+}
