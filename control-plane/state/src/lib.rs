@@ -1,0 +1,1 @@
+//! Control-plane state machine (being written).
