@@ -5,5 +5,28 @@
 //! records, writing every admin mutation to a hash-chained audit ledger and
 //! issuing each tenant's signed `aos_core::PolicySnapshot`.
 //!
-//! Built in the control-plane issue; the policy validation and snapshot
-//! signing it will use already live in `aos-core`.
+//! ## Layout
+//! - [`raft`]: openraft type configuration, gRPC transport (both
+//!   directions) and the binding to the sled store (`aos-cp-store`). The
+//!   replicated state machine itself is the I/O-free `aos-cp-state` crate.
+//! - [`node`]: one node — open, initialise, serve gRPC + HTTP, shut down.
+//! - [`write`]: the write path (leader commit or forward) and linearizable
+//!   read barriers.
+//! - [`cluster_service`]: inbound forwarding / read-index RPCs.
+//! - [`http`]: the admin REST API.
+//! - [`bootstrap`]: first start — single-voter init and the operator key.
+
+pub mod bootstrap;
+pub mod cluster_service;
+pub mod http;
+pub mod node;
+pub mod raft;
+pub mod write;
+
+/// Wall-clock milliseconds, stamped on proposals by the node that accepts
+/// them (the state machine itself reads no clock).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,10 +1,21 @@
 //! # aos-proto
 //!
-//! The wire contract between edge agents and the control plane: snapshot
-//! watch streams (ACK/NACK), record ingest and Raft RPCs, as protobuf
-//! definitions under `proto/proto/` compiled without a system `protoc`.
+//! The wire contract between control-plane nodes (and, with the edge-agent
+//! issue, between edge agents and the control plane), compiled from
+//! `proto/` at build time without a system `protoc`.
 //!
-//! Domain types stay in `aos-core`; conversions live here so that protobuf
-//! never leaks into the pure core. The definitions arrive with the control
-//! plane issue; until then signed snapshots travel as opaque envelope bytes
-//! (`aos_core::snapshot::Envelope`).
+//! Domain types stay in `aos-core` and the control-plane crates; conversions
+//! live next to the code that uses them, so protobuf never leaks into the
+//! pure core.
+
+#![allow(missing_docs, clippy::all, clippy::pedantic, reason = "generated code")]
+
+/// Raft RPCs between control-plane nodes.
+pub mod raft {
+    tonic::include_proto!("aos.raft.v1");
+}
+
+/// Write forwarding and read barriers between control-plane nodes.
+pub mod cluster {
+    tonic::include_proto!("aos.cluster.v1");
+}

@@ -1,0 +1,78 @@
+//! Inbound `aos.cluster.v1.ClusterService`: proposals forwarded by
+//! followers, and read-index requests. A node that is not the leader answers
+//! `UNAVAILABLE` with the leader it knows in `aos-leader-id` /
+//! `aos-leader-addr` metadata, so callers can retry there.
+
+use aos_cp_state::Proposal;
+use aos_proto::cluster::cluster_service_server::ClusterService;
+use aos_proto::cluster::{ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest};
+use openraft::BasicNode;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::raft::NodeId;
+
+/// Serves cluster RPCs for one node.
+#[derive(Debug, Clone)]
+pub struct ClusterRpcServer {
+    node: Node,
+}
+
+impl ClusterRpcServer {
+    /// Serves `node`.
+    pub fn new(node: Node) -> Self {
+        ClusterRpcServer { node }
+    }
+}
+
+fn not_leader(forward: &ForwardToLeader<NodeId, BasicNode>) -> Status {
+    let mut status = Status::unavailable("not the leader");
+    if let Some(id) = forward.leader_id
+        && let Ok(value) = id.to_string().parse()
+    {
+        status.metadata_mut().insert("aos-leader-id", value);
+    }
+    if let Some(node) = &forward.leader_node
+        && let Ok(value) = node.addr.parse()
+    {
+        status.metadata_mut().insert("aos-leader-addr", value);
+    }
+    status
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterRpcServer {
+    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
+        let proposal: Proposal = serde_json::from_slice(&request.into_inner().proposal_json)
+            .map_err(|e| Status::invalid_argument(format!("malformed proposal: {e}")))?;
+        match self.node.raft().client_write(proposal).await {
+            Ok(response) => {
+                let result_json = serde_json::to_vec(&response.data)
+                    .map_err(|e| Status::internal(format!("encode result: {e}")))?;
+                Ok(Response::new(ProposeReply { result_json, log_index: response.log_id.index }))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(not_leader(&forward)),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        match self.node.raft().get_read_log_id().await {
+            Ok((read_log_id, _)) => Ok(Response::new(ReadIndexReply {
+                read_index: read_log_id.map_or(0, |id| id.index),
+                term: read_log_id.map_or(0, |id| id.leader_id.term),
+            })),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(not_leader(&forward))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(Status::unavailable(format!("no quorum: {e}")))
+            }
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `aos-control-plane`: parses flags/env, sets up logging, runs a node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use aos_control_plane::bootstrap::init_cluster;
+use aos_control_plane::node::{Node, NodeConfig};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "aos-control-plane", version, about = "AOS control-plane node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a node.
+    Start(StartArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StartArgs {
+    /// Raft node id (≥ 1), unique in the cluster.
+    #[arg(long, env = "AOS_NODE_ID")]
+    node_id: u64,
+    /// Directory for this node's sled database and key files.
+    #[arg(long, env = "AOS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address for Raft and cluster gRPC.
+    #[arg(long, env = "AOS_GRPC_ADDR")]
+    grpc_addr: SocketAddr,
+    /// Address for the admin REST API.
+    #[arg(long, env = "AOS_HTTP_ADDR")]
+    http_addr: SocketAddr,
+    /// Address peers use to reach this node's gRPC (defaults to --grpc-addr).
+    #[arg(long, env = "AOS_ADVERTISE_GRPC")]
+    advertise_grpc: Option<String>,
+    /// Initialise a new cluster with this node as its only voter (first
+    /// node, first start); creates the operator key.
+    #[arg(long)]
+    init: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aos-control-plane: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cmd::Start(args) = cli.command;
+    let advertise = args.advertise_grpc.clone().unwrap_or_else(|| args.grpc_addr.to_string());
+    tracing::info!(
+        message = "starting control-plane node",
+        node_id = args.node_id,
+        data_dir = %args.data_dir.display(),
+        grpc = %args.grpc_addr,
+        http = %args.http_addr,
+        advertise = %advertise,
+        init = args.init,
+    );
+    let config = NodeConfig::new(args.node_id, args.data_dir.clone(), advertise);
+    let node = Node::open(&config).await.context("opening the node")?;
+    let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.context("binding the gRPC address")?;
+    let http = tokio::net::TcpListener::bind(args.http_addr).await.context("binding the HTTP address")?;
+    let serving = tokio::spawn(node.clone().serve(grpc, http, shutdown_signal()));
+    if args.init
+        && let Some(path) = init_cluster(&node, &args.data_dir).await.context("initialising the cluster")?
+    {
+        println!("operator key written to {} (mode 0600)", path.display());
+    }
+    println!(
+        "aos-control-plane node {} ready: http://{} grpc {}",
+        args.node_id, args.http_addr, args.grpc_addr
+    );
+    serving.await.context("node task")?.context("serving")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

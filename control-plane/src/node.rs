@@ -1,0 +1,206 @@
+//! One control-plane node: opens its sled store, starts Raft, and serves the
+//! gRPC (Raft + cluster) and HTTP (admin) endpoints until shut down.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aos_proto::cluster::cluster_service_server::ClusterServiceServer;
+use aos_proto::raft::raft_service_server::RaftServiceServer;
+use openraft::BasicNode;
+use tokio::net::TcpListener;
+
+use crate::cluster_service::ClusterRpcServer;
+use crate::raft::network::GrpcNetwork;
+use crate::raft::service::RaftRpcServer;
+use crate::raft::store::{self, StateReader};
+use crate::raft::{NodeId, Raft};
+
+/// What a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's Raft id (≥ 1).
+    pub node_id: NodeId,
+    /// Where its sled database lives.
+    pub data_dir: PathBuf,
+    /// The gRPC address peers use to reach it (`host:port`).
+    pub advertise_grpc: String,
+    /// Raft heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults tuned for a LAN/loopback cluster: 100 ms heartbeats and a
+    /// 300–600 ms election timeout, so failover is well under a second.
+    pub fn new(node_id: NodeId, data_dir: PathBuf, advertise_grpc: String) -> Self {
+        NodeConfig { node_id, data_dir, advertise_grpc, heartbeat: Duration::from_millis(100) }
+    }
+}
+
+/// Why a node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The node id is not usable.
+    #[error("node id must be at least 1")]
+    BadNodeId,
+    /// The sled store could not be opened.
+    #[error("cannot open the store in {dir}: {source}")]
+    Store {
+        /// Data directory.
+        dir: String,
+        /// Cause.
+        source: aos_cp_store::StoreError,
+    },
+    /// openraft refused the configuration or failed fatally.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// A listener failed.
+    #[error("serving {what}: {source}")]
+    Serve {
+        /// Which endpoint.
+        what: &'static str,
+        /// Cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A running node's handles, shared by the gRPC and HTTP services.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    id: NodeId,
+    advertise_grpc: String,
+    raft: Raft,
+    state: StateReader,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.inner.id).field("grpc", &self.inner.advertise_grpc).finish()
+    }
+}
+
+impl Node {
+    /// Opens the store and starts Raft (not yet serving).
+    pub async fn open(config: &NodeConfig) -> Result<Node, NodeError> {
+        if config.node_id == 0 {
+            return Err(NodeError::BadNodeId);
+        }
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| NodeError::Serve { what: "data directory", source: Box::new(e) })?;
+        let (log_store, state_machine) = store::open(&config.data_dir.join("raft"))
+            .map_err(|source| NodeError::Store { dir: config.data_dir.display().to_string(), source })?;
+        let state = state_machine.reader();
+        let heartbeat = u64::try_from(config.heartbeat.as_millis()).unwrap_or(100).max(10);
+        let raft_config = openraft::Config {
+            cluster_name: "aos-control-plane".to_owned(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: heartbeat * 3,
+            election_timeout_max: heartbeat * 6,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), GrpcNetwork, log_store, state_machine)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                id: config.node_id,
+                advertise_grpc: config.advertise_grpc.clone(),
+                raft,
+                state,
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The Raft instance.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// Read access to the applied state.
+    pub fn state(&self) -> &StateReader {
+        &self.inner.state
+    }
+
+    /// The address peers reach this node at.
+    pub fn advertise_grpc(&self) -> &str {
+        &self.inner.advertise_grpc
+    }
+
+    /// Makes this node the single voter of a new cluster. Refused when the
+    /// node already belongs to one.
+    pub async fn initialize(&self) -> Result<(), NodeError> {
+        let mut members = BTreeMap::new();
+        members.insert(self.id(), BasicNode::new(self.advertise_grpc()));
+        self.raft().initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
+    /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves,
+    /// then stops Raft.
+    pub async fn serve(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), NodeError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let grpc_stop = wait_for(stop_rx.clone());
+        let http_stop = wait_for(stop_rx);
+
+        let grpc_server = tonic::transport::Server::builder()
+            .add_service(
+                RaftServiceServer::new(RaftRpcServer::new(self.raft().clone()))
+                    .max_decoding_message_size(usize::MAX),
+            )
+            .add_service(ClusterServiceServer::new(ClusterRpcServer::new(self.clone())))
+            .serve_with_incoming_shutdown(tokio_stream_from(grpc), grpc_stop);
+        let router = crate::http::router(self.clone());
+        let http_server = axum::serve(http, router).with_graceful_shutdown(http_stop);
+
+        let grpc_task = tokio::spawn(grpc_server);
+        let http_task = tokio::spawn(async move { http_server.await });
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let grpc_result = grpc_task.await;
+        let http_result = http_task.await;
+        if let Err(e) = self.raft().shutdown().await {
+            tracing::warn!(message = "raft shutdown failed", error = %e);
+        }
+        match grpc_result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(NodeError::Serve { what: "grpc", source: Box::new(e) }),
+            Err(e) => return Err(NodeError::Serve { what: "grpc", source: Box::new(e) }),
+        }
+        match http_result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(NodeError::Serve { what: "http", source: Box::new(e) }),
+            Err(e) => Err(NodeError::Serve { what: "http", source: Box::new(e) }),
+        }
+    }
+}
+
+async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn tokio_stream_from(listener: TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}

@@ -1,0 +1,60 @@
+//! Inbound Raft RPCs: the `aos.raft.v1.RaftService` server, handing each
+//! decoded openraft message to the local Raft instance and returning its
+//! `Result` (success or Raft error) as serde-JSON.
+
+use aos_proto::raft::RaftPayload;
+use aos_proto::raft::raft_service_server::RaftService;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status};
+
+use super::{NodeId, Raft, TypeConfig};
+
+/// Serves Raft RPCs for one node.
+#[derive(Clone)]
+pub struct RaftRpcServer {
+    raft: Raft,
+}
+
+impl std::fmt::Debug for RaftRpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftRpcServer").finish_non_exhaustive()
+    }
+}
+
+impl RaftRpcServer {
+    /// Serves `raft`.
+    pub fn new(raft: Raft) -> Self {
+        RaftRpcServer { raft }
+    }
+}
+
+fn decode<T: DeserializeOwned>(request: Request<RaftPayload>, what: &str) -> Result<T, Status> {
+    serde_json::from_slice(&request.into_inner().json)
+        .map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    serde_json::to_vec(value)
+        .map(|json| Response::new(RaftPayload { json }))
+        .map_err(|e| Status::internal(format!("encode reply: {e}")))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpcServer {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(request, "append-entries request")?;
+        encode(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(request, "vote request")?;
+        encode(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(request, "install-snapshot request")?;
+        encode(&self.raft.install_snapshot(rpc).await)
+    }
+}

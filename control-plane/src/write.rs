@@ -1,0 +1,162 @@
+//! The write and read paths every admin request goes through.
+//!
+//! Writes: any node accepts a proposal. The leader commits it through Raft;
+//! a follower forwards it to the leader over gRPC
+//! (`aos.cluster.v1.ClusterService/Propose`). Without a leader the caller
+//! gets [`ClusterError::NoLeader`] (HTTP 503 with `Retry-After`).
+//!
+//! Reads: linearizable by default — the leader confirms its leadership with
+//! a quorum (read index), and the serving node waits until its state
+//! machine has applied that index before reading. `stale` reads skip both.
+
+use std::time::Duration;
+
+use aos_cp_state::{CommandResult, Proposal};
+use aos_proto::cluster::cluster_service_client::ClusterServiceClient;
+use aos_proto::cluster::{ProposeRequest, ReadIndexRequest};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use tonic::transport::Endpoint;
+
+use crate::node::Node;
+use crate::raft::NodeId;
+
+/// How long a forwarded call or a read barrier may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a write or read could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No leader is known (election in progress, or this node is cut off
+    /// from a quorum).
+    #[error("no leader is available; retry shortly")]
+    NoLeader,
+    /// The leader could not be reached or answered with an error.
+    #[error("leader {leader} unreachable: {reason}")]
+    LeaderUnreachable {
+        /// Leader id.
+        leader: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// Raft failed on this node.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The request could not be encoded or the reply decoded.
+    #[error("codec: {0}")]
+    Codec(String),
+}
+
+/// A committed command and where it landed.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Raft log index.
+    pub log_index: u64,
+    /// The state machine's answer.
+    pub result: CommandResult,
+}
+
+/// Proposes on the leader, forwarding when this node is not it.
+pub async fn propose(node: &Node, proposal: Proposal) -> Result<Committed, ClusterError> {
+    match node.raft().client_write(proposal.clone()).await {
+        Ok(response) => Ok(Committed { log_index: response.log_id.index, result: response.data }),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            match (forward.leader_id, forward.leader_node) {
+                (Some(leader), Some(leader_node)) => {
+                    forward_propose(leader, &leader_node.addr, &proposal).await
+                }
+                _ => Err(ClusterError::NoLeader),
+            }
+        }
+        Err(e) => Err(ClusterError::Raft(e.to_string())),
+    }
+}
+
+async fn forward_propose(leader: NodeId, addr: &str, proposal: &Proposal) -> Result<Committed, ClusterError> {
+    let unreachable = |reason: String| ClusterError::LeaderUnreachable { leader, reason };
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| unreachable(e.to_string()))?
+        .connect_timeout(CALL_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let proposal_json = serde_json::to_vec(proposal).map_err(|e| ClusterError::Codec(e.to_string()))?;
+    let reply = ClusterServiceClient::new(channel)
+        .propose(ProposeRequest { proposal_json })
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::Unavailable => ClusterError::NoLeader,
+            _ => unreachable(status.to_string()),
+        })?
+        .into_inner();
+    let result =
+        serde_json::from_slice(&reply.result_json).map_err(|e| ClusterError::Codec(e.to_string()))?;
+    Ok(Committed { log_index: reply.log_index, result })
+}
+
+/// Consistency of an admin read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Read index through the leader; never goes back in time.
+    #[default]
+    Linearizable,
+    /// Whatever this node has applied.
+    Stale,
+}
+
+/// Waits until a read at `consistency` may be served from this node.
+pub async fn read_barrier(node: &Node, consistency: Consistency) -> Result<(), ClusterError> {
+    if consistency == Consistency::Stale {
+        return Ok(());
+    }
+    let read_index = match node.raft().get_read_log_id().await {
+        Ok((read_log_id, _applied)) => read_log_id.map_or(0, |id| id.index),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+            match (forward.leader_id, forward.leader_node) {
+                (Some(leader), Some(leader_node)) => remote_read_index(leader, &leader_node.addr).await?,
+                _ => return Err(ClusterError::NoLeader),
+            }
+        }
+        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+            return Err(ClusterError::NoLeader);
+        }
+        Err(e) => return Err(ClusterError::Raft(e.to_string())),
+    };
+    wait_applied(node, read_index).await
+}
+
+async fn remote_read_index(leader: NodeId, addr: &str) -> Result<u64, ClusterError> {
+    let unreachable = |reason: String| ClusterError::LeaderUnreachable { leader, reason };
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| unreachable(e.to_string()))?
+        .connect_timeout(CALL_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let reply =
+        ClusterServiceClient::new(channel).read_index(ReadIndexRequest {}).await.map_err(|status| {
+            match status.code() {
+                tonic::Code::Unavailable => ClusterError::NoLeader,
+                _ => unreachable(status.to_string()),
+            }
+        })?;
+    Ok(reply.into_inner().read_index)
+}
+
+/// Waits until the local state machine has applied `index`.
+pub async fn wait_applied(node: &Node, index: u64) -> Result<(), ClusterError> {
+    let mut applied = node.state().subscribe();
+    let wait = async {
+        loop {
+            if *applied.borrow_and_update() >= index {
+                return Ok(());
+            }
+            if applied.changed().await.is_err() {
+                return Err(ClusterError::Raft("state machine stopped".to_owned()));
+            }
+        }
+    };
+    tokio::time::timeout(CALL_TIMEOUT, wait).await.map_err(|_| ClusterError::NoLeader)?
+}

@@ -1,0 +1,230 @@
+//! What goes into the Raft log ([`Proposal`], [`Command`]) and what comes
+//! out of applying it ([`CommandResult`]).
+//!
+//! A proposal is self-contained: the leader stamps `at_ms` before proposing,
+//! so every replica applies the same command at the same logical time and no
+//! replica reads a clock.
+
+use aos_core::FieldError;
+use aos_core::policy::{ActorRole, Policy, PolicyOverride, PolicyStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::actor::ActorRef;
+use crate::serde_compat;
+
+/// One entry of the replicated log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Idempotency key, unique per client request. A proposal whose id was
+    /// seen before returns the original result and changes nothing.
+    pub request_id: String,
+    /// Who asked.
+    pub actor: ActorRef,
+    /// Unix milliseconds, stamped by the leader when proposing.
+    pub at_ms: u64,
+    /// What to do.
+    pub command: Command,
+}
+
+/// Every state change the control plane knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Command {
+    /// Creates a tenant. Cluster operators only.
+    CreateTenant {
+        /// New tenant id.
+        tenant_id: String,
+        /// Display name.
+        name: String,
+    },
+    /// Creates a project inside a tenant.
+    CreateProject {
+        /// Owning tenant.
+        tenant_id: String,
+        /// New project id, unique within the tenant.
+        project_id: String,
+        /// Display name.
+        name: String,
+    },
+    /// Registers an API key by the hash of its secret.
+    CreateApiKey {
+        /// Owning tenant; `None` creates a cluster-operator key.
+        tenant_id: Option<String>,
+        /// New key id, unique in the cluster.
+        key_id: String,
+        /// Display name.
+        name: String,
+        /// Role the key acts with.
+        role: ActorRole,
+        /// Lowercase hex SHA-256 of the secret. The secret itself never
+        /// enters the state, and the hash never enters the ledger.
+        secret_hash: String,
+    },
+    /// Revokes an API key; it stops authenticating.
+    RevokeApiKey {
+        /// The key.
+        key_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Registers a human actor of a tenant.
+    CreateActor {
+        /// Owning tenant.
+        tenant_id: String,
+        /// New actor id, unique within the tenant.
+        actor_id: String,
+        /// Display name.
+        display_name: String,
+        /// Role.
+        role: ActorRole,
+    },
+    /// Creates a policy or a new version of it.
+    ApplyPolicy {
+        /// Owning tenant.
+        tenant_id: String,
+        /// The policy as authored.
+        policy: Policy,
+    },
+    /// Moves a policy through its lifecycle (GAP-020, GAP-021).
+    TransitionPolicy {
+        /// Owning tenant.
+        tenant_id: String,
+        /// The policy.
+        policy_id: String,
+        /// Target state.
+        to: PolicyStatus,
+        /// Why; required for `SUSPENDED` and `RETIRED`.
+        reason: Option<String>,
+    },
+    /// Grants a time-bound override of one policy (GAP-034).
+    GrantOverride {
+        /// Owning tenant.
+        tenant_id: String,
+        /// The override.
+        policy_override: PolicyOverride,
+    },
+    /// Ends an override before it expires.
+    RevokeOverride {
+        /// Owning tenant.
+        tenant_id: String,
+        /// The override.
+        override_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Records that the API layer refused a request (wrong role,
+    /// cross-tenant access), so that every denied admin attempt is in the
+    /// ledger. Changes nothing else.
+    RecordDenial {
+        /// The tenant the refused request was aimed at, if any.
+        tenant_id: Option<String>,
+        /// What was attempted, e.g. `POST /v1/tenants/acme/policies`.
+        action: String,
+        /// The resource it was aimed at.
+        target: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+impl Command {
+    /// The variant's name as spelled on the wire, e.g. `APPLY_POLICY`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateTenant { .. } => "CREATE_TENANT",
+            Command::CreateProject { .. } => "CREATE_PROJECT",
+            Command::CreateApiKey { .. } => "CREATE_API_KEY",
+            Command::RevokeApiKey { .. } => "REVOKE_API_KEY",
+            Command::CreateActor { .. } => "CREATE_ACTOR",
+            Command::ApplyPolicy { .. } => "APPLY_POLICY",
+            Command::TransitionPolicy { .. } => "TRANSITION_POLICY",
+            Command::GrantOverride { .. } => "GRANT_OVERRIDE",
+            Command::RevokeOverride { .. } => "REVOKE_OVERRIDE",
+            Command::RecordDenial { .. } => "RECORD_DENIAL",
+        }
+    }
+}
+
+/// The outcome of applying one proposal. Both arms are audited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CommandResult {
+    /// The command changed the state (or was a recognised no-op).
+    Applied(Applied),
+    /// The command was refused; nothing but the ledger changed.
+    Rejected(Rejection),
+}
+
+impl CommandResult {
+    /// The sequence number of the audit entry written for this command.
+    pub fn audit_seq(&self) -> u64 {
+        match self {
+            CommandResult::Applied(a) => a.audit_seq,
+            CommandResult::Rejected(r) => r.audit_seq,
+        }
+    }
+
+    /// Whether the command was applied.
+    pub fn is_applied(&self) -> bool {
+        matches!(self, CommandResult::Applied(_))
+    }
+}
+
+/// A successfully applied command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The audit entry written for it.
+    pub audit_seq: u64,
+    /// The tenant's new snapshot version, when the command changed what the
+    /// tenant's snapshot contains; `None` otherwise.
+    pub tenant_snapshot_version: Option<u64>,
+    /// A compact description of the result (e.g. the created record). Kept
+    /// small: it is cached for idempotent replay.
+    #[serde(with = "serde_compat::json_value")]
+    pub detail: Value,
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectionCode {
+    /// The command's content is malformed; see the field errors.
+    InvalidInput,
+    /// A named tenant, policy, key or override does not exist.
+    NotFound,
+    /// The command clashes with the current state (duplicate id, already
+    /// revoked, policy not active).
+    Conflict,
+    /// The actor may not do this, or not in that tenant.
+    Forbidden,
+    /// The lifecycle move is not an edge of the state machine.
+    IllegalTransition,
+}
+
+impl RejectionCode {
+    /// The wire spelling, e.g. `NOT_FOUND`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionCode::InvalidInput => "INVALID_INPUT",
+            RejectionCode::NotFound => "NOT_FOUND",
+            RejectionCode::Conflict => "CONFLICT",
+            RejectionCode::Forbidden => "FORBIDDEN",
+            RejectionCode::IllegalTransition => "ILLEGAL_TRANSITION",
+        }
+    }
+}
+
+/// A refused command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The class of refusal.
+    pub code: RejectionCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Per-field problems, with paths such as `policy.limits[0].max`.
+    #[serde(with = "serde_compat::field_errors")]
+    pub field_errors: Vec<FieldError>,
+    /// The audit entry written for the refusal.
+    pub audit_seq: u64,
+}

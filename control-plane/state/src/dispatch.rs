@@ -1,0 +1,199 @@
+//! From a proposal to a handler: what the command is about (its
+//! [`Subject`]: tenant and target, for the ledger), whether the actor may do
+//! it, and which handler runs it.
+//!
+//! Authorisation is the API layer's job; this is defence in depth, applied
+//! identically on every replica:
+//! - an actor of tenant `t` may only touch tenant `t` (INV-003);
+//! - cluster-level commands (tenants, operator keys) need a cluster
+//!   operator (`tenant_id: None`) with role `admin`;
+//! - within a tenant: `admin` may do everything; `policy_author` may apply
+//!   and transition policies; `sre` may grant and revoke overrides;
+//!   `auditor` may change nothing;
+//! - `RECORD_DENIAL` is open to every actor: it only writes the ledger.
+
+use aos_core::policy::ActorRole;
+
+use crate::actor::ActorRef;
+use crate::audit::{AuditAction, AuditOutcome};
+use crate::command::{Command, Proposal};
+use crate::domain::Domain;
+use crate::effect::{Ctx, Effect, Refusal};
+use crate::keys::{self, NewKey};
+use crate::{overrides, policies, tenants};
+
+/// What a command is about, for authorisation and the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Subject {
+    /// The tenant concerned, if any.
+    pub(crate) tenant_id: Option<String>,
+    /// The resource, e.g. `tenants/acme/policies/pol-a`.
+    pub(crate) target: String,
+    /// Who may do it.
+    need: Need,
+}
+
+/// Authority a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Anyone (only `RECORD_DENIAL`).
+    Nothing,
+    /// A cluster-operator admin.
+    Operator,
+    /// One of `roles`, in the subject's tenant (operators act in every
+    /// tenant). `what` completes "may not …".
+    Roles { roles: &'static [ActorRole], what: &'static str },
+}
+
+const ADMIN: &[ActorRole] = &[ActorRole::Admin];
+const POLICY_WRITERS: &[ActorRole] = &[ActorRole::Admin, ActorRole::PolicyAuthor];
+const OVERRIDE_GRANTORS: &[ActorRole] = &[ActorRole::Admin, ActorRole::Sre];
+
+impl Subject {
+    /// Describes `command` against the current state.
+    pub(crate) fn of(command: &Command, domain: &Domain) -> Subject {
+        let tenant = |t: &str| Some(t.to_owned());
+        let roles = |roles, what| Need::Roles { roles, what };
+        let (tenant_id, target, need) = match command {
+            Command::CreateTenant { tenant_id, .. } => {
+                (tenant(tenant_id), format!("tenants/{tenant_id}"), Need::Operator)
+            }
+            Command::CreateProject { tenant_id, project_id, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/projects/{project_id}"),
+                roles(ADMIN, "create projects"),
+            ),
+            Command::CreateApiKey { tenant_id: None, key_id, .. } => {
+                (None, format!("api_keys/{key_id}"), Need::Operator)
+            }
+            Command::CreateApiKey { tenant_id: Some(t), key_id, .. } => {
+                (tenant(t), format!("api_keys/{key_id}"), roles(ADMIN, "create API keys"))
+            }
+            Command::RevokeApiKey { key_id, .. } => {
+                let target = format!("api_keys/{key_id}");
+                match domain.api_keys.get(key_id) {
+                    Some(key) if key.tenant_id.is_none() => (None, target, Need::Operator),
+                    Some(key) => (key.tenant_id.clone(), target, roles(ADMIN, "revoke API keys")),
+                    // Unknown key: only the role is checked; the handler
+                    // answers NOT_FOUND.
+                    None => (None, target, roles(ADMIN, "revoke API keys")),
+                }
+            }
+            Command::CreateActor { tenant_id, actor_id, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/actors/{actor_id}"),
+                roles(ADMIN, "create actors"),
+            ),
+            Command::ApplyPolicy { tenant_id, policy } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/policies/{}", policy.id),
+                roles(POLICY_WRITERS, "apply policies"),
+            ),
+            Command::TransitionPolicy { tenant_id, policy_id, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/policies/{policy_id}"),
+                roles(POLICY_WRITERS, "change a policy's status"),
+            ),
+            Command::GrantOverride { tenant_id, policy_override } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/overrides/{}", policy_override.override_id),
+                roles(OVERRIDE_GRANTORS, "grant overrides"),
+            ),
+            Command::RevokeOverride { tenant_id, override_id, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/overrides/{override_id}"),
+                roles(OVERRIDE_GRANTORS, "revoke overrides"),
+            ),
+            Command::RecordDenial { tenant_id, target, .. } => {
+                (tenant_id.clone(), target.clone(), Need::Nothing)
+            }
+        };
+        Subject { tenant_id, target, need }
+    }
+
+    /// Whether `actor` may act on this subject.
+    pub(crate) fn authorize(&self, actor: &ActorRef) -> Result<(), Refusal> {
+        let role = actor.role.as_str();
+        match self.need {
+            Need::Nothing => Ok(()),
+            Need::Operator => {
+                if let Some(own) = &actor.tenant_id {
+                    Err(Refusal::forbidden(format!(
+                        "an actor of tenant `{own}` may not perform cluster-operator actions"
+                    )))
+                } else if actor.role != ActorRole::Admin {
+                    Err(Refusal::forbidden(format!(
+                        "role `{role}` may not perform cluster-operator actions (admin required)"
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+            Need::Roles { roles, what } => {
+                if let (Some(own), Some(target)) = (&actor.tenant_id, &self.tenant_id)
+                    && own != target
+                {
+                    return Err(Refusal::forbidden(format!(
+                        "an actor of tenant `{own}` may not act on tenant `{target}`"
+                    )));
+                }
+                if roles.contains(&actor.role) {
+                    Ok(())
+                } else {
+                    Err(Refusal::forbidden(format!("role `{role}` may not {what}")))
+                }
+            }
+        }
+    }
+}
+
+/// Checks and runs `proposal` against `domain`. On `Err` the domain is
+/// unchanged.
+pub(crate) fn execute(
+    domain: &mut Domain,
+    proposal: &Proposal,
+    subject: &Subject,
+    audit_seq: u64,
+) -> Result<Effect, Refusal> {
+    let mut errors = Vec::new();
+    if proposal.request_id.is_empty() {
+        errors.push(aos_core::FieldError::new("request_id", "must not be empty"));
+    }
+    if proposal.actor.actor_id.trim().is_empty() {
+        errors.push(aos_core::FieldError::new("actor.actor_id", "must not be empty"));
+    }
+    Refusal::check(errors)?;
+    subject.authorize(&proposal.actor)?;
+
+    let ctx = Ctx { actor: &proposal.actor, at_ms: proposal.at_ms, audit_seq };
+    match &proposal.command {
+        Command::CreateTenant { tenant_id, name } => tenants::create_tenant(domain, &ctx, tenant_id, name),
+        Command::CreateProject { tenant_id, project_id, name } => {
+            tenants::create_project(domain, &ctx, tenant_id, project_id, name)
+        }
+        Command::CreateApiKey { tenant_id, key_id, name, role, secret_hash } => {
+            let new = NewKey { tenant_id: tenant_id.as_deref(), key_id, name, role: *role, secret_hash };
+            keys::create_api_key(domain, &ctx, new)
+        }
+        Command::RevokeApiKey { key_id, reason } => keys::revoke_api_key(domain, &ctx, key_id, reason),
+        Command::CreateActor { tenant_id, actor_id, display_name, role } => {
+            tenants::create_actor(domain, &ctx, tenant_id, actor_id, display_name, *role)
+        }
+        Command::ApplyPolicy { tenant_id, policy } => policies::apply_policy(domain, &ctx, tenant_id, policy),
+        Command::TransitionPolicy { tenant_id, policy_id, to, reason } => {
+            policies::transition_policy(domain, tenant_id, policy_id, *to, reason.as_deref())
+        }
+        Command::GrantOverride { tenant_id, policy_override } => {
+            overrides::grant_override(domain, &ctx, tenant_id, policy_override)
+        }
+        Command::RevokeOverride { tenant_id, override_id, reason } => {
+            overrides::revoke_override(domain, &ctx, tenant_id, override_id, reason)
+        }
+        Command::RecordDenial { action, target, reason, .. } => Ok(Effect::new(
+            AuditAction::AccessDenied,
+            format!("denied by the API layer: {action} on `{target}`: {reason}"),
+        )
+        .outcome(AuditOutcome::Rejected)
+        .result(serde_json::json!({ "recorded": true, "action": action, "target": target }))),
+    }
+}

@@ -1,0 +1,77 @@
+//! The crate's one error type, [`StoreError`], and its conversion into openraft's
+//! [`StorageError`].
+//!
+//! Every fallible step inside the store produces a [`StoreError`]; the trait implementations
+//! convert it at the openraft boundary with [`StoreError::into_storage_error`], naming *what*
+//! was being touched ([`ErrorSubject`]) and *how* ([`ErrorVerb`]). openraft treats any
+//! `StorageError` as fatal for the node, which is what a corrupt or unwritable store must be.
+
+use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
+
+/// An error from the Raft storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The embedded database failed (I/O error, corruption detected by sled, lock held by
+    /// another process).
+    #[error("raft storage database error: {0}")]
+    Database(#[from] sled::Error),
+
+    /// A value could not be encoded before being written.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was being encoded, e.g. `log entry`.
+        what: &'static str,
+        /// The encoder's error.
+        source: serde_json::Error,
+    },
+
+    /// Stored bytes could not be decoded: the data on disk is corrupt or from an incompatible
+    /// version.
+    #[error("cannot decode stored {what}: {source}")]
+    Decode {
+        /// What was being decoded, e.g. `vote`.
+        what: &'static str,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+
+    /// A key in the log tree is not an 8-byte big-endian log index.
+    #[error("log key of {len} bytes is not a log index")]
+    BadLogKey {
+        /// Length of the offending key.
+        len: usize,
+    },
+
+    /// The entry stored under a log index records a different index.
+    #[error("log entry stored at index {key} records index {found}")]
+    LogIndexMismatch {
+        /// The index the entry is stored under.
+        key: u64,
+        /// The index written inside the entry.
+        found: u64,
+    },
+
+    /// A snapshot's payload does not describe the same point in the log as its metadata.
+    #[error("snapshot payload does not match its metadata (payload at `{payload}`, metadata at `{meta}`)")]
+    SnapshotMismatch {
+        /// Last applied log id recorded in the payload, `none` if empty.
+        payload: String,
+        /// Last log id recorded in the metadata, `none` if empty.
+        meta: String,
+    },
+
+    /// Only one of the snapshot's two records (metadata, data) is present.
+    #[error("stored snapshot is incomplete: {missing} is missing")]
+    SnapshotIncomplete {
+        /// The missing record.
+        missing: &'static str,
+    },
+}
+
+impl StoreError {
+    /// Converts this error into openraft's [`StorageError`], recording the subject being
+    /// accessed and the operation.
+    pub fn into_storage_error(self, subject: ErrorSubject<u64>, verb: ErrorVerb) -> StorageError<u64> {
+        StorageIOError::new(subject, verb, AnyError::new(&self)).into()
+    }
+}

@@ -1,0 +1,98 @@
+//! Raft storage for the AOS control plane: openraft's log store and state machine over sled.
+//!
+//! The store is generic over the replicated [`Application`], so it knows nothing of the
+//! control plane's domain: it persists the Raft log, the vote, the committed log id and the
+//! latest snapshot, applies committed commands to an in-memory `A`, and hands readers the
+//! applied state.
+//!
+//! ```text
+//!  openraft ──append/vote/purge──▶ SledLogStore ─┐
+//!           ──apply/snapshot─────▶ SledStateMachine ─▶ Application::apply (in memory)
+//!                                                 │          ▲
+//!  REST API ◀── StateReader::read / subscribe ────┼──────────┘
+//!                                                 ▼
+//!                              one sled database per node (trees: see `codec`)
+//! ```
+//!
+//! # Layout
+//!
+//! - [`log_store`]: [`SledLogStore`], the log, vote, committed id and purge point.
+//! - [`state_machine`]: [`SledStateMachine`], applying entries and building, storing and
+//!   installing snapshots.
+//! - [`reader`]: [`StateReader`], the read handle on the applied state.
+//! - [`codec`]: tree names, key and value encoding (JSON), the snapshot payload.
+//! - [`error`]: [`StoreError`] and its conversion to openraft's `StorageError`.
+//!
+//! # Durability
+//!
+//! Appended entries are acknowledged to openraft only after sled has flushed them; the vote,
+//! truncation, purge and snapshots are flushed before their calls return. The application
+//! state itself is not written on every apply: on open it is restored from the latest snapshot
+//! and openraft re-applies the committed entries that follow.
+//!
+//! openraft's `storage-v2` feature must be enabled: it is what lets a crate implement
+//! `RaftLogStorage` and `RaftStateMachine` in openraft 0.9.
+
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod error;
+pub mod log_store;
+pub mod reader;
+pub mod state_machine;
+
+use std::io::Cursor;
+use std::path::Path;
+
+use openraft::{BasicNode, Entry, RaftTypeConfig};
+
+pub use crate::error::StoreError;
+pub use crate::log_store::SledLogStore;
+pub use crate::reader::StateReader;
+pub use crate::state_machine::SledStateMachine;
+
+/// What the store needs from the replicated application (the control plane's state machine).
+pub trait Application:
+    Default + Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+    /// A command carried by a normal log entry (openraft's `C::D`).
+    type Command: openraft::AppData;
+    /// The result of applying a command (openraft's `C::R`).
+    type Response: openraft::AppDataResponse;
+
+    /// Applies the command committed at `log_index`. Must be deterministic and infallible:
+    /// every node applies the same commands in the same order and must reach the same state.
+    fn apply(&mut self, log_index: u64, command: &Self::Command) -> Self::Response;
+
+    /// The response recorded for blank and membership entries.
+    fn blank_response() -> Self::Response;
+}
+
+/// The openraft type configurations this store works with: `u64` node ids, [`BasicNode`],
+/// openraft's own [`Entry`] and in-memory snapshot bytes.
+pub trait StoreTypeConfig:
+    RaftTypeConfig<NodeId = u64, Node = BasicNode, Entry = Entry<Self>, SnapshotData = Cursor<Vec<u8>>>
+{
+}
+
+impl<C> StoreTypeConfig for C where
+    C: RaftTypeConfig<NodeId = u64, Node = BasicNode, Entry = Entry<C>, SnapshotData = Cursor<Vec<u8>>>
+{
+}
+
+/// Opens (creating if needed) the node's sled database in `dir` and returns the log store and
+/// the state machine, the latter restored from the stored snapshot if there is one.
+///
+/// The directory belongs to the store; sled locks it, so a second open of the same directory
+/// fails until every handle from the first is dropped.
+pub fn open<C, A>(dir: &Path) -> Result<(SledLogStore<C>, SledStateMachine<C, A>), StoreError>
+where
+    C: StoreTypeConfig,
+    A: Application<Command = C::D, Response = C::R>,
+{
+    let db = sled::Config::new().path(dir).open()?;
+    tracing::info!(dir = %dir.display(), "opened raft store");
+    let log_store = SledLogStore::open(db.clone())?;
+    let state_machine = SledStateMachine::open(db)?;
+    Ok((log_store, state_machine))
+}

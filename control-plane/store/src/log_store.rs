@@ -1,0 +1,262 @@
+//! [`SledLogStore`]: the Raft log, the vote, the committed log id and the purge point.
+//!
+//! This module owns the [`LOG_TREE`](crate::codec::LOG_TREE), [`VOTE_TREE`](crate::codec::VOTE_TREE),
+//! [`COMMITTED_TREE`](crate::codec::COMMITTED_TREE) and [`PURGED_TREE`](crate::codec::PURGED_TREE)
+//! trees. Durability rules:
+//!
+//! - `append` writes the entries in one atomic batch and acknowledges them to openraft only after
+//!   the database has been flushed to disk.
+//! - `save_vote`, `truncate` and `purge` flush before returning.
+//! - `save_committed` does not flush: a committed id that is lost in a crash only means fewer
+//!   entries are re-applied on start (openraft learns the rest from the leader); it can never be
+//!   ahead of the truth. sled flushes it within its flush interval and when the database closes.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
+
+use crate::StoreTypeConfig;
+use crate::codec::{self, VALUE_KEY};
+use crate::error::StoreError;
+
+/// The Raft log store, backed by sled.
+///
+/// Cloning is cheap (sled handles are reference counted); a clone is the log reader handed to
+/// openraft's replication tasks.
+pub struct SledLogStore<C> {
+    db: sled::Db,
+    log: sled::Tree,
+    vote: sled::Tree,
+    committed: sled::Tree,
+    purged: sled::Tree,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C> SledLogStore<C> {
+    /// Opens the log store's trees in `db`.
+    pub(crate) fn open(db: sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            log: db.open_tree(codec::LOG_TREE)?,
+            vote: db.open_tree(codec::VOTE_TREE)?,
+            committed: db.open_tree(codec::COMMITTED_TREE)?,
+            purged: db.open_tree(codec::PURGED_TREE)?,
+            db,
+            _config: PhantomData,
+        })
+    }
+
+    /// Removes every log entry whose key is in `range` in one atomic batch, returning how many.
+    fn remove_range(&self, range: impl RangeBounds<[u8; 8]>) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0_usize;
+        for key in self.log.range(range).keys() {
+            batch.remove(key?);
+            removed += 1;
+        }
+        self.log.apply_batch(batch)?;
+        Ok(removed)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+impl<C> Clone for SledLogStore<C> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            log: self.log.clone(),
+            vote: self.vote.clone(),
+            committed: self.committed.clone(),
+            purged: self.purged.clone(),
+            _config: PhantomData,
+        }
+    }
+}
+
+impl<C> fmt::Debug for SledLogStore<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledLogStore").field("entries", &self.log.len()).finish_non_exhaustive()
+    }
+}
+
+impl<C: StoreTypeConfig> SledLogStore<C> {
+    /// Decodes one row of the log tree, checking that the entry sits under its own index.
+    fn decode_entry(key: &[u8], value: &[u8]) -> Result<C::Entry, StoreError> {
+        let index = codec::key_index(key)?;
+        let entry: C::Entry = codec::decode("log entry", value)?;
+        if entry.log_id.index != index {
+            return Err(StoreError::LogIndexMismatch { key: index, found: entry.log_id.index });
+        }
+        Ok(entry)
+    }
+
+    fn read_entries(&self, start: u64, end: Option<u64>) -> Result<Vec<C::Entry>, StoreError> {
+        let rows = match end {
+            Some(end) => self.log.range(codec::index_key(start)..codec::index_key(end)),
+            None => self.log.range(codec::index_key(start)..),
+        };
+        rows.map(|row| {
+            let (key, value) = row?;
+            Self::decode_entry(&key, &value)
+        })
+        .collect()
+    }
+
+    fn last_entry_id(&self) -> Result<Option<LogId<u64>>, StoreError> {
+        match self.log.last()? {
+            Some((key, value)) => Ok(Some(Self::decode_entry(&key, &value)?.log_id)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Turns `range` into `[start, end)` with `end == None` meaning unbounded; `None` when the range
+/// holds no index.
+fn index_bounds(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
+    let start = match range.start_bound() {
+        Bound::Included(&i) => i,
+        Bound::Excluded(&i) => i.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&i) => i.checked_add(1),
+        Bound::Excluded(&i) => Some(i),
+        Bound::Unbounded => None,
+    };
+    match end {
+        Some(end) if end <= start => None,
+        _ => Some((start, end)),
+    }
+}
+
+fn logs_err(verb: ErrorVerb) -> impl FnOnce(StoreError) -> StorageError<u64> {
+    move |e| e.into_storage_error(ErrorSubject::Logs, verb)
+}
+
+impl<C: StoreTypeConfig> RaftLogReader<C> for SledLogStore<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + fmt::Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, StorageError<u64>> {
+        let Some((start, end)) = index_bounds(&range) else {
+            return Ok(Vec::new());
+        };
+        self.read_entries(start, end).map_err(logs_err(ErrorVerb::Read))
+    }
+}
+
+impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<u64>> {
+        let last_purged_log_id: Option<LogId<u64>> = codec::get(&self.purged, VALUE_KEY, "purged log id")
+            .map_err(|e| e.into_storage_error(ErrorSubject::Store, ErrorVerb::Read))?;
+        let last_entry = self.last_entry_id().map_err(logs_err(ErrorVerb::Read))?;
+        Ok(LogState { last_purged_log_id, last_log_id: last_entry.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        let to_storage = |e: StoreError| e.into_storage_error(ErrorSubject::Vote, ErrorVerb::Write);
+        codec::put(&self.vote, VALUE_KEY, "vote", vote).map_err(to_storage)?;
+        self.flush().await.map_err(to_storage)?;
+        tracing::debug!(%vote, "saved vote");
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        codec::get(&self.vote, VALUE_KEY, "vote")
+            .map_err(|e| e.into_storage_error(ErrorSubject::Vote, ErrorVerb::Read))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+        let result = match committed {
+            Some(log_id) => codec::put(&self.committed, VALUE_KEY, "committed log id", &log_id),
+            None => self.committed.remove(VALUE_KEY).map(drop).map_err(StoreError::from),
+        };
+        result.map_err(|e| e.into_storage_error(ErrorSubject::Store, ErrorVerb::Write))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        codec::get(&self.committed, VALUE_KEY, "committed log id")
+            .map_err(|e| e.into_storage_error(ErrorSubject::Store, ErrorVerb::Read))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        let mut last = None;
+        for entry in entries {
+            let value = codec::encode("log entry", &entry)
+                .map_err(|e| e.into_storage_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write))?;
+            batch.insert(&codec::index_key(entry.log_id.index), value);
+            last = Some(entry.log_id);
+        }
+        self.log.apply_batch(batch).map_err(StoreError::from).map_err(logs_err(ErrorVerb::Write))?;
+
+        // The entries are readable now; acknowledge them only once they are on disk.
+        match self.flush().await {
+            Ok(()) => {
+                tracing::trace!(last = ?last, "appended log entries");
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, "flushing appended log entries failed");
+                callback.log_io_completed(Err(io::Error::other(error.to_string())));
+                Err(error.into_storage_error(ErrorSubject::Logs, ErrorVerb::Write))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        let removed =
+            self.remove_range(codec::index_key(log_id.index)..).map_err(logs_err(ErrorVerb::Delete))?;
+        self.flush().await.map_err(logs_err(ErrorVerb::Delete))?;
+        tracing::debug!(since = %log_id, removed, "truncated log");
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        // Record the purge point first: openraft never reads at or below it, so a crash between
+        // the two steps leaves only unread leftovers, which the next purge removes.
+        codec::put(&self.purged, VALUE_KEY, "purged log id", &log_id)
+            .map_err(|e| e.into_storage_error(ErrorSubject::Store, ErrorVerb::Write))?;
+        let removed =
+            self.remove_range(..=codec::index_key(log_id.index)).map_err(logs_err(ErrorVerb::Delete))?;
+        self.flush().await.map_err(logs_err(ErrorVerb::Delete))?;
+        tracing::debug!(upto = %log_id, removed, "purged log");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound;
+
+    use super::index_bounds;
+
+    #[test]
+    fn index_bounds_cover_edge_cases() {
+        assert_eq!(index_bounds(&(..)), Some((0, None)));
+        assert_eq!(index_bounds(&(3..7)), Some((3, Some(7))));
+        assert_eq!(index_bounds(&(3..=7)), Some((3, Some(8))));
+        assert_eq!(index_bounds(&(5..5)), None);
+        assert_eq!(index_bounds(&(Bound::Included(6), Bound::Excluded(5))), None);
+        assert_eq!(index_bounds(&(..=u64::MAX)), Some((0, None)));
+        assert_eq!(index_bounds(&(Bound::Excluded(u64::MAX), Bound::Unbounded)), None);
+    }
+}

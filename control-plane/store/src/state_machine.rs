@@ -1,0 +1,270 @@
+//! [`SledStateMachine`]: applies committed entries to the [`Application`] and owns the snapshot.
+//!
+//! The application state lives in memory; what is persisted is the latest snapshot, in the
+//! [`SNAPSHOT_TREE`](crate::codec::SNAPSHOT_TREE). On open the state is restored from that
+//! snapshot, and openraft re-applies the committed entries after it (the log store persists the
+//! committed log id). A snapshot is flushed to disk before it is reported as built or installed,
+//! so openraft never purges log entries that no durable snapshot covers.
+
+use std::fmt;
+use std::io::Cursor;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StoredMembership,
+};
+use tokio::sync::watch;
+
+use crate::codec::{self, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, SnapshotPayload};
+use crate::error::StoreError;
+use crate::reader::{Applied, Shared, StateReader, applied_index};
+use crate::{Application, StoreTypeConfig};
+
+/// The Raft state machine over an [`Application`], with snapshots persisted in sled.
+///
+/// Cloning shares the same state; openraft uses a clone as the snapshot builder.
+pub struct SledStateMachine<C, A> {
+    shared: Arc<Shared<A>>,
+    db: sled::Db,
+    snapshot: sled::Tree,
+    /// Serialises snapshot writes so an older built snapshot never replaces a newer one.
+    snapshot_write: Arc<Mutex<()>>,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C, A: Application> SledStateMachine<C, A> {
+    /// Opens the snapshot tree in `db` and restores the state from the stored snapshot, if any.
+    pub(crate) fn open(db: sled::Db) -> Result<Self, StoreError> {
+        let snapshot = db.open_tree(codec::SNAPSHOT_TREE)?;
+        let applied = match read_snapshot(&snapshot)? {
+            Some((meta, data)) => {
+                let applied = decode_payload::<A>(&meta, &data)?;
+                tracing::info!(last_applied = ?applied.last_applied, "restored state from snapshot");
+                applied
+            }
+            None => Applied::default(),
+        };
+        Ok(Self {
+            shared: Shared::new(applied),
+            db,
+            snapshot,
+            snapshot_write: Arc::new(Mutex::new(())),
+            _config: PhantomData,
+        })
+    }
+
+    /// Runs `f` on the applied application state (see [`StateReader::read`]).
+    pub fn read<R>(&self, f: impl FnOnce(&A) -> R) -> R {
+        f(&self.shared.read().app)
+    }
+
+    /// Watches the index of the last applied log entry (see [`StateReader::subscribe`]).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.reader().subscribe()
+    }
+
+    /// A cloneable read handle that stays valid after the state machine is handed to openraft.
+    pub fn reader(&self) -> StateReader<A> {
+        StateReader::new(Arc::clone(&self.shared))
+    }
+
+    /// Writes a snapshot to the snapshot tree and flushes it. With `only_if_newer`, a stored
+    /// snapshot at a later log id is kept instead.
+    async fn persist_snapshot(
+        &self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        data: &[u8],
+        only_if_newer: bool,
+    ) -> Result<(), StoreError> {
+        {
+            let _guard = self.snapshot_write.lock().unwrap_or_else(PoisonError::into_inner);
+            if only_if_newer {
+                let stored: Option<SnapshotMeta<u64, BasicNode>> =
+                    codec::get(&self.snapshot, SNAPSHOT_META_KEY, "snapshot metadata")?;
+                if let Some(stored) = stored.filter(|s| s.last_log_id > meta.last_log_id) {
+                    tracing::debug!(stored = %stored.snapshot_id, built = %meta.snapshot_id, "kept newer snapshot");
+                    return Ok(());
+                }
+            }
+            let mut batch = sled::Batch::default();
+            batch.insert(SNAPSHOT_META_KEY, codec::encode("snapshot metadata", meta)?);
+            batch.insert(SNAPSHOT_DATA_KEY, data);
+            self.snapshot.apply_batch(batch)?;
+        }
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+/// A stored snapshot: its metadata and its bytes.
+type StoredSnapshot = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
+
+/// Reads the stored snapshot's metadata and bytes; both or neither must be present.
+fn read_snapshot(tree: &sled::Tree) -> Result<Option<StoredSnapshot>, StoreError> {
+    let meta = codec::get(tree, SNAPSHOT_META_KEY, "snapshot metadata")?;
+    let data = tree.get(SNAPSHOT_DATA_KEY)?;
+    match (meta, data) {
+        (Some(meta), Some(data)) => Ok(Some((meta, data.to_vec()))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(StoreError::SnapshotIncomplete { missing: "data" }),
+        (None, Some(_)) => Err(StoreError::SnapshotIncomplete { missing: "metadata" }),
+    }
+}
+
+/// Decodes snapshot bytes and checks they describe the point in the log `meta` names.
+fn decode_payload<A: Application>(
+    meta: &SnapshotMeta<u64, BasicNode>,
+    data: &[u8],
+) -> Result<Applied<A>, StoreError> {
+    let payload: SnapshotPayload<A> = codec::decode("snapshot", data)?;
+    if payload.last_applied != meta.last_log_id || payload.last_membership != meta.last_membership {
+        return Err(StoreError::SnapshotMismatch {
+            payload: describe(payload.last_applied),
+            meta: describe(meta.last_log_id),
+        });
+    }
+    Ok(Applied {
+        app: payload.state,
+        last_applied: payload.last_applied,
+        last_membership: payload.last_membership,
+    })
+}
+
+/// A log id for an error message.
+fn describe(log_id: Option<LogId<u64>>) -> String {
+    log_id.map_or_else(|| "none".to_owned(), |id| id.to_string())
+}
+
+/// A snapshot id derived from the log id it covers: equal ids mean equal contents, because the
+/// state machine is deterministic.
+fn snapshot_id(last_applied: Option<LogId<u64>>) -> String {
+    match last_applied {
+        Some(id) => format!("{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index),
+        None => "empty".to_owned(),
+    }
+}
+
+impl<C, A> Clone for SledStateMachine<C, A> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            db: self.db.clone(),
+            snapshot: self.snapshot.clone(),
+            snapshot_write: Arc::clone(&self.snapshot_write),
+            _config: PhantomData,
+        }
+    }
+}
+
+impl<C, A> fmt::Debug for SledStateMachine<C, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStateMachine")
+            .field("last_applied", &self.shared.read().last_applied)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, A> RaftSnapshotBuilder<C> for SledStateMachine<C, A>
+where
+    C: StoreTypeConfig,
+    A: Application<Command = C::D, Response = C::R>,
+{
+    async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
+        // Copy under the lock, encode outside it, so applying is held up only for the copy.
+        let Applied { app, last_applied, last_membership } = self.shared.read().clone();
+        let payload = SnapshotPayload { last_applied, last_membership, state: app };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: payload.last_membership.clone(),
+            snapshot_id: snapshot_id(last_applied),
+        };
+        let to_storage = |e: StoreError| {
+            e.into_storage_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write)
+        };
+        let data = codec::encode("snapshot", &payload).map_err(to_storage)?;
+        self.persist_snapshot(&meta, &data, true).await.map_err(to_storage)?;
+        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "built snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl<C, A> RaftStateMachine<C> for SledStateMachine<C, A>
+where
+    C: StoreTypeConfig,
+    A: Application<Command = C::D, Response = C::R>,
+{
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
+        let state = self.shared.read();
+        Ok((state.last_applied, state.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<C::R>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries = entries.into_iter();
+        let mut responses = Vec::with_capacity(entries.size_hint().0);
+        let mut last_index = None;
+        for entry in entries {
+            // One entry per lock, so readers are never held up for a whole batch.
+            let mut state = self.shared.write();
+            let response = match entry.payload {
+                EntryPayload::Blank => A::blank_response(),
+                EntryPayload::Normal(ref command) => state.app.apply(entry.log_id.index, command),
+                EntryPayload::Membership(membership) => {
+                    state.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    A::blank_response()
+                }
+            };
+            state.last_applied = Some(entry.log_id);
+            last_index = Some(entry.log_id.index);
+            responses.push(response);
+        }
+        if let Some(index) = last_index {
+            self.shared.publish(index);
+            tracing::trace!(index, "applied log entries");
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let data = snapshot.into_inner();
+        let applied =
+            decode_payload::<A>(meta, &data).map_err(|e| e.into_storage_error(subject(), ErrorVerb::Read))?;
+        self.persist_snapshot(meta, &data, false)
+            .await
+            .map_err(|e| e.into_storage_error(subject(), ErrorVerb::Write))?;
+        let index = applied_index(&applied);
+        *self.shared.write() = applied;
+        self.shared.publish(index);
+        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
+        let stored = read_snapshot(&self.snapshot)
+            .map_err(|e| e.into_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        Ok(stored.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}

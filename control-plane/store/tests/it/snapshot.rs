@@ -1,0 +1,144 @@
+//! Building, storing, restoring and installing snapshots, and purging the log behind them.
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{Membership, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageHelper};
+
+use crate::support::{KvApp, blank, entries, log_id, membership, open, set, subject_and_verb};
+
+#[tokio::test]
+async fn snapshot_and_purge_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let built;
+    {
+        let (mut log, mut sm) = open(dir.path());
+        log.blocking_append(entries(10)).await.unwrap();
+        sm.apply(entries(7)).await.unwrap();
+        built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap().meta;
+        log.purge(log_id(1, 5)).await.unwrap();
+        // Applied past the snapshot: in memory only, not persisted by the state machine.
+        sm.apply(entries(10).split_off(8)).await.unwrap();
+        log.save_committed(Some(log_id(1, 10))).await.unwrap();
+    }
+
+    let (mut log, mut sm) = open(dir.path());
+    // The state machine comes back at the snapshot, not at what was applied after it.
+    let (last_applied, last_membership) = sm.applied_state().await.unwrap();
+    assert_eq!(last_applied, Some(log_id(1, 7)));
+    assert_eq!(last_membership.log_id(), &Some(log_id(1, 0)));
+    assert_eq!(last_membership.membership(), &Membership::new(vec![[1, 2, 3].into()], None));
+    assert_eq!(sm.read(|app| app.applied.clone()), vec![2, 3, 4, 5, 6, 7]);
+    assert_eq!(*sm.subscribe().borrow(), 7);
+    assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, built);
+
+    // Purged entries are gone and the purge point is remembered.
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 5)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 10)));
+    assert!(log.try_get_log_entries(0..=5).await.unwrap().is_empty());
+    assert_eq!(log.try_get_log_entries(..).await.unwrap(), entries(10).split_off(6));
+
+    // openraft replays the committed entries after the snapshot.
+    StorageHelper::new(&mut log, &mut sm).get_initial_state().await.unwrap();
+    assert_eq!(sm.read(|app| app.applied.clone()), (2..=10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn purging_everything_keeps_the_last_log_id() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = open(dir.path());
+        log.blocking_append(entries(4)).await.unwrap();
+        log.purge(log_id(1, 4)).await.unwrap();
+    }
+    let (mut log, _sm) = open(dir.path());
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 4)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 4)));
+    assert!(log.try_get_log_entries(..).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn install_snapshot_replaces_state_and_survives_reopen() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (_leader_log, mut leader) = open(leader_dir.path());
+    leader.apply(entries(5)).await.unwrap();
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let leader_state: KvApp = leader.read(Clone::clone);
+
+    let follower_dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut follower) = open(follower_dir.path());
+        // The follower holds state the snapshot must replace, not merge with.
+        follower.apply([membership(1, 0, &[9]), blank(1, 1), set(1, 2)]).await.unwrap();
+        let reader = follower.reader();
+        let mut applied = follower.subscribe();
+        assert_eq!(*applied.borrow_and_update(), 2);
+
+        let mut received = follower.begin_receiving_snapshot().await.unwrap();
+        *received = *snapshot.snapshot;
+        follower.install_snapshot(&snapshot.meta, received).await.unwrap();
+
+        assert!(applied.has_changed().unwrap());
+        assert_eq!(*applied.borrow_and_update(), 5);
+        assert_eq!(reader.read(Clone::clone), leader_state);
+        assert_eq!(reader.last_applied(), Some(log_id(1, 5)));
+        assert_eq!(follower.applied_state().await.unwrap().1, snapshot.meta.last_membership);
+        assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, snapshot.meta);
+    }
+
+    let (_log, mut follower) = open(follower_dir.path());
+    assert_eq!(follower.read(Clone::clone), leader_state);
+    assert_eq!(follower.applied_state().await.unwrap().0, Some(log_id(1, 5)));
+}
+
+#[tokio::test]
+async fn snapshot_whose_payload_disagrees_with_its_metadata_is_refused() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (_leader_log, mut leader) = open(leader_dir.path());
+    leader.apply(entries(5)).await.unwrap();
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let forged = SnapshotMeta { last_log_id: Some(log_id(1, 9)), ..snapshot.meta.clone() };
+
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_log, mut follower) = open(follower_dir.path());
+    let mut received = follower.begin_receiving_snapshot().await.unwrap();
+    *received = *snapshot.snapshot;
+    let error = follower.install_snapshot(&forged, received).await.unwrap_err();
+
+    assert_eq!(subject_and_verb(&error).1, "Read");
+    assert!(error.to_string().contains("does not match its metadata"), "{error}");
+    assert_eq!(follower.applied_state().await.unwrap().0, None);
+    assert!(follower.get_current_snapshot().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn applying_publishes_the_last_applied_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(dir.path());
+    let reader = sm.reader();
+    let mut applied = reader.subscribe();
+    assert_eq!(*applied.borrow_and_update(), 0);
+
+    let waiter =
+        tokio::spawn(async move { applied.wait_for(|&index| index >= 3).await.map(|index| *index).unwrap() });
+    let responses = sm.apply(entries(3)).await.unwrap();
+    assert_eq!(waiter.await.unwrap(), 3);
+    assert_eq!(responses.len(), 4);
+    assert_eq!(responses[2].previous, None);
+
+    // A second write to the same key answers with the previous value.
+    let responses = sm
+        .apply([set(2, 4).clone(), {
+            let mut again = set(2, 5);
+            again.payload =
+                openraft::EntryPayload::Normal(crate::support::KvCommand::Delete { key: "key4".into() });
+            again
+        }])
+        .await
+        .unwrap();
+    assert!(responses[1].previous.is_some());
+    drop(sm);
+    // The reader outlives the state machine handle it came from.
+    assert_eq!(reader.last_applied(), Some(log_id(2, 5)));
+    assert!(reader.read(|app| !app.map.contains_key("key4")));
+}

@@ -1,0 +1,101 @@
+//! A tiny key-value application, a type config over it, and helpers to build entries.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::Path;
+
+use aos_cp_store::{Application, SledLogStore, SledStateMachine};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A command of the test application; values are arbitrary JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum KvCommand {
+    Set { key: String, value: Value },
+    Delete { key: String },
+}
+
+/// The previous value of the key touched, or `None` for blank and membership entries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvResponse {
+    pub previous: Option<Value>,
+}
+
+/// Key-value map plus the log indices it applied, so tests can see exactly what was applied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KvApp {
+    pub map: BTreeMap<String, Value>,
+    pub applied: Vec<u64>,
+}
+
+impl Application for KvApp {
+    type Command = KvCommand;
+    type Response = KvResponse;
+
+    fn apply(&mut self, log_index: u64, command: &KvCommand) -> KvResponse {
+        self.applied.push(log_index);
+        let previous = match command {
+            KvCommand::Set { key, value } => self.map.insert(key.clone(), value.clone()),
+            KvCommand::Delete { key } => self.map.remove(key),
+        };
+        KvResponse { previous }
+    }
+
+    fn blank_response() -> KvResponse {
+        KvResponse { previous: None }
+    }
+}
+
+openraft::declare_raft_types!(
+    /// Type config of the test application.
+    pub TestConfig:
+        D = KvCommand,
+        R = KvResponse,
+);
+
+pub type LogStore = SledLogStore<TestConfig>;
+pub type StateMachine = SledStateMachine<TestConfig, KvApp>;
+
+pub fn open(dir: &Path) -> (LogStore, StateMachine) {
+    aos_cp_store::open::<TestConfig, KvApp>(dir).unwrap()
+}
+
+pub fn log_id(term: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+pub fn membership(term: u64, index: u64, voters: &[u64]) -> Entry<TestConfig> {
+    let membership = Membership::new(vec![voters.iter().copied().collect()], None);
+    Entry { log_id: log_id(term, index), payload: EntryPayload::Membership(membership) }
+}
+
+pub fn blank(term: u64, index: u64) -> Entry<TestConfig> {
+    Entry { log_id: log_id(term, index), payload: EntryPayload::Blank }
+}
+
+/// A normal entry setting `key<index>` to a JSON value that exercises every JSON kind.
+pub fn set(term: u64, index: u64) -> Entry<TestConfig> {
+    let value =
+        serde_json::json!({"index": index, "ratio": 0.5, "tags": ["a", null, true], "nested": {"x": -1}});
+    let command = KvCommand::Set { key: format!("key{index}"), value };
+    Entry { log_id: log_id(term, index), payload: EntryPayload::Normal(command) }
+}
+
+/// Entries 0..=last: a membership entry, a blank entry, then `set` entries.
+pub fn entries(last: u64) -> Vec<Entry<TestConfig>> {
+    (0..=last)
+        .map(|i| match i {
+            0 => membership(1, 0, &[1, 2, 3]),
+            1 => blank(1, 1),
+            i => set(1, i),
+        })
+        .collect()
+}
+
+/// The `(subject, verb)` of a storage error, read from its serialised form.
+pub fn subject_and_verb(error: &openraft::StorageError<u64>) -> (Value, Value) {
+    let json = serde_json::to_value(error).unwrap();
+    let io = &json["IO"]["source"];
+    (io["subject"].clone(), io["verb"].clone())
+}
