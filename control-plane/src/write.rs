@@ -15,7 +15,7 @@ use aos_cp_state::{CommandResult, Proposal};
 use aos_proto::cluster::cluster_service_client::ClusterServiceClient;
 use aos_proto::cluster::{ProposeRequest, ReadIndexRequest};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::node::Node;
 use crate::raft::NodeId;
@@ -71,7 +71,8 @@ pub async fn propose(node: &Node, proposal: Proposal) -> Result<Committed, Clust
     }
 }
 
-async fn forward_propose(leader: NodeId, addr: &str, proposal: &Proposal) -> Result<Committed, ClusterError> {
+/// A client to the leader's cluster service.
+async fn leader_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<Channel>, ClusterError> {
     let unreachable = |reason: String| ClusterError::LeaderUnreachable { leader, reason };
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| unreachable(e.to_string()))?
@@ -80,14 +81,24 @@ async fn forward_propose(leader: NodeId, addr: &str, proposal: &Proposal) -> Res
         .connect()
         .await
         .map_err(|e| unreachable(e.to_string()))?;
+    Ok(ClusterServiceClient::new(channel))
+}
+
+/// Maps a leader's gRPC status: `UNAVAILABLE` means it lost leadership.
+fn leader_status(leader: NodeId, status: &tonic::Status) -> ClusterError {
+    match status.code() {
+        tonic::Code::Unavailable => ClusterError::NoLeader,
+        _ => ClusterError::LeaderUnreachable { leader, reason: status.to_string() },
+    }
+}
+
+async fn forward_propose(leader: NodeId, addr: &str, proposal: &Proposal) -> Result<Committed, ClusterError> {
     let proposal_json = serde_json::to_vec(proposal).map_err(|e| ClusterError::Codec(e.to_string()))?;
-    let reply = ClusterServiceClient::new(channel)
+    let reply = leader_client(leader, addr)
+        .await?
         .propose(ProposeRequest { proposal_json })
         .await
-        .map_err(|status| match status.code() {
-            tonic::Code::Unavailable => ClusterError::NoLeader,
-            _ => unreachable(status.to_string()),
-        })?
+        .map_err(|status| leader_status(leader, &status))?
         .into_inner();
     let result =
         serde_json::from_slice(&reply.result_json).map_err(|e| ClusterError::Codec(e.to_string()))?;
@@ -127,21 +138,11 @@ pub async fn read_barrier(node: &Node, consistency: Consistency) -> Result<(), C
 }
 
 async fn remote_read_index(leader: NodeId, addr: &str) -> Result<u64, ClusterError> {
-    let unreachable = |reason: String| ClusterError::LeaderUnreachable { leader, reason };
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| unreachable(e.to_string()))?
-        .connect_timeout(CALL_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
-        .connect()
+    let reply = leader_client(leader, addr)
+        .await?
+        .read_index(ReadIndexRequest {})
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let reply =
-        ClusterServiceClient::new(channel).read_index(ReadIndexRequest {}).await.map_err(|status| {
-            match status.code() {
-                tonic::Code::Unavailable => ClusterError::NoLeader,
-                _ => unreachable(status.to_string()),
-            }
-        })?;
+        .map_err(|status| leader_status(leader, &status))?;
     Ok(reply.into_inner().read_index)
 }
 

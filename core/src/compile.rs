@@ -177,20 +177,24 @@ pub(crate) fn compile_policy_at(
     })
 }
 
-/// Ids are short, printable and free of whitespace so they are safe in
-/// paths, logs and metrics labels.
-pub(crate) fn check_id(id: &str, path: &FieldPath<'_>, errors: &mut Vec<FieldError>) {
+/// What is wrong with `id`, if anything. Ids are short, printable and free
+/// of whitespace so they are safe in paths, logs and metrics labels; every
+/// crate that accepts ids uses this one rule.
+pub fn id_problem(id: &str) -> Option<String> {
     if id.is_empty() {
-        errors.push(FieldError::at(path, "must not be empty"));
+        Some("must not be empty".to_owned())
     } else if id.len() > MAX_ID_LEN {
-        errors.push(FieldError::at(path, format!("must be at most {MAX_ID_LEN} bytes, got {}", id.len())));
-    } else if let Some(c) =
-        id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
-    {
-        errors.push(FieldError::at(
-            path,
-            format!("invalid character {c:?} in {id:?} (allowed: letters, digits, '-', '_', '.', ':')"),
-        ));
+        Some(format!("must be at most {MAX_ID_LEN} bytes, got {}", id.len()))
+    } else {
+        id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))).map(|c| {
+            format!("invalid character {c:?} in {id:?} (allowed: letters, digits, '-', '_', '.', ':')")
+        })
+    }
+}
+
+pub(crate) fn check_id(id: &str, path: &FieldPath<'_>, errors: &mut Vec<FieldError>) {
+    if let Some(problem) = id_problem(id) {
+        errors.push(FieldError::at(path, problem));
     }
 }
 

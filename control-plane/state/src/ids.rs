@@ -5,24 +5,13 @@
 
 use aos_core::FieldError;
 
-/// Longest id, as in aos-core.
-pub(crate) const MAX_ID_LEN: usize = aos_core::compile::MAX_ID_LEN;
 /// Longest display name or free-text reason.
 pub(crate) const MAX_TEXT_LEN: usize = 1024;
 
 /// Appends an error at `path` unless `id` is a valid identifier.
 pub(crate) fn check_id(errors: &mut Vec<FieldError>, path: &str, id: &str) {
-    if id.is_empty() {
-        errors.push(FieldError::new(path, "must not be empty"));
-    } else if id.len() > MAX_ID_LEN {
-        errors.push(FieldError::new(path, format!("must be at most {MAX_ID_LEN} bytes, got {}", id.len())));
-    } else if let Some(c) =
-        id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
-    {
-        errors.push(FieldError::new(
-            path,
-            format!("invalid character {c:?} in {id:?} (allowed: letters, digits, '-', '_', '.', ':')"),
-        ));
+    if let Some(problem) = aos_core::compile::id_problem(id) {
+        errors.push(FieldError::new(path, problem));
     }
 }
 
@@ -62,7 +51,7 @@ mod tests {
             errors(|e| check_id(e, "tenant_id", "a b")),
             ["tenant_id: invalid character ' ' in \"a b\" (allowed: letters, digits, '-', '_', '.', ':')"]
         );
-        assert_eq!(errors(|e| check_id(e, "id", &"x".repeat(MAX_ID_LEN + 1))).len(), 1);
+        assert_eq!(errors(|e| check_id(e, "id", &"x".repeat(aos_core::compile::MAX_ID_LEN + 1))).len(), 1);
     }
 
     #[test]
