@@ -1,0 +1,201 @@
+//! Shared helpers for tests that run real `aos-control-plane` processes on
+//! loopback: start/kill/restart nodes, call the REST API, wait on
+//! conditions with deadlines.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// One node process with fixed ports and data directory, restartable.
+pub struct NodeProc {
+    pub id: u64,
+    pub http: String,
+    pub grpc: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    /// Starts node `id` under `root` on fresh loopback ports.
+    pub fn start(id: u64, root: &Path, init: bool) -> NodeProc {
+        let mut node = NodeProc {
+            id,
+            http: format!("127.0.0.1:{}", free_port()),
+            grpc: format!("127.0.0.1:{}", free_port()),
+            data_dir: root.join(format!("node{id}")),
+            child: None,
+        };
+        node.spawn(init);
+        node
+    }
+
+    fn spawn(&mut self, init: bool) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aos-control-plane"));
+        cmd.args(["start", "--node-id", &self.id.to_string(), "--grpc-addr", &self.grpc, "--http-addr", &self.http])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if init {
+            cmd.arg("--init");
+        }
+        self.child = Some(cmd.spawn().expect("spawn aos-control-plane"));
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same ports and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn(false);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// Calls the API; status 0 means the node could not be reached.
+pub fn call(method: &str, url: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    call_with(method, url, key, body, None)
+}
+
+/// [`call`] with an `Idempotency-Key`.
+pub fn call_with(
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+    idempotency_key: Option<&str>,
+) -> (u16, Value) {
+    let agent = agent();
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let result = match (method, body) {
+        ("GET", _) => {
+            let mut req = agent.get(url);
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        }
+        ("POST", Some(Value::String(raw))) => {
+            let mut req = agent.post(url).header("Content-Type", "application/json");
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            if let Some(k) = idempotency_key {
+                req = req.header("Idempotency-Key", k);
+            }
+            req.send(raw.as_bytes())
+        }
+        ("POST", Some(b)) => {
+            let mut req = agent.post(url);
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            if let Some(k) = idempotency_key {
+                req = req.header("Idempotency-Key", k);
+            }
+            req.send_json(&b)
+        }
+        _ => panic!("unsupported call {method}"),
+    };
+    match result {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let body = response.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+            (status, body)
+        }
+        Err(e) => (0, json!({"transport_error": e.to_string()})),
+    }
+}
+
+/// Polls `check` until it returns `Some` or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Starts a three-node cluster: node 1 initialises, 2 and 3 join. Returns
+/// the nodes and the operator key.
+pub fn three_node_cluster(root: &Path) -> (Vec<NodeProc>, String) {
+    let n1 = NodeProc::start(1, root, true);
+    let key_path = n1.data_dir.join("operator.key");
+    let key = wait_for("the operator key", Duration::from_secs(30), || {
+        std::fs::read_to_string(&key_path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    });
+    let n2 = NodeProc::start(2, root, false);
+    let n3 = NodeProc::start(3, root, false);
+    for n in [&n2, &n3] {
+        wait_for("a node to answer HTTP", Duration::from_secs(30), || {
+            (call("GET", &n.url("/health"), None, None).0 != 0).then_some(())
+        });
+        let (status, body) = call(
+            "POST",
+            &n1.url("/api/v1/cluster/nodes"),
+            Some(&key),
+            Some(json!({"node_id": n.id, "grpc_addr": n.grpc})),
+        );
+        assert_eq!(status, 200, "add node {}: {body}", n.id);
+    }
+    let nodes = vec![n1, n2, n3];
+    for n in &nodes {
+        wait_for("three voters and a leader", Duration::from_secs(30), || {
+            let (status, body) = call("GET", &n.url("/api/v1/cluster"), Some(&key), None);
+            let voters = body["nodes"].as_array().map_or(0, |a| a.iter().filter(|n| n["voter"] == true).count());
+            (status == 200 && voters == 3 && !body["leader"].is_null()).then_some(())
+        });
+    }
+    (nodes, key)
+}
+
+/// The leader's id as node `n` reports it.
+pub fn leader_of(n: &NodeProc, key: &str) -> Option<u64> {
+    let (status, body) = call("GET", &n.url("/api/v1/cluster"), Some(key), None);
+    if status == 200 { body["leader"].as_u64() } else { None }
+}
+
+/// Tenant ids as node `n` serves them at `consistency`.
+pub fn tenant_ids(n: &NodeProc, key: &str, consistency: &str) -> Option<Vec<String>> {
+    let (status, body) = call("GET", &n.url(&format!("/api/v1/tenants?consistency={consistency}")), Some(key), None);
+    if status != 200 {
+        return None;
+    }
+    Some(body["tenants"].as_array()?.iter().filter_map(|t| t["tenant_id"].as_str().map(str::to_owned)).collect())
+}
