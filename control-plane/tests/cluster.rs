@@ -17,7 +17,8 @@ fn three_node_cluster_replicates_writes_from_any_node() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(nodes[0].data_dir.join("operator.key")).unwrap().permissions().mode() & 0o777;
+        let mode =
+            std::fs::metadata(nodes[0].data_dir.join("operator.key")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "operator key must be private");
     }
     let leader = leader_of(&nodes[0], &key).unwrap();
@@ -47,8 +48,12 @@ fn three_node_cluster_replicates_writes_from_any_node() {
     let (status, body) =
         call("POST", &n2.url("/api/v1/tenants"), Some(&key), Some(Value::String("{\"tenant_id\": 5".into())));
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("INVALID_INPUT")), "{body}");
-    let (status, body) =
-        call("POST", &nodes[2].url("/api/v1/tenants"), Some(&key), Some(json!({"tenant_id": "acme", "name": "again"})));
+    let (status, body) = call(
+        "POST",
+        &nodes[2].url("/api/v1/tenants"),
+        Some(&key),
+        Some(json!({"tenant_id": "acme", "name": "again"})),
+    );
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("CONFLICT")), "{body}");
 
     // The ledger holds the bootstrap key, the tenant and the rejected

@@ -36,12 +36,20 @@ impl NodeProc {
 
     fn spawn(&mut self, init: bool) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aos-control-plane"));
-        cmd.args(["start", "--node-id", &self.id.to_string(), "--grpc-addr", &self.grpc, "--http-addr", &self.http])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "start",
+            "--node-id",
+            &self.id.to_string(),
+            "--grpc-addr",
+            &self.grpc,
+            "--http-addr",
+            &self.http,
+        ])
+        .arg("--data-dir")
+        .arg(&self.data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         if init {
             cmd.arg("--init");
         }
@@ -178,7 +186,8 @@ pub fn three_node_cluster(root: &Path) -> (Vec<NodeProc>, String) {
     for n in &nodes {
         wait_for("three voters and a leader", Duration::from_secs(30), || {
             let (status, body) = call("GET", &n.url("/api/v1/cluster"), Some(&key), None);
-            let voters = body["nodes"].as_array().map_or(0, |a| a.iter().filter(|n| n["voter"] == true).count());
+            let voters =
+                body["nodes"].as_array().map_or(0, |a| a.iter().filter(|n| n["voter"] == true).count());
             (status == 200 && voters == 3 && !body["leader"].is_null()).then_some(())
         });
     }
@@ -193,9 +202,16 @@ pub fn leader_of(n: &NodeProc, key: &str) -> Option<u64> {
 
 /// Tenant ids as node `n` serves them at `consistency`.
 pub fn tenant_ids(n: &NodeProc, key: &str, consistency: &str) -> Option<Vec<String>> {
-    let (status, body) = call("GET", &n.url(&format!("/api/v1/tenants?consistency={consistency}")), Some(key), None);
+    let (status, body) =
+        call("GET", &n.url(&format!("/api/v1/tenants?consistency={consistency}")), Some(key), None);
     if status != 200 {
         return None;
     }
-    Some(body["tenants"].as_array()?.iter().filter_map(|t| t["tenant_id"].as_str().map(str::to_owned)).collect())
+    Some(
+        body["tenants"]
+            .as_array()?
+            .iter()
+            .filter_map(|t| t["tenant_id"].as_str().map(str::to_owned))
+            .collect(),
+    )
 }
