@@ -15,12 +15,14 @@
 //! - [`cluster_service`]: inbound forwarding / read-index RPCs.
 //! - [`http`]: the admin REST API.
 //! - [`bootstrap`]: first start — single-voter init and the operator key.
+//! - [`signing`]: the snapshot signing key (env, 0600 file, or generated on init).
 
 pub mod bootstrap;
 pub mod cluster_service;
 pub mod http;
 pub mod node;
 pub mod raft;
+pub mod signing;
 pub mod write;
 
 /// Wall-clock milliseconds, stamped on proposals by the node that accepts
