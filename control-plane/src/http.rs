@@ -1,5 +1,16 @@
-//! The admin REST API under `/api/v1/` (this module: routing, auth and
-//! error mapping; handlers for each resource follow as they are built).
+//! The admin REST API under `/api/v1/`.
+//!
+//! This module holds routing, authentication, tenant/role authorisation and
+//! error mapping, plus the cluster, tenant and audit handlers. The
+//! tenant-scoped resources live one per file: [`projects`], [`keys`],
+//! [`actors`], [`policies`], [`overrides`].
+//!
+//! Authorisation happens here, before anything is proposed (the state
+//! machine re-checks it as defence in depth): a tenant key may only touch
+//! its own tenant, each resource names the roles that may write it, every
+//! role of the tenant may read, and every refusal is audited through
+//! `RecordDenial`. An unknown tenant is a 404, answered only to a caller
+//! who may ask about it.
 //!
 //! Every response is JSON; every error is `{"error": {"code", "message",
 //! "field_errors"?}}` with a non-2xx status: 400 malformed, 401 no or bad
@@ -24,6 +35,12 @@ use crate::now_ms;
 use crate::raft::NodeId;
 use crate::write::{ClusterError, Consistency, propose, read_barrier};
 
+pub mod actors;
+pub mod keys;
+pub mod overrides;
+pub mod policies;
+pub mod projects;
+
 /// Builds the router for one node.
 pub fn router(node: Node) -> Router {
     Router::new()
@@ -33,6 +50,11 @@ pub fn router(node: Node) -> Router {
         .route("/api/v1/cluster/nodes/{node_id}", delete(remove_node))
         .route("/api/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/api/v1/audit", get(list_audit))
+        .merge(projects::routes())
+        .merge(keys::routes())
+        .merge(actors::routes())
+        .merge(policies::routes())
+        .merge(overrides::routes())
         .with_state(node)
 }
 
@@ -48,6 +70,78 @@ pub struct ApiError {
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into(), field_errors: Vec::new() }
+    }
+
+    /// 400 with per-field problems.
+    fn invalid(message: impl Into<String>, field_errors: Vec<aos_core::FieldError>) -> Self {
+        ApiError { field_errors, ..ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", message) }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+}
+
+/// Maps a JSON body rejection to 400; axum's message names the field path.
+fn bad_body(rejection: &axum::extract::rejection::JsonRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", rejection.body_text())
+}
+
+/// Every role of a tenant may read its resources.
+const READERS: &[ActorRole] =
+    &[ActorRole::Admin, ActorRole::PolicyAuthor, ActorRole::Sre, ActorRole::Auditor];
+/// Tenant administration (projects, keys, actors).
+const ADMINS: &[ActorRole] = &[ActorRole::Admin];
+
+/// What a tenant-scoped request is, for authorisation and the ledger.
+struct Intent<'a> {
+    /// The tenant in the path.
+    tenant: &'a str,
+    /// Roles that may do it.
+    roles: &'static [ActorRole],
+    /// What is attempted, e.g. `APPLY_POLICY` (recorded on denial).
+    action: &'static str,
+    /// The resource, e.g. `tenants/acme/policies`.
+    target: String,
+}
+
+/// Authenticates the caller and checks tenant and role; a refusal is a 403
+/// recorded in the ledger. The tenant's existence is not checked here.
+async fn authorize(node: &Node, headers: &HeaderMap, intent: &Intent<'_>) -> Result<ActorRef, ApiError> {
+    let actor = authenticate(node, headers)?;
+    if let Some(own) = actor.tenant_id.as_deref()
+        && own != intent.tenant
+    {
+        let reason = format!("a key of tenant `{own}` may not act on tenant `{}`", intent.tenant);
+        return Err(deny_in(node, &actor, Some(intent.tenant), intent.action, &intent.target, &reason).await);
+    }
+    if !intent.roles.contains(&actor.role) {
+        let reason = format!("role `{}` may not {}", actor.role.as_str(), intent.action);
+        return Err(deny_in(node, &actor, Some(intent.tenant), intent.action, &intent.target, &reason).await);
+    }
+    Ok(actor)
+}
+
+/// Authorises a read, waits for the read barrier and checks that the tenant
+/// exists.
+async fn authorize_read(
+    node: &Node,
+    headers: &HeaderMap,
+    intent: &Intent<'_>,
+    consistency: Consistency,
+) -> Result<ActorRef, ApiError> {
+    let actor = authorize(node, headers, intent).await?;
+    read_barrier(node, consistency).await?;
+    require_tenant(node, intent.tenant)?;
+    Ok(actor)
+}
+
+/// 404 when the tenant is unknown to this node's applied state.
+fn require_tenant(node: &Node, tenant: &str) -> Result<(), ApiError> {
+    if node.state().read(|s| s.0.tenant(tenant).is_some()) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("unknown tenant `{tenant}`")))
     }
 }
 
@@ -110,12 +204,24 @@ fn authenticate(node: &Node, headers: &HeaderMap) -> Result<ActorRef, ApiError> 
 /// Refuses, and records the refusal in the audit ledger (best effort: the
 /// refusal stands even if the ledger write cannot be committed now).
 async fn deny(node: &Node, actor: &ActorRef, action: &str, target: &str, reason: &str) -> ApiError {
+    deny_in(node, actor, actor.tenant_id.as_deref(), action, target, reason).await
+}
+
+/// [`deny`] for a request aimed at `tenant` (recorded under that tenant).
+async fn deny_in(
+    node: &Node,
+    actor: &ActorRef,
+    tenant: Option<&str>,
+    action: &str,
+    target: &str,
+    reason: &str,
+) -> ApiError {
     let proposal = Proposal {
         request_id: request_id(&HeaderMap::new()),
         actor: actor.clone(),
         at_ms: now_ms(),
         command: Command::RecordDenial {
-            tenant_id: actor.tenant_id.clone(),
+            tenant_id: tenant.map(str::to_owned),
             action: action.to_owned(),
             target: target.to_owned(),
             reason: reason.to_owned(),
@@ -147,19 +253,27 @@ async fn commit(
     actor: ActorRef,
     command: Command,
 ) -> Result<Response, ApiError> {
-    let proposal = Proposal { request_id: request_id(headers), actor, at_ms: now_ms(), command };
+    let body = commit_with_id(node, request_id(headers), actor, command).await?;
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// Commits a command under `request_id`; the applied answer as JSON
+/// (`log_index`, `audit_seq`, `tenant_snapshot_version`, `result`).
+async fn commit_with_id(
+    node: &Node,
+    request_id: String,
+    actor: ActorRef,
+    command: Command,
+) -> Result<Value, ApiError> {
+    let proposal = Proposal { request_id, actor, at_ms: now_ms(), command };
     let committed = propose(node, proposal).await?;
     match committed.result {
-        CommandResult::Applied(applied) => Ok((
-            StatusCode::OK,
-            Json(json!({
-                "log_index": committed.log_index,
-                "audit_seq": applied.audit_seq,
-                "tenant_snapshot_version": applied.tenant_snapshot_version,
-                "result": applied.detail,
-            })),
-        )
-            .into_response()),
+        CommandResult::Applied(applied) => Ok(json!({
+            "log_index": committed.log_index,
+            "audit_seq": applied.audit_seq,
+            "tenant_snapshot_version": applied.tenant_snapshot_version,
+            "result": applied.detail,
+        })),
         CommandResult::Rejected(rejection) => {
             let (status, code) = match rejection.code {
                 RejectionCode::InvalidInput => (StatusCode::BAD_REQUEST, "INVALID_INPUT"),

@@ -15,10 +15,12 @@
 //! - [`cluster_service`]: inbound forwarding / read-index RPCs.
 //! - [`http`]: the admin REST API.
 //! - [`bootstrap`]: first start — single-voter init and the operator key.
+//! - [`dev`]: dev mode's demo tenant, key and example policies.
 //! - [`signing`]: the snapshot signing key (env, 0600 file, or generated on init).
 
 pub mod bootstrap;
 pub mod cluster_service;
+pub mod dev;
 pub mod http;
 pub mod node;
 pub mod raft;

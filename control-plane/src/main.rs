@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use aos_control_plane::bootstrap::init_cluster;
 use aos_control_plane::node::{Node, NodeConfig};
+use aos_control_plane::signing::{SIGNING_KEY_ENV, load_signing_key};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -20,6 +21,22 @@ struct Cli {
 enum Cmd {
     /// Run a node.
     Start(StartArgs),
+    /// Run a single-node development cluster with a demo tenant, a tenant
+    /// admin key and the example policies.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DevArgs {
+    /// Where the dev cluster keeps its data (reused across runs).
+    #[arg(long, env = "AOS_DATA_DIR", default_value = ".aos-dev/control-plane")]
+    data_dir: PathBuf,
+    /// Admin REST API address.
+    #[arg(long, env = "AOS_HTTP_ADDR", default_value = "127.0.0.1:7070")]
+    http_addr: SocketAddr,
+    /// Raft/cluster gRPC address.
+    #[arg(long, env = "AOS_GRPC_ADDR", default_value = "127.0.0.1:7071")]
+    grpc_addr: SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +56,10 @@ struct StartArgs {
     /// Address peers use to reach this node's gRPC (defaults to --grpc-addr).
     #[arg(long, env = "AOS_ADVERTISE_GRPC")]
     advertise_grpc: Option<String>,
+    /// Snapshot signing key file (hex, mode 0600). Defaults to
+    /// `<data-dir>/signing.key`; `AOS_SIGNING_KEY` takes precedence.
+    #[arg(long)]
+    signing_key_file: Option<PathBuf>,
     /// Initialise a new cluster with this node as its only voter (first
     /// node, first start); creates the operator key.
     #[arg(long)]
@@ -70,7 +91,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Cmd::Start(args) = cli.command;
+    match cli.command {
+        Cmd::Start(args) => start(args).await,
+        Cmd::Dev(args) => dev(args).await,
+    }
+}
+
+async fn start(args: StartArgs) -> anyhow::Result<()> {
     let advertise = args.advertise_grpc.clone().unwrap_or_else(|| args.grpc_addr.to_string());
     tracing::info!(
         message = "starting control-plane node",
@@ -81,6 +108,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         advertise = %advertise,
         init = args.init,
     );
+    std::fs::create_dir_all(&args.data_dir).context("creating the data directory")?;
+    let env_key = std::env::var(SIGNING_KEY_ENV).ok();
+    let signer =
+        load_signing_key(env_key.as_deref(), args.signing_key_file.as_deref(), &args.data_dir, args.init)
+            .context("loading the snapshot signing key")?;
+    tracing::info!(message = "snapshot signing key loaded", key_id = %signer.key_id());
     let config = NodeConfig::new(args.node_id, args.data_dir.clone(), advertise);
     let node = Node::open(&config).await.context("opening the node")?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.context("binding the gRPC address")?;
@@ -94,6 +127,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     println!(
         "aos-control-plane node {} ready: http://{} grpc {}",
         args.node_id, args.http_addr, args.grpc_addr
+    );
+    serving.await.context("node task")?.context("serving")?;
+    Ok(())
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).context("creating the data directory")?;
+    let env_key = std::env::var(SIGNING_KEY_ENV).ok();
+    let signer = load_signing_key(env_key.as_deref(), None, &args.data_dir, true)
+        .context("loading the snapshot signing key")?;
+    let config = NodeConfig::new(1, args.data_dir.clone(), args.grpc_addr.to_string());
+    let node = Node::open(&config).await.context("opening the node")?;
+    let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.context("binding the gRPC address")?;
+    let http = tokio::net::TcpListener::bind(args.http_addr).await.context("binding the HTTP address")?;
+    let serving = tokio::spawn(node.clone().serve(grpc, http, shutdown_signal()));
+    init_cluster(&node, &args.data_dir).await.context("initialising the dev cluster")?;
+    let seed =
+        aos_control_plane::dev::seed(&node, &args.data_dir).await.context("seeding the demo tenant")?;
+    let dir = args.data_dir.display();
+    println!("AOS control plane (dev mode, single node)");
+    println!("  admin API:          http://{}", args.http_addr);
+    println!("  operator key file:  {dir}/operator.key");
+    println!("  signing key id:     {}", signer.key_id());
+    match (&seed.admin_key, &seed.admin_key_file) {
+        (Some(secret), Some(file)) => {
+            println!(
+                "  demo tenant:        {} ({} example policies applied)",
+                aos_control_plane::dev::DEMO_TENANT,
+                seed.policies
+            );
+            println!("  demo admin key:     {secret}  (also in {}, mode 0600)", file.display());
+        }
+        _ => println!(
+            "  demo tenant:        {} (kept from a previous run; key in {dir}/demo-admin.key)",
+            aos_control_plane::dev::DEMO_TENANT
+        ),
+    }
+    println!(
+        "  try: curl -s -H \"Authorization: Bearer $(cat {dir}/demo-admin.key)\" http://{}/api/v1/tenants/demo/policies",
+        args.http_addr
     );
     serving.await.context("node task")?.context("serving")?;
     Ok(())

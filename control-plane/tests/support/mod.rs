@@ -47,9 +47,11 @@ impl NodeProc {
         ])
         .arg("--data-dir")
         .arg(&self.data_dir)
+        // Every node of a cluster holds the same snapshot signing key.
+        .env("AOS_SIGNING_KEY", TEST_SIGNING_KEY)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log_file(&self.data_dir));
         if init {
             cmd.arg("--init");
         }
@@ -81,8 +83,43 @@ impl Drop for NodeProc {
     }
 }
 
+/// A loopback port nobody listens on now and that this test process has not
+/// handed out before (the OS may offer a just-released port again, which
+/// would make two nodes collide).
+/// The signing key the test clusters share (hex).
+pub const TEST_SIGNING_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+/// Node stderr goes next to its data directory, so a failing test can be
+/// diagnosed from the temp dir.
+fn log_file(data_dir: &Path) -> Stdio {
+    let path = data_dir.with_extension("log");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+/// Panics with the node's log when its process has exited.
+pub fn assert_running(node: &mut NodeProc) {
+    if let Some(child) = node.child.as_mut()
+        && let Ok(Some(status)) = child.try_wait()
+    {
+        let log = std::fs::read_to_string(node.data_dir.with_extension("log")).unwrap_or_default();
+        panic!("node {} exited with {status}:\n{log}", node.id);
+    }
+}
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().expect("port registry");
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 fn agent() -> ureq::Agent {
@@ -168,10 +205,11 @@ pub fn three_node_cluster(root: &Path) -> (Vec<NodeProc>, String) {
     let key = wait_for("the operator key", Duration::from_secs(30), || {
         std::fs::read_to_string(&key_path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
     });
-    let n2 = NodeProc::start(2, root, false);
-    let n3 = NodeProc::start(3, root, false);
-    for n in [&n2, &n3] {
+    let mut n2 = NodeProc::start(2, root, false);
+    let mut n3 = NodeProc::start(3, root, false);
+    for n in [&mut n2, &mut n3] {
         wait_for("a node to answer HTTP", Duration::from_secs(30), || {
+            assert_running(n);
             (call("GET", &n.url("/health"), None, None).0 != 0).then_some(())
         });
         let (status, body) = call(
