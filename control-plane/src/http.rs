@@ -40,6 +40,7 @@ pub mod keys;
 pub mod overrides;
 pub mod policies;
 pub mod projects;
+pub mod snapshots;
 
 /// Builds the router for one node.
 pub fn router(node: Node) -> Router {
@@ -55,6 +56,7 @@ pub fn router(node: Node) -> Router {
         .merge(actors::routes())
         .merge(policies::routes())
         .merge(overrides::routes())
+        .merge(snapshots::routes())
         .with_state(node)
 }
 

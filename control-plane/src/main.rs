@@ -114,7 +114,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         load_signing_key(env_key.as_deref(), args.signing_key_file.as_deref(), &args.data_dir, args.init)
             .context("loading the snapshot signing key")?;
     tracing::info!(message = "snapshot signing key loaded", key_id = %signer.key_id());
-    let config = NodeConfig::new(args.node_id, args.data_dir.clone(), advertise);
+    let config = NodeConfig::new(args.node_id, args.data_dir.clone(), advertise, std::sync::Arc::new(signer));
     let node = Node::open(&config).await.context("opening the node")?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.context("binding the gRPC address")?;
     let http = tokio::net::TcpListener::bind(args.http_addr).await.context("binding the HTTP address")?;
@@ -137,7 +137,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let env_key = std::env::var(SIGNING_KEY_ENV).ok();
     let signer = load_signing_key(env_key.as_deref(), None, &args.data_dir, true)
         .context("loading the snapshot signing key")?;
-    let config = NodeConfig::new(1, args.data_dir.clone(), args.grpc_addr.to_string());
+    let key_id = signer.key_id().clone();
+    let config =
+        NodeConfig::new(1, args.data_dir.clone(), args.grpc_addr.to_string(), std::sync::Arc::new(signer));
     let node = Node::open(&config).await.context("opening the node")?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.context("binding the gRPC address")?;
     let http = tokio::net::TcpListener::bind(args.http_addr).await.context("binding the HTTP address")?;
@@ -149,7 +151,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("AOS control plane (dev mode, single node)");
     println!("  admin API:          http://{}", args.http_addr);
     println!("  operator key file:  {dir}/operator.key");
-    println!("  signing key id:     {}", signer.key_id());
+    println!("  signing key id:     {key_id}");
     match (&seed.admin_key, &seed.admin_key_file) {
         (Some(secret), Some(file)) => {
             println!(

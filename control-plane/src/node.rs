@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aos_core::snapshot::SnapshotSigner;
 use aos_proto::cluster::cluster_service_server::ClusterServiceServer;
 use aos_proto::raft::raft_service_server::RaftServiceServer;
 use openraft::BasicNode;
@@ -29,14 +30,30 @@ pub struct NodeConfig {
     pub advertise_grpc: String,
     /// Raft heartbeat interval.
     pub heartbeat: Duration,
+    /// The cluster's snapshot signing key (the same on every node).
+    pub signer: Arc<SnapshotSigner>,
+    /// How long an issued snapshot stays valid (`not_after - issued_at`).
+    pub max_staleness: Duration,
 }
 
 impl NodeConfig {
     /// Defaults tuned for a LAN/loopback cluster: 50 ms heartbeats and a
     /// 150–300 ms election timeout, so a new leader is usually elected
     /// within half a second of losing the old one.
-    pub fn new(node_id: NodeId, data_dir: PathBuf, advertise_grpc: String) -> Self {
-        NodeConfig { node_id, data_dir, advertise_grpc, heartbeat: Duration::from_millis(50) }
+    pub fn new(
+        node_id: NodeId,
+        data_dir: PathBuf,
+        advertise_grpc: String,
+        signer: Arc<SnapshotSigner>,
+    ) -> Self {
+        NodeConfig {
+            node_id,
+            data_dir,
+            advertise_grpc,
+            heartbeat: Duration::from_millis(50),
+            signer,
+            max_staleness: Duration::from_secs(24 * 60 * 60),
+        }
     }
 }
 
@@ -78,6 +95,8 @@ struct NodeInner {
     advertise_grpc: String,
     raft: Raft,
     state: StateReader,
+    signer: Arc<SnapshotSigner>,
+    max_staleness_ms: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -118,6 +137,8 @@ impl Node {
                 advertise_grpc: config.advertise_grpc.clone(),
                 raft,
                 state,
+                signer: Arc::clone(&config.signer),
+                max_staleness_ms: u64::try_from(config.max_staleness.as_millis()).unwrap_or(u64::MAX),
             }),
         })
     }
@@ -135,6 +156,16 @@ impl Node {
     /// Read access to the applied state.
     pub fn state(&self) -> &StateReader {
         &self.inner.state
+    }
+
+    /// The snapshot signing key.
+    pub fn signer(&self) -> &SnapshotSigner {
+        &self.inner.signer
+    }
+
+    /// `not_after - issued_at` of issued snapshots, in milliseconds.
+    pub fn max_staleness_ms(&self) -> u64 {
+        self.inner.max_staleness_ms
     }
 
     /// The address peers reach this node at.

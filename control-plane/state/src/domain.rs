@@ -67,11 +67,12 @@ impl Domain {
     }
 
     /// Increments the tenant's snapshot version and returns it.
-    pub(crate) fn bump_snapshot_version(&mut self, tenant_id: &str) -> Option<u64> {
+    pub(crate) fn bump_snapshot_version(&mut self, tenant_id: &str, at_ms: u64) -> Option<u64> {
         let tenant = &mut self.tenants.get_mut(tenant_id)?.tenant;
         // 2^64 policy changes will not happen; saturating keeps `apply`
         // panic-free regardless.
         tenant.snapshot_version = tenant.snapshot_version.saturating_add(1);
+        tenant.snapshot_changed_at_ms = at_ms;
         Some(tenant.snapshot_version)
     }
 }

@@ -80,7 +80,7 @@ impl ControlState {
         match dispatch::execute(&mut self.domain, proposal, &subject, audit_seq) {
             Ok(effect) => {
                 let tenant_snapshot_version = match (&subject.tenant_id, effect.touches_snapshot) {
-                    (Some(tenant_id), true) => self.domain.bump_snapshot_version(tenant_id),
+                    (Some(tenant_id), true) => self.domain.bump_snapshot_version(tenant_id, proposal.at_ms),
                     _ => None,
                 };
                 entry.action = effect.action;
@@ -247,6 +247,19 @@ impl ControlState {
             overrides,
             Vec::new(),
         )?)
+    }
+
+    /// The tenant's snapshot as every node issues it: `issued_at` is the time
+    /// of the change that produced the current version and `not_after` is
+    /// `max_staleness_ms` later, so the same version always yields the same
+    /// bytes once signed.
+    pub fn issued_snapshot(
+        &self,
+        tenant_id: &str,
+        max_staleness_ms: u64,
+    ) -> Result<PolicySnapshot, StateError> {
+        let issued_at_ms = self.tenant(tenant_id).map_or(0, |t| t.snapshot_changed_at_ms);
+        self.policy_snapshot(tenant_id, issued_at_ms, issued_at_ms.saturating_add(max_staleness_ms.max(1)))
     }
 
     /// The domain records, without ledger and request log (tests compare

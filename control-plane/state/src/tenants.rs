@@ -25,6 +25,11 @@ pub struct Tenant {
     /// Version of the tenant's policy snapshot; incremented by every change
     /// to its policies or overrides. 0 until the first such change.
     pub snapshot_version: u64,
+    /// When the change that produced `snapshot_version` was proposed (Unix
+    /// milliseconds): the snapshot's `issued_at`, so every node signs
+    /// byte-identical snapshots for the same version.
+    #[serde(default)]
+    pub snapshot_changed_at_ms: u64,
 }
 
 /// A project of a tenant (a `PROJECT` scope target).
@@ -79,6 +84,7 @@ pub(crate) fn create_tenant(
         created_at_ms: ctx.at_ms,
         created_by: ctx.actor.actor_id.clone(),
         snapshot_version: 0,
+        snapshot_changed_at_ms: 0,
     };
     let record = to_json(&tenant);
     domain.tenants.insert(tenant_id.to_owned(), TenantState::new(tenant));

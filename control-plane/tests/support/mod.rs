@@ -253,3 +253,40 @@ pub fn tenant_ids(n: &NodeProc, key: &str, consistency: &str) -> Option<Vec<Stri
             .collect(),
     )
 }
+
+/// GETs raw bytes; returns status, body and the `x-aos-snapshot-version`
+/// header.
+pub fn get_bytes(url: &str, key: &str) -> (u16, Vec<u8>, Option<String>) {
+    match agent().get(url).header("Authorization", &format!("Bearer {key}")).call() {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let version = response
+                .headers()
+                .get("x-aos-snapshot-version")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response.body_mut().read_to_vec().unwrap_or_default();
+            (status, body, version)
+        }
+        Err(_) => (0, Vec::new(), None),
+    }
+}
+
+/// Creates a tenant and a tenant admin key; returns the key's secret.
+pub fn tenant_with_admin(node: &NodeProc, operator_key: &str, tenant: &str) -> String {
+    let (status, body) = call(
+        "POST",
+        &node.url("/api/v1/tenants"),
+        Some(operator_key),
+        Some(json!({"tenant_id": tenant, "name": tenant})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        "POST",
+        &node.url(&format!("/api/v1/tenants/{tenant}/keys")),
+        Some(operator_key),
+        Some(json!({"name": "admin", "role": "admin"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["secret"].as_str().expect("secret in the create response").to_owned()
+}
