@@ -7,7 +7,7 @@ use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{RaftLogReader, RaftSnapshotBuilder};
 use serde_json::json;
 
-use crate::support::{TestConfig, entries, open, set, subject_and_verb};
+use crate::support::{entries, open, set, subject_and_verb};
 
 /// Writes `value` under `key` in `tree` with every store handle closed.
 fn poke(dir: &Path, tree: &str, key: &[u8], value: &[u8]) {
@@ -94,7 +94,7 @@ async fn corrupt_snapshot_fails_open_with_a_store_error() {
     }
     poke(dir.path(), codec::SNAPSHOT_TREE, codec::SNAPSHOT_DATA_KEY, b"{\"state\": 1}");
 
-    let opened = aos_cp_store::open::<TestConfig, crate::support::KvApp>(dir.path());
+    let opened = crate::support::try_open(dir.path());
     let error = opened.unwrap_err();
     assert!(matches!(error, aos_cp_store::StoreError::Decode { what: "snapshot", .. }), "{error}");
 }
@@ -104,6 +104,6 @@ async fn half_written_snapshot_fails_open_with_a_store_error() {
     let dir = tempfile::tempdir().unwrap();
     poke(dir.path(), codec::SNAPSHOT_TREE, codec::SNAPSHOT_DATA_KEY, b"{}");
 
-    let error = aos_cp_store::open::<TestConfig, crate::support::KvApp>(dir.path()).unwrap_err();
+    let error = crate::support::try_open(dir.path()).unwrap_err();
     assert!(matches!(error, aos_cp_store::StoreError::SnapshotIncomplete { missing: "metadata" }), "{error}");
 }

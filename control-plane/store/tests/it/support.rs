@@ -57,23 +57,27 @@ openraft::declare_raft_types!(
 pub type LogStore = SledLogStore<TestConfig>;
 pub type StateMachine = SledStateMachine<TestConfig, KvApp>;
 
-/// Opens the store. A handle dropped just before may still hold sled's file
-/// lock for a moment (its flusher thread exits asynchronously), so a reopen
-/// retries on that one error until a deadline.
-pub fn open(dir: &Path) -> (LogStore, StateMachine) {
+/// Opens the store, returning the error. A handle dropped just before may
+/// still hold sled's file lock for a moment (its flusher thread exits
+/// asynchronously), so this retries on that one error until a deadline.
+pub fn try_open(dir: &Path) -> Result<(LogStore, StateMachine), aos_cp_store::StoreError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match aos_cp_store::open::<TestConfig, KvApp>(dir) {
-            Ok(opened) => return opened,
             Err(e)
                 if e.to_string().contains("could not acquire lock")
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            Err(e) => panic!("open {}: {e}", dir.display()),
+            other => return other,
         }
     }
+}
+
+/// [`try_open`], which must succeed.
+pub fn open(dir: &Path) -> (LogStore, StateMachine) {
+    try_open(dir).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
 }
 
 pub fn log_id(term: u64, index: u64) -> LogId<u64> {
