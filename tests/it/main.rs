@@ -7,4 +7,5 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
+mod aosctl_cluster;
 mod policy_to_decision;

@@ -4,8 +4,11 @@
 //! `aos.audit.v1\0`, field by field in declaration order: integers as 8
 //! little-endian bytes; strings as their length (8 bytes LE) then UTF-8
 //! bytes; options as one byte (0 absent, 1 present) then the value; enums
-//! as their ledger spelling; JSON values as their compact JSON text. The
-//! encoding is injective, independent of serde formats, and cannot fail.
+//! as their ledger spelling; JSON values as compact JSON text with object keys
+//! sorted (not `Value::to_string`, whose key order depends on whether some
+//! crate in the build enabled serde_json's `preserve_order`). The encoding is
+//! injective, independent of serde formats and build features, and cannot
+//! fail.
 
 use sha2::{Digest, Sha256};
 
@@ -95,8 +98,8 @@ pub(super) fn entry_hash(entry: &AuditEntry) -> String {
     c.str(entry.action.as_str());
     c.opt_str(entry.tenant_id.as_deref());
     c.str(&entry.target);
-    c.opt_str(entry.before.as_ref().map(ToString::to_string).as_deref());
-    c.opt_str(entry.after.as_ref().map(ToString::to_string).as_deref());
+    c.opt_str(entry.before.as_ref().map(canonical_json).as_deref());
+    c.opt_str(entry.after.as_ref().map(canonical_json).as_deref());
     c.str(entry.outcome.as_str());
     c.str(&entry.detail);
     c.str(&entry.prev_hash);
@@ -123,5 +126,65 @@ impl Canonical {
                 self.str(s);
             }
         }
+    }
+}
+
+/// Compact JSON with object keys in byte order, whatever map type
+/// `serde_json` was built with.
+pub(crate) fn canonical_json(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                if let Some(v) = map.get(key) {
+                    write_canonical(v, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::canonical_json;
+
+    #[test]
+    fn object_keys_are_sorted_at_every_depth() {
+        let mut inner = serde_json::Map::new();
+        inner.insert("z".into(), serde_json::json!(1));
+        inner.insert("a".into(), serde_json::json!([{"y": true, "b": null}]));
+        let mut outer = serde_json::Map::new();
+        outer.insert("m".into(), serde_json::Value::Object(inner));
+        outer.insert("c".into(), serde_json::json!("x\"y"));
+        assert_eq!(
+            canonical_json(&serde_json::Value::Object(outer)),
+            r#"{"c":"x\"y","m":{"a":[{"b":null,"y":true}],"z":1}}"#
+        );
     }
 }
