@@ -110,7 +110,7 @@ struct Intent<'a> {
 /// Authenticates the caller and checks tenant and role; a refusal is a 403
 /// recorded in the ledger. The tenant's existence is not checked here.
 async fn authorize(node: &Node, headers: &HeaderMap, intent: &Intent<'_>) -> Result<ActorRef, ApiError> {
-    let actor = authenticate(node, headers)?;
+    let actor = authenticate(node, headers).await?;
     if let Some(own) = actor.tenant_id.as_deref()
         && own != intent.tenant
     {
@@ -180,7 +180,7 @@ pub fn secret_hash(secret: &str) -> String {
 }
 
 /// Resolves the bearer key to the principal it acts as.
-fn authenticate(node: &Node, headers: &HeaderMap) -> Result<ActorRef, ApiError> {
+async fn authenticate(node: &Node, headers: &HeaderMap) -> Result<ActorRef, ApiError> {
     let unauthorized =
         || ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "missing or unknown API key");
     let secret = headers
@@ -191,8 +191,8 @@ fn authenticate(node: &Node, headers: &HeaderMap) -> Result<ActorRef, ApiError> 
         .filter(|s| !s.is_empty())
         .ok_or_else(unauthorized)?;
     let hash = secret_hash(secret);
-    node.state()
-        .read(|s| {
+    let lookup = || {
+        node.state().read(|s| {
             s.0.api_key_by_hash(&hash).map(|key| ActorRef {
                 actor_id: key.key_id.clone(),
                 actor_type: ActorType::ApiKey,
@@ -200,7 +200,15 @@ fn authenticate(node: &Node, headers: &HeaderMap) -> Result<ActorRef, ApiError> 
                 tenant_id: key.tenant_id.clone(),
             })
         })
-        .ok_or_else(unauthorized)
+    };
+    if let Some(actor) = lookup() {
+        return Ok(actor);
+    }
+    // A key created a moment ago through another node may not be applied
+    // here yet: catch up to the leader's commit index once before refusing,
+    // so a client can use a key as soon as its creation was acknowledged.
+    read_barrier(node, Consistency::Linearizable).await?;
+    lookup().ok_or_else(unauthorized)
 }
 
 /// Refuses, and records the refusal in the audit ledger (best effort: the
@@ -323,7 +331,7 @@ async fn health(State(node): State<Node>) -> Response {
 }
 
 async fn cluster_status(State(node): State<Node>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authenticate(&node, &headers)?;
+    authenticate(&node, &headers).await?;
     let metrics = node.raft().metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -338,6 +346,8 @@ async fn cluster_status(State(node): State<Node>, headers: HeaderMap) -> Result<
         "term": metrics.current_term,
         "last_log_index": metrics.last_log_index,
         "last_applied": metrics.last_applied.map(|l| l.index),
+        "snapshot_index": metrics.snapshot.map(|l| l.index),
+        "purged_index": metrics.purged.map(|l| l.index),
         "nodes": nodes,
     })))
 }
@@ -362,7 +372,7 @@ async fn add_node(
     headers: HeaderMap,
     body: Result<Json<AddNode>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = authenticate(&node, &headers)?;
+    let actor = authenticate(&node, &headers).await?;
     if let Err(reason) = require_operator_admin(&actor) {
         return Err(deny(&node, &actor, "CLUSTER_ADD_NODE", "cluster", reason).await);
     }
@@ -386,7 +396,7 @@ async fn remove_node(
     headers: HeaderMap,
     Path(node_id): Path<NodeId>,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = authenticate(&node, &headers)?;
+    let actor = authenticate(&node, &headers).await?;
     if let Err(reason) = require_operator_admin(&actor) {
         return Err(deny(&node, &actor, "CLUSTER_REMOVE_NODE", &node_id.to_string(), reason).await);
     }
@@ -436,7 +446,7 @@ async fn create_tenant(
     headers: HeaderMap,
     body: Result<Json<CreateTenant>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = authenticate(&node, &headers)?;
+    let actor = authenticate(&node, &headers).await?;
     let Json(req) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", e.body_text()))?;
     commit(&node, &headers, actor, Command::CreateTenant { tenant_id: req.tenant_id, name: req.name }).await
@@ -447,7 +457,7 @@ async fn list_tenants(
     headers: HeaderMap,
     Query(params): Query<ReadParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = authenticate(&node, &headers)?;
+    let actor = authenticate(&node, &headers).await?;
     read_barrier(&node, params.consistency).await?;
     let tenants: Vec<Value> = node.state().read(|s| {
         s.0.tenants()
@@ -479,7 +489,7 @@ async fn list_audit(
     headers: HeaderMap,
     Query(params): Query<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = authenticate(&node, &headers)?;
+    let actor = authenticate(&node, &headers).await?;
     if !matches!(actor.role, ActorRole::Admin | ActorRole::Auditor) {
         return Err(deny(&node, &actor, "AUDIT_READ", "audit", "admin or auditor role required").await);
     }

@@ -56,6 +56,9 @@ struct StartArgs {
     /// Address peers use to reach this node's gRPC (defaults to --grpc-addr).
     #[arg(long, env = "AOS_ADVERTISE_GRPC")]
     advertise_grpc: Option<String>,
+    /// Build a Raft snapshot and purge the log behind it every N entries.
+    #[arg(long, env = "AOS_SNAPSHOT_EVERY", default_value_t = 5_000)]
+    snapshot_every: u64,
     /// Snapshot signing key file (hex, mode 0600). Defaults to
     /// `<data-dir>/signing.key`; `AOS_SIGNING_KEY` takes precedence.
     #[arg(long)]
@@ -114,7 +117,9 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         load_signing_key(env_key.as_deref(), args.signing_key_file.as_deref(), &args.data_dir, args.init)
             .context("loading the snapshot signing key")?;
     tracing::info!(message = "snapshot signing key loaded", key_id = %signer.key_id());
-    let config = NodeConfig::new(args.node_id, args.data_dir.clone(), advertise, std::sync::Arc::new(signer));
+    let mut config =
+        NodeConfig::new(args.node_id, args.data_dir.clone(), advertise, std::sync::Arc::new(signer));
+    config.snapshot_every = args.snapshot_every;
     let node = Node::open(&config).await.context("opening the node")?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.context("binding the gRPC address")?;
     let http = tokio::net::TcpListener::bind(args.http_addr).await.context("binding the HTTP address")?;

@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub signer: Arc<SnapshotSigner>,
     /// How long an issued snapshot stays valid (`not_after - issued_at`).
     pub max_staleness: Duration,
+    /// Build a Raft snapshot (and purge the log behind it) every this many
+    /// log entries.
+    pub snapshot_every: u64,
 }
 
 impl NodeConfig {
@@ -53,6 +56,7 @@ impl NodeConfig {
             heartbeat: Duration::from_millis(50),
             signer,
             max_staleness: Duration::from_secs(24 * 60 * 60),
+            snapshot_every: 5_000,
         }
     }
 }
@@ -122,8 +126,10 @@ impl Node {
             heartbeat_interval: heartbeat,
             election_timeout_min: heartbeat * 3,
             election_timeout_max: heartbeat * 6,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
+            // Keep a tail behind the snapshot so a briefly lagging follower
+            // catches up from the log; further behind, it gets the snapshot.
+            max_in_snapshot_log_to_keep: (config.snapshot_every / 5).min(1_000),
             ..openraft::Config::default()
         }
         .validate()

@@ -71,7 +71,7 @@ async fn snapshot(
 }
 
 async fn keys(State(node): State<Node>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authenticate(&node, &headers)?;
+    authenticate(&node, &headers).await?;
     let signer = node.signer();
     Ok(Json(json!({
         "keys": [{

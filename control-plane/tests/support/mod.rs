@@ -17,17 +17,24 @@ pub struct NodeProc {
     pub http: String,
     pub grpc: String,
     pub data_dir: PathBuf,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl NodeProc {
     /// Starts node `id` under `root` on fresh loopback ports.
     pub fn start(id: u64, root: &Path, init: bool) -> NodeProc {
+        Self::start_with(id, root, init, &[])
+    }
+
+    /// [`NodeProc::start`] with extra command-line flags.
+    pub fn start_with(id: u64, root: &Path, init: bool, extra_args: &[&str]) -> NodeProc {
         let mut node = NodeProc {
             id,
             http: format!("127.0.0.1:{}", free_port()),
             grpc: format!("127.0.0.1:{}", free_port()),
             data_dir: root.join(format!("node{id}")),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
         };
         node.spawn(init);
@@ -47,6 +54,7 @@ impl NodeProc {
         ])
         .arg("--data-dir")
         .arg(&self.data_dir)
+        .args(&self.extra_args)
         // Every node of a cluster holds the same snapshot signing key.
         .env("AOS_SIGNING_KEY", TEST_SIGNING_KEY)
         .env("RUST_LOG", "warn")
@@ -200,13 +208,18 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 /// Starts a three-node cluster: node 1 initialises, 2 and 3 join. Returns
 /// the nodes and the operator key.
 pub fn three_node_cluster(root: &Path) -> (Vec<NodeProc>, String) {
-    let n1 = NodeProc::start(1, root, true);
+    three_node_cluster_with(root, &[])
+}
+
+/// [`three_node_cluster`] with extra flags for every node.
+pub fn three_node_cluster_with(root: &Path, extra_args: &[&str]) -> (Vec<NodeProc>, String) {
+    let n1 = NodeProc::start_with(1, root, true, extra_args);
     let key_path = n1.data_dir.join("operator.key");
     let key = wait_for("the operator key", Duration::from_secs(30), || {
         std::fs::read_to_string(&key_path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
     });
-    let mut n2 = NodeProc::start(2, root, false);
-    let mut n3 = NodeProc::start(3, root, false);
+    let mut n2 = NodeProc::start_with(2, root, false, extra_args);
+    let mut n3 = NodeProc::start_with(3, root, false, extra_args);
     for n in [&mut n2, &mut n3] {
         wait_for("a node to answer HTTP", Duration::from_secs(30), || {
             assert_running(n);
