@@ -10,6 +10,7 @@ use std::time::Duration;
 use aos_core::snapshot::SnapshotSigner;
 use aos_proto::cluster::cluster_service_server::ClusterServiceServer;
 use aos_proto::raft::raft_service_server::RaftServiceServer;
+use axum::serve::ListenerExt;
 use openraft::BasicNode;
 use tokio::net::TcpListener;
 
@@ -205,8 +206,18 @@ impl Node {
                     .max_decoding_message_size(usize::MAX),
             )
             .add_service(ClusterServiceServer::new(ClusterRpcServer::new(self.clone())))
-            .serve_with_incoming_shutdown(tokio_stream_from(grpc), grpc_stop);
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                grpc_stop,
+            );
         let router = crate::http::router(self.clone());
+        // Small request/response exchanges: without TCP_NODELAY, Nagle plus
+        // delayed ACKs add ~40 ms to every write.
+        let http = http.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(message = "cannot set TCP_NODELAY", error = %e);
+            }
+        });
         let http_server = axum::serve(http, router).with_graceful_shutdown(http_stop);
 
         let grpc_task = tokio::spawn(grpc_server);
@@ -237,8 +248,4 @@ async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
             return;
         }
     }
-}
-
-fn tokio_stream_from(listener: TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
 }

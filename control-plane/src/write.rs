@@ -78,6 +78,7 @@ async fn leader_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClien
         .map_err(|e| unreachable(e.to_string()))?
         .connect_timeout(CALL_TIMEOUT)
         .timeout(CALL_TIMEOUT)
+        .tcp_nodelay(true)
         .connect()
         .await
         .map_err(|e| unreachable(e.to_string()))?;

@@ -1,0 +1,165 @@
+//! Multi-process cluster benchmarks run by the `cluster-bench` binary: a
+//! 3-node AOS control plane and (optionally) a 3-member etcd on loopback,
+//! each member a real child process in a fresh temporary directory.
+//!
+//! - [`aos`]: start/kill/restart `aos-control-plane` nodes, form a cluster.
+//! - [`etcd`]: start a 3-member etcd cluster, write through its JSON gateway.
+//! - [`load`]: closed-loop writers (one thread and one HTTP agent each) with
+//!   per-request latency.
+//! - [`failover`]: time from `kill -9` of the leader to the next acknowledged
+//!   write.
+//!
+//! Every child process is owned by a [`ChildGuard`], which kills and reaps it
+//! when dropped, so an error anywhere still leaves no process behind.
+
+pub mod aos;
+pub mod etcd;
+pub mod failover;
+pub mod load;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Option<Child>,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd`.
+    pub fn spawn(cmd: &mut Command) -> Result<ChildGuard> {
+        let child = cmd.spawn().with_context(|| format!("spawn {:?}", cmd.get_program()))?;
+        Ok(ChildGuard { child: Some(child) })
+    }
+
+    /// `kill -9` and reap; a no-op when already killed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The exit status when the process has exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback port nobody listens on now and that this process has not
+/// handed out before (the OS may offer a just-released port again).
+pub fn free_port() -> Result<u16> {
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().map_err(|_| anyhow!("port registry poisoned"))?;
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return Ok(port);
+        }
+    }
+}
+
+/// Appends a child's output to `path` (or discards it when that fails).
+pub fn log_file(path: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+/// The last `max` bytes of a log file, for error messages.
+pub fn log_tail(path: &Path, max: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let start = log.len().saturating_sub(max);
+    let start = (start..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(log.len());
+    log[start..].to_owned()
+}
+
+/// An HTTP agent that reports every status as a response (not an error) and
+/// gives up on a request after `timeout`.
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
+}
+
+/// `GET url` (with a bearer key); `None` on a transport error, a non-200
+/// status or a body that is not JSON.
+pub fn get_json(agent: &ureq::Agent, url: &str, key: Option<&str>) -> Option<Value> {
+    let mut req = agent.get(url);
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let mut response = req.call().ok()?;
+    if response.status().as_u16() != 200 {
+        return None;
+    }
+    response.body_mut().read_json::<Value>().ok()
+}
+
+/// `POST url` with a JSON body (and a bearer key); returns the status and
+/// the body text. The body is read to the end so the connection is reused.
+pub fn post_json(agent: &ureq::Agent, url: &str, key: Option<&str>, body: &Value) -> Result<(u16, String)> {
+    let mut req = agent.post(url);
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let mut response = req.send_json(body)?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    Ok((status, text))
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, fails, or `timeout`
+/// passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check()? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The value used by every write: `size` printable bytes.
+pub fn value_of_size(size: usize) -> String {
+    (0..size).map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0))).collect()
+}
+
+/// Formats a duration for the tables: µs below 1 ms, ms below 10 s.
+pub fn fmt_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1_000.0 {
+        format!("{us:.0} µs")
+    } else if us < 10_000_000.0 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+/// Nearest-rank percentile of sorted samples (`p` in percent).
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (sorted.len() * p).div_ceil(100).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
