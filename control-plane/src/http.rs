@@ -60,6 +60,13 @@ pub fn router(node: Node) -> Router {
         .with_state(node)
 }
 
+/// Body of every `…/revoke` endpoint: the reason is required and audited.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason: String,
+}
+
 /// An API error with its HTTP status.
 #[derive(Debug)]
 pub struct ApiError {

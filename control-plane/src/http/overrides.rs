@@ -91,17 +91,11 @@ async fn list(
     Ok(Json(json!({ "overrides": overrides })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Revoke {
-    reason: String,
-}
-
 async fn revoke(
     State(node): State<Node>,
     Path((tenant, override_id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Json<Revoke>, JsonRejection>,
+    body: Result<Json<super::RevokeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let intent = Intent {
         tenant: &tenant,
