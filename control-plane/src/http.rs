@@ -37,6 +37,7 @@ use crate::write::{ClusterError, Consistency, propose, read_barrier};
 
 pub mod actors;
 pub mod keys;
+pub mod metrics;
 pub mod overrides;
 pub mod policies;
 pub mod projects;
@@ -57,6 +58,7 @@ pub fn router(node: Node) -> Router {
         .merge(policies::routes())
         .merge(overrides::routes())
         .merge(snapshots::routes())
+        .merge(metrics::routes())
         .with_state(node)
 }
 

@@ -39,6 +39,20 @@ fn three_node_cluster_replicates_writes_from_any_node() {
         assert_eq!(tenant_ids(n, &key, "linearizable").unwrap(), ["acme"], "node {}", n.id);
     }
 
+    // Prometheus metrics: exactly one node reports leadership, every node a
+    // leader and the applied tenant.
+    let mut leaders = 0;
+    for n in &nodes {
+        let text = ureq::get(&n.url("/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+        assert!(text.contains(&format!("aos_cp_raft_has_leader{{node_id=\"{}\"}} 1", n.id)), "{text}");
+        assert!(text.contains(&format!("aos_cp_tenants{{node_id=\"{}\"}} 1", n.id)), "{text}");
+        if text.contains(&format!("aos_cp_raft_is_leader{{node_id=\"{}\"}} 1", n.id)) {
+            leaders += 1;
+        }
+        assert!(!text.contains("acme"), "metrics must not expose tenant ids");
+    }
+    assert_eq!(leaders, 1);
+
     // Bad paths: each with its documented status and a JSON error body.
     let n2 = &nodes[1];
     let (status, body) = call("GET", &n2.url("/api/v1/tenants"), None, None);
