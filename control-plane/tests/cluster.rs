@@ -8,7 +8,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{call, leader_of, tenant_ids, three_node_cluster};
+use support::{call, leader_of, tenant_admin_key, tenant_ids, three_node_cluster};
 
 #[test]
 fn three_node_cluster_replicates_writes_from_any_node() {
@@ -82,4 +82,44 @@ fn three_node_cluster_replicates_writes_from_any_node() {
     assert_eq!(entries[2]["prev_hash"], entries[1]["hash"]);
     let text = serde_json::to_string(&body).unwrap();
     assert!(!text.contains(&key), "the operator secret must never appear in the ledger");
+
+    // Membership changes: a tenant key may not touch the cluster (403,
+    // audited); the operator removes a follower through the leader; an
+    // unknown or already removed node is a 404.
+    let tenant_key = tenant_admin_key(&nodes[0], &key, "acme");
+    let leader_node = nodes.iter().find(|n| n.id == leader).unwrap();
+    let removed = nodes.iter().find(|n| n.id != leader).unwrap().id;
+    let (status, body) = call(
+        "POST",
+        &leader_node.url("/api/v1/cluster/nodes"),
+        Some(&tenant_key),
+        Some(json!({"node_id": 9, "grpc_addr": "127.0.0.1:1"})),
+    );
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("FORBIDDEN")), "{body}");
+    let (_, audit) = call("GET", &leader_node.url("/api/v1/audit?limit=1000"), Some(&key), None);
+    let denied = audit["entries"].as_array().unwrap().iter().any(|e| {
+        e["action"] == "ACCESS_DENIED" && e["detail"].as_str().is_some_and(|d| d.contains("CLUSTER_ADD_NODE"))
+    });
+    assert!(denied, "the refused membership change must be in the ledger: {audit}");
+
+    let (status, body) = call_delete(&leader_node.url(&format!("/api/v1/cluster/nodes/{removed}")), &key);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["voters"].as_array().unwrap().len(), 2, "{body}");
+    let (status, _) = call_delete(&leader_node.url(&format!("/api/v1/cluster/nodes/{removed}")), &key);
+    assert_eq!(status, 404);
+    // The two remaining voters still commit writes.
+    let (status, body) = call(
+        "POST",
+        &leader_node.url("/api/v1/tenants"),
+        Some(&key),
+        Some(json!({"tenant_id": "after-removal", "name": "x"})),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+fn call_delete(url: &str, key: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = agent.delete(url).header("Authorization", &format!("Bearer {key}")).call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_json().unwrap_or(Value::Null))
 }

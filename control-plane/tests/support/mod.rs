@@ -294,6 +294,12 @@ pub fn tenant_with_admin(node: &NodeProc, operator_key: &str, tenant: &str) -> S
         Some(json!({"tenant_id": tenant, "name": tenant})),
     );
     assert_eq!(status, 200, "{body}");
+    tenant_admin_key(node, operator_key, tenant)
+}
+
+/// Creates a tenant-scoped admin key for an existing tenant; returns its
+/// secret.
+pub fn tenant_admin_key(node: &NodeProc, operator_key: &str, tenant: &str) -> String {
     let (status, body) = call(
         "POST",
         &node.url(&format!("/api/v1/tenants/{tenant}/keys")),
