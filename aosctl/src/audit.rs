@@ -4,10 +4,13 @@
 //! the last seq received) and re-walks the whole chain with
 //! [`aos_cp_state::verify_chain`]. A tenant key sees only its tenant's
 //! entries, which is not a chain: verify with a cluster-operator key.
+//! `verify --data-dir` rebuilds the ledger offline from a node's store
+//! ([`aos_cp_store::offline`]) for forensics on a copied directory.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use aos_cp_state::{AuditEntry, ChainError, GENESIS_HASH, verify_chain};
+use aos_cp_state::{AuditEntry, ChainError, ControlState, GENESIS_HASH, Proposal, verify_chain};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
@@ -33,16 +36,24 @@ pub enum AuditCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Fetch the whole ledger and verify its hash chain; exit 1 if broken.
-    Verify,
+    /// Verify the ledger's hash chain and name the first broken entry; exit 1 if broken.
+    ///
+    /// By default the whole ledger is fetched from the cluster. With `--data-dir` the chain
+    /// is rebuilt offline from a copy of a node's data directory (no cluster needed); a
+    /// running node locks its directory, so copy it first.
+    Verify {
+        /// A node's data directory (or a copy of it) to verify offline.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// Runs an audit subcommand.
 pub fn run(cmd: AuditCommand, remote: &Remote) -> Result<(), CliError> {
-    let client = remote.client()?;
     let mut out = std::io::stdout().lock();
     match cmd {
         AuditCommand::List { since, limit, tenant } => {
+            let client = remote.client()?;
             let mut entries = fetch(&client, since, limit)?;
             if let Some(t) = &tenant {
                 entries.retain(|e| e.get("tenant_id").and_then(Value::as_str) == Some(t.as_str()));
@@ -52,13 +63,17 @@ pub fn run(cmd: AuditCommand, remote: &Remote) -> Result<(), CliError> {
                 Output::Table => write_entries(&mut out, &entries)?,
             }
         }
-        AuditCommand::Verify => {
-            let raw = fetch(&client, 0, usize::MAX)?;
-            let entries = raw
-                .into_iter()
-                .map(serde_json::from_value::<AuditEntry>)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| CliError::Failed(format!("an audit entry cannot be read: {e}")))?;
+        AuditCommand::Verify { data_dir } => {
+            let entries = match data_dir {
+                Some(dir) => read_offline(&dir)?,
+                None => {
+                    let raw = fetch(&remote.client()?, 0, usize::MAX)?;
+                    raw.into_iter()
+                        .map(serde_json::from_value::<AuditEntry>)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| CliError::Failed(format!("an audit entry cannot be read: {e}")))?
+                }
+            };
             let head = entries.last().map_or(GENESIS_HASH, |e| e.hash.as_str()).to_owned();
             let verdict = verify_chain(&entries);
             match remote.output {
@@ -82,6 +97,27 @@ pub fn run(cmd: AuditCommand, remote: &Remote) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Rebuilds the ledger from a node's data directory (`DIR` or `DIR/raft`).
+fn read_offline(dir: &Path) -> Result<Vec<AuditEntry>, CliError> {
+    let raft_dir = if dir.join("raft").is_dir() { dir.join("raft") } else { dir.to_path_buf() };
+    let replayed = aos_cp_store::offline::replay::<ControlState, Proposal>(&raft_dir, |state, index, p| {
+        state.apply(index, p);
+    })
+    .map_err(|e| CliError::Failed(format!("cannot read the store in {}: {e}", raft_dir.display())))?;
+    eprintln!(
+        "read {}: snapshot through log index {}, {} entries replayed through index {}{}",
+        raft_dir.display(),
+        replayed.snapshot_index,
+        replayed.replayed_entries,
+        replayed.applied_index,
+        match replayed.uncommitted_entries {
+            0 => String::new(),
+            n => format!(" ({n} uncommitted entries not applied)"),
+        }
+    );
+    Ok(replayed.state.audit().entries().to_vec())
 }
 
 fn broken_message(e: &ChainError) -> String {

@@ -1,5 +1,5 @@
-//! `aosctl cluster …`: status, add a node, remove a node (cluster-operator
-//! admin key).
+//! `aosctl cluster …`: status, add a node, remove a node, snapshot signing
+//! keys (cluster-operator admin key).
 
 use std::io::Write;
 
@@ -28,6 +28,35 @@ pub enum ClusterCommand {
     RemoveNode {
         /// Raft node id to remove.
         node_id: u64,
+    },
+    /// Snapshot signing keys: list, and rotate (add → activate → retire).
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
+}
+
+/// `aosctl cluster signing-key …`.
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// List the keys: which signs, which agents trust, which are retired.
+    List,
+    /// Trust a new public key (give every node the private key first).
+    Add {
+        /// ed25519 public key, hex (printed by `aos-control-plane keygen`).
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Make a trusted key the signer; every tenant snapshot is reissued.
+    Activate {
+        /// The key id.
+        key_id: String,
+    },
+    /// Stop trusting a key that no longer signs.
+    Retire {
+        /// The key id.
+        key_id: String,
+        /// Why (recorded in the audit ledger).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -66,6 +95,60 @@ pub fn run(cmd: ClusterCommand, remote: &Remote) -> Result<(), CliError> {
                 }
             }
         }
+        ClusterCommand::SigningKey(cmd) => signing_key(&client, cmd, remote.output, &mut out)?,
+    }
+    Ok(())
+}
+
+fn signing_key(
+    client: &crate::client::Client,
+    cmd: SigningKeyCommand,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let answer = match &cmd {
+        SigningKeyCommand::List => {
+            client.get("/api/v1/snapshot-keys", &[]).map_err(CliError::request("listing signing keys"))?
+        }
+        SigningKeyCommand::Add { public_key } => client
+            .post("/api/v1/snapshot-keys", &json!({ "public_key": public_key }))
+            .map_err(CliError::request("adding a signing key"))?,
+        SigningKeyCommand::Activate { key_id } => client
+            .post(&format!("/api/v1/snapshot-keys/{key_id}/activate"), &json!({}))
+            .map_err(CliError::request(format!("activating signing key `{key_id}`")))?,
+        SigningKeyCommand::Retire { key_id, reason } => client
+            .post(&format!("/api/v1/snapshot-keys/{key_id}/retire"), &json!({ "reason": reason }))
+            .map_err(CliError::request(format!("retiring signing key `{key_id}`")))?,
+    };
+    if output == Output::Json {
+        write_json(out, &answer)?;
+        return Ok(());
+    }
+    match cmd {
+        SigningKeyCommand::List => {
+            let mut table = Table::new(&["KEY ID", "STATE", "ON THIS NODE", "PUBLIC KEY"]);
+            for key in answer.get("keys").and_then(Value::as_array).into_iter().flatten() {
+                let held = key.get("held_by_this_node").and_then(Value::as_bool) == Some(true);
+                table.row(vec![
+                    cell(key, "key_id"),
+                    cell(key, "state"),
+                    if held { "yes".to_owned() } else { "no".to_owned() },
+                    cell(key, "public_key"),
+                ]);
+            }
+            table.write(out)?;
+        }
+        SigningKeyCommand::Add { .. } => {
+            writeln!(out, "signing key {} added", cell(&answer["result"], "key_id"))?;
+        }
+        SigningKeyCommand::Activate { key_id } => {
+            writeln!(
+                out,
+                "signing key {key_id} now signs; {} tenant snapshot(s) reissued",
+                cell(&answer["result"], "reissued_tenants")
+            )?;
+        }
+        SigningKeyCommand::Retire { key_id, .. } => writeln!(out, "signing key {key_id} retired")?,
     }
     Ok(())
 }

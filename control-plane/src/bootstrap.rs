@@ -1,5 +1,6 @@
-//! First start of a cluster: make this node the single voter and create the
-//! cluster-operator admin key. The key's secret is printed once and written
+//! First start of a cluster: make this node the single voter, register its
+//! primary signing key as the signer, and create the cluster-operator admin
+//! key. The key's secret is printed once and written
 //! to `<data-dir>/operator.key` with 0600 permissions; only its SHA-256
 //! enters the replicated state.
 
@@ -30,6 +31,7 @@ pub async fn init_cluster(node: &Node, data_dir: &Path) -> Result<Option<PathBuf
         .metrics(|m| m.current_leader == Some(node.id()), "leadership after init")
         .await
         .map_err(|e| NodeError::Raft(format!("not leader after init: {e}")))?;
+    register_primary_signing_key(node).await?;
     let exists = node.state().read(|s| s.0.api_key(OPERATOR_KEY_ID).is_some());
     if exists {
         return Ok(None);
@@ -40,12 +42,7 @@ pub async fn init_cluster(node: &Node, data_dir: &Path) -> Result<Option<PathBuf
     let secret = format!("aos_op_{}", hex::encode(secret_bytes));
     let proposal = Proposal {
         request_id: "bootstrap-operator-key".to_owned(),
-        actor: ActorRef {
-            actor_id: "control-plane".to_owned(),
-            actor_type: ActorType::System,
-            role: ActorRole::Admin,
-            tenant_id: None,
-        },
+        actor: system_actor(),
         at_ms: crate::now_ms(),
         command: Command::CreateApiKey {
             tenant_id: None,
@@ -63,6 +60,36 @@ pub async fn init_cluster(node: &Node, data_dir: &Path) -> Result<Option<PathBuf
     write_secret(&path, &secret)
         .map_err(|e| NodeError::Serve { what: "operator key file", source: Box::new(e) })?;
     Ok(Some(path))
+}
+
+/// Registers this node's primary signing key as the cluster's signer when
+/// the state names none yet (first start of a cluster).
+async fn register_primary_signing_key(node: &Node) -> Result<(), NodeError> {
+    if node.state().read(|s| s.0.signing_keys().active().is_some()) {
+        return Ok(());
+    }
+    let primary = node.keys().primary();
+    let proposal = Proposal {
+        request_id: format!("bootstrap-signing-key-{}", primary.key_id()),
+        actor: system_actor(),
+        at_ms: crate::now_ms(),
+        command: Command::AddSigningKey { public_key: hex::encode(primary.verifying_key().as_bytes()) },
+    };
+    let committed = propose(node, proposal).await.map_err(|e| NodeError::Raft(e.to_string()))?;
+    if let CommandResult::Rejected(r) = committed.result {
+        return Err(NodeError::Raft(format!("signing key registration refused: {}", r.message)));
+    }
+    Ok(())
+}
+
+/// The control plane acting on its own behalf (bootstrap, maintenance).
+pub fn system_actor() -> ActorRef {
+    ActorRef {
+        actor_id: "control-plane".to_owned(),
+        actor_type: ActorType::System,
+        role: ActorRole::Admin,
+        tenant_id: None,
+    }
 }
 
 /// Writes a secret readable by the owner only.

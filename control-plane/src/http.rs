@@ -47,6 +47,7 @@ pub mod snapshots;
 pub fn router(node: Node) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi_document))
         .route("/api/v1/cluster", get(cluster_status))
         .route("/api/v1/cluster/nodes", post(add_node))
         .route("/api/v1/cluster/nodes/{node_id}", delete(remove_node))
@@ -60,6 +61,14 @@ pub fn router(node: Node) -> Router {
         .merge(snapshots::routes())
         .merge(metrics::routes())
         .with_state(node)
+}
+
+/// The OpenAPI document of this API, checked in beside the deployment
+/// files; a test keeps it equal to the router.
+pub const OPENAPI_DOCUMENT: &str = include_str!("../../deploy/openapi/control-plane.json");
+
+async fn openapi_document() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_DOCUMENT).into_response()
 }
 
 /// Body of every `…/revoke` endpoint: the reason is required and audited.
@@ -141,8 +150,10 @@ async fn authorize_read(
     intent: &Intent<'_>,
     consistency: Consistency,
 ) -> Result<ActorRef, ApiError> {
-    let actor = authorize(node, headers, intent).await?;
+    // Barrier first: a linearizable read must also see a key revoked just
+    // before it, even on a lagging follower.
     read_barrier(node, consistency).await?;
+    let actor = authorize(node, headers, intent).await?;
     require_tenant(node, intent.tenant)?;
     Ok(actor)
 }

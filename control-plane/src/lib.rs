@@ -14,16 +14,20 @@
 //!   read barriers.
 //! - [`cluster_service`]: inbound forwarding / read-index RPCs.
 //! - [`http`]: the admin REST API.
+//! - [`config`]: flags, env and TOML merged; the redacted effective config.
 //! - [`bootstrap`]: first start — single-voter init and the operator key.
 //! - [`dev`]: dev mode's demo tenant, key and example policies.
+//! - [`reissue`]: the leader's schedule reissuing snapshots before expiry.
 //! - [`signing`]: the snapshot signing key (env, 0600 file, or generated on init).
 
 pub mod bootstrap;
 pub mod cluster_service;
+pub mod config;
 pub mod dev;
 pub mod http;
 pub mod node;
 pub mod raft;
+pub mod reissue;
 pub mod signing;
 pub mod write;
 

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use aos_control_plane::bootstrap::init_cluster;
+use aos_control_plane::bootstrap::{init_cluster, write_secret};
+use aos_control_plane::config::{ConfigFile, StartConfig, Supplied};
 use aos_control_plane::node::{Node, NodeConfig};
-use aos_control_plane::signing::{SIGNING_KEY_ENV, load_signing_key};
+use aos_control_plane::signing::{SIGNING_KEY_ENV, generate_key, load_key_ring};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -24,6 +25,13 @@ enum Cmd {
     /// Run a single-node development cluster with a demo tenant, a tenant
     /// admin key and the example policies.
     Dev(DevArgs),
+    /// Generate a snapshot signing key into a new file (mode 0600) and
+    /// print its key id and public key, for a key rotation.
+    Keygen {
+        /// The file to create (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,39 +47,80 @@ struct DevArgs {
     grpc_addr: SocketAddr,
 }
 
+/// Flags for `start`. Each may also come from its `AOS_*` variable or the
+/// `--config` TOML file (flag > env > file > default).
 #[derive(Debug, clap::Args)]
 struct StartArgs {
+    /// TOML config file (keys as the flags, with `_` for `-`).
+    #[arg(long, env = "AOS_CONFIG")]
+    config: Option<PathBuf>,
     /// Raft node id (≥ 1), unique in the cluster.
     #[arg(long, env = "AOS_NODE_ID")]
-    node_id: u64,
+    node_id: Option<u64>,
     /// Directory for this node's sled database and key files.
     #[arg(long, env = "AOS_DATA_DIR")]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     /// Address for Raft and cluster gRPC.
     #[arg(long, env = "AOS_GRPC_ADDR")]
-    grpc_addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     /// Address for the admin REST API.
     #[arg(long, env = "AOS_HTTP_ADDR")]
-    http_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     /// Address peers use to reach this node's gRPC (defaults to --grpc-addr).
     #[arg(long, env = "AOS_ADVERTISE_GRPC")]
     advertise_grpc: Option<String>,
-    /// Build a Raft snapshot and purge the log behind it every N entries.
-    #[arg(long, env = "AOS_SNAPSHOT_EVERY", default_value_t = 5_000)]
-    snapshot_every: u64,
-    /// Snapshot signing key file (hex, mode 0600). Defaults to
-    /// `<data-dir>/signing.key`; `AOS_SIGNING_KEY` takes precedence.
-    #[arg(long)]
-    signing_key_file: Option<PathBuf>,
+    /// Build a Raft snapshot and purge the log behind it every N entries
+    /// (default 5000).
+    #[arg(long, env = "AOS_SNAPSHOT_EVERY")]
+    snapshot_every: Option<u64>,
+    /// Raft heartbeat in milliseconds (default 50; elections time out after
+    /// 3–6 heartbeats).
+    #[arg(long, env = "AOS_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// How long an issued policy snapshot stays valid, in seconds (default
+    /// 86400).
+    #[arg(long, env = "AOS_MAX_STALENESS_SECS")]
+    max_staleness_secs: Option<u64>,
+    /// Snapshot signing key file (hex, mode 0600); repeat during a key
+    /// rotation, primary first. Defaults to `<data-dir>/signing.key`;
+    /// `AOS_SIGNING_KEY` takes precedence.
+    #[arg(long, env = "AOS_SIGNING_KEY_FILE", value_delimiter = ',')]
+    signing_key_file: Vec<PathBuf>,
     /// Initialise a new cluster with this node as its only voter (first
     /// node, first start); creates the operator key.
     #[arg(long)]
     init: bool,
 }
 
+impl StartArgs {
+    /// Merges flags/env with the config file.
+    fn resolve(&self) -> anyhow::Result<StartConfig> {
+        let file = match &self.config {
+            Some(path) => Some((path.clone(), ConfigFile::read(path)?)),
+            None => None,
+        };
+        let supplied = Supplied {
+            node_id: self.node_id,
+            data_dir: self.data_dir.clone(),
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            advertise_grpc: self.advertise_grpc.clone(),
+            snapshot_every: self.snapshot_every,
+            signing_key_files: (!self.signing_key_file.is_empty()).then(|| self.signing_key_file.clone()),
+            heartbeat_ms: self.heartbeat_ms,
+            max_staleness_secs: self.max_staleness_secs,
+        };
+        let key_in_env = std::env::var(SIGNING_KEY_ENV).is_ok_and(|v| !v.trim().is_empty());
+        Ok(StartConfig::resolve(supplied, file, key_in_env)?)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr; stdout carries only what an operator must read
+    // (ready lines, the dev-mode summary).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
@@ -97,41 +146,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Start(args) => start(args).await,
         Cmd::Dev(args) => dev(args).await,
+        Cmd::Keygen { out } => keygen(&out),
     }
 }
 
 async fn start(args: StartArgs) -> anyhow::Result<()> {
-    let advertise = args.advertise_grpc.clone().unwrap_or_else(|| args.grpc_addr.to_string());
-    tracing::info!(
-        message = "starting control-plane node",
-        node_id = args.node_id,
-        data_dir = %args.data_dir.display(),
-        grpc = %args.grpc_addr,
-        http = %args.http_addr,
-        advertise = %advertise,
-        init = args.init,
-    );
-    std::fs::create_dir_all(&args.data_dir).context("creating the data directory")?;
+    let config = args.resolve().context("configuration")?;
+    tracing::info!(message = "starting control-plane node", init = args.init, effective_config = %config.redacted_json());
+    std::fs::create_dir_all(&config.data_dir).context("creating the data directory")?;
     let env_key = std::env::var(SIGNING_KEY_ENV).ok();
-    let signer =
-        load_signing_key(env_key.as_deref(), args.signing_key_file.as_deref(), &args.data_dir, args.init)
-            .context("loading the snapshot signing key")?;
-    tracing::info!(message = "snapshot signing key loaded", key_id = %signer.key_id());
-    let mut config =
-        NodeConfig::new(args.node_id, args.data_dir.clone(), advertise, std::sync::Arc::new(signer));
-    config.snapshot_every = args.snapshot_every;
-    let node = Node::open(&config).await.context("opening the node")?;
-    let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.context("binding the gRPC address")?;
-    let http = tokio::net::TcpListener::bind(args.http_addr).await.context("binding the HTTP address")?;
+    let keys =
+        load_key_ring(env_key.as_deref(), &config.explicit_signing_key_files, &config.data_dir, args.init)
+            .context("loading the snapshot signing keys")?;
+    tracing::info!(message = "snapshot signing keys loaded", keys = ?keys);
+    let mut node_config = NodeConfig::new(
+        config.node_id,
+        config.data_dir.clone(),
+        config.advertise_grpc.clone(),
+        std::sync::Arc::new(keys),
+    );
+    node_config.snapshot_every = config.snapshot_every;
+    node_config.heartbeat = config.heartbeat();
+    node_config.max_staleness = std::time::Duration::from_secs(config.max_staleness_secs);
+    let node = Node::open(&node_config).await.context("opening the node")?;
+    let grpc = tokio::net::TcpListener::bind(config.grpc_addr).await.context("binding the gRPC address")?;
+    let http = tokio::net::TcpListener::bind(config.http_addr).await.context("binding the HTTP address")?;
     let serving = tokio::spawn(node.clone().serve(grpc, http, shutdown_signal()));
     if args.init
-        && let Some(path) = init_cluster(&node, &args.data_dir).await.context("initialising the cluster")?
+        && let Some(path) = init_cluster(&node, &config.data_dir).await.context("initialising the cluster")?
     {
         println!("operator key written to {} (mode 0600)", path.display());
     }
     println!(
         "aos-control-plane node {} ready: http://{} grpc {}",
-        args.node_id, args.http_addr, args.grpc_addr
+        config.node_id, config.http_addr, config.grpc_addr
     );
     serving.await.context("node task")?.context("serving")?;
     Ok(())
@@ -140,11 +188,11 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).context("creating the data directory")?;
     let env_key = std::env::var(SIGNING_KEY_ENV).ok();
-    let signer = load_signing_key(env_key.as_deref(), None, &args.data_dir, true)
+    let keys = load_key_ring(env_key.as_deref(), &[], &args.data_dir, true)
         .context("loading the snapshot signing key")?;
-    let key_id = signer.key_id().clone();
+    let key_id = keys.primary().key_id().clone();
     let config =
-        NodeConfig::new(1, args.data_dir.clone(), args.grpc_addr.to_string(), std::sync::Arc::new(signer));
+        NodeConfig::new(1, args.data_dir.clone(), args.grpc_addr.to_string(), std::sync::Arc::new(keys));
     let node = Node::open(&config).await.context("opening the node")?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.context("binding the gRPC address")?;
     let http = tokio::net::TcpListener::bind(args.http_addr).await.context("binding the HTTP address")?;
@@ -176,6 +224,21 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         args.http_addr
     );
     serving.await.context("node task")?.context("serving")?;
+    Ok(())
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    if out.exists() {
+        anyhow::bail!("{} exists; refusing to overwrite a key", out.display());
+    }
+    let signer = generate_key()?;
+    write_secret(out, &signer.secret_hex()).with_context(|| format!("writing {}", out.display()))?;
+    println!("key file:   {} (mode 0600)", out.display());
+    println!("key id:     {}", signer.key_id());
+    println!("public key: {}", hex::encode(signer.verifying_key().as_bytes()));
+    println!("next: give the file to every node (--signing-key-file), then");
+    println!("      aosctl cluster signing-key add --public-key <public key>");
+    println!("      aosctl cluster signing-key activate {}", signer.key_id());
     Ok(())
 }
 

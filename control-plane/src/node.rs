@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aos_core::snapshot::SnapshotSigner;
 use aos_proto::cluster::cluster_service_server::ClusterServiceServer;
 use aos_proto::raft::raft_service_server::RaftServiceServer;
 use axum::serve::ListenerExt;
@@ -19,6 +18,7 @@ use crate::raft::network::GrpcNetwork;
 use crate::raft::service::RaftRpcServer;
 use crate::raft::store::{self, StateReader};
 use crate::raft::{NodeId, Raft};
+use crate::signing::KeyRing;
 
 /// What a node needs to start.
 #[derive(Debug, Clone)]
@@ -31,8 +31,8 @@ pub struct NodeConfig {
     pub advertise_grpc: String,
     /// Raft heartbeat interval.
     pub heartbeat: Duration,
-    /// The cluster's snapshot signing key (the same on every node).
-    pub signer: Arc<SnapshotSigner>,
+    /// The snapshot signing keys this node holds (the same on every node).
+    pub keys: Arc<KeyRing>,
     /// How long an issued snapshot stays valid (`not_after - issued_at`).
     pub max_staleness: Duration,
     /// Build a Raft snapshot (and purge the log behind it) every this many
@@ -44,18 +44,13 @@ impl NodeConfig {
     /// Defaults tuned for a LAN/loopback cluster: 50 ms heartbeats and a
     /// 150–300 ms election timeout, so a new leader is usually elected
     /// within half a second of losing the old one.
-    pub fn new(
-        node_id: NodeId,
-        data_dir: PathBuf,
-        advertise_grpc: String,
-        signer: Arc<SnapshotSigner>,
-    ) -> Self {
+    pub fn new(node_id: NodeId, data_dir: PathBuf, advertise_grpc: String, keys: Arc<KeyRing>) -> Self {
         NodeConfig {
             node_id,
             data_dir,
             advertise_grpc,
             heartbeat: Duration::from_millis(50),
-            signer,
+            keys,
             max_staleness: Duration::from_secs(24 * 60 * 60),
             snapshot_every: 5_000,
         }
@@ -100,7 +95,7 @@ struct NodeInner {
     advertise_grpc: String,
     raft: Raft,
     state: StateReader,
-    signer: Arc<SnapshotSigner>,
+    keys: Arc<KeyRing>,
     max_staleness_ms: u64,
 }
 
@@ -144,7 +139,7 @@ impl Node {
                 advertise_grpc: config.advertise_grpc.clone(),
                 raft,
                 state,
-                signer: Arc::clone(&config.signer),
+                keys: Arc::clone(&config.keys),
                 max_staleness_ms: u64::try_from(config.max_staleness.as_millis()).unwrap_or(u64::MAX),
             }),
         })
@@ -165,9 +160,9 @@ impl Node {
         &self.inner.state
     }
 
-    /// The snapshot signing key.
-    pub fn signer(&self) -> &SnapshotSigner {
-        &self.inner.signer
+    /// The snapshot signing keys this node holds.
+    pub fn keys(&self) -> &KeyRing {
+        &self.inner.keys
     }
 
     /// `not_after - issued_at` of issued snapshots, in milliseconds.
@@ -198,6 +193,7 @@ impl Node {
     ) -> Result<(), NodeError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let grpc_stop = wait_for(stop_rx.clone());
+        let stop_rx_reissue = stop_rx.clone();
         let http_stop = wait_for(stop_rx);
 
         let grpc_server = tonic::transport::Server::builder()
@@ -220,12 +216,14 @@ impl Node {
         });
         let http_server = axum::serve(http, router).with_graceful_shutdown(http_stop);
 
+        let reissue_task = tokio::spawn(crate::reissue::run(self.clone(), stop_rx_reissue));
         let grpc_task = tokio::spawn(grpc_server);
         let http_task = tokio::spawn(async move { http_server.await });
         shutdown.await;
         let _ = stop_tx.send(true);
         let grpc_result = grpc_task.await;
         let http_result = http_task.await;
+        let _ = reissue_task.await;
         if let Err(e) = self.raft().shutdown().await {
             tracing::warn!(message = "raft shutdown failed", error = %e);
         }

@@ -70,16 +70,17 @@ fn three_node_cluster_replicates_writes_from_any_node() {
     );
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("CONFLICT")), "{body}");
 
-    // The ledger holds the bootstrap key, the tenant and the rejected
-    // duplicate, in a hash chain.
+    // The ledger holds the bootstrap signing key and operator key, the
+    // tenant and the rejected duplicate, in a hash chain.
     let (status, body) = call("GET", &nodes[2].url("/api/v1/audit"), Some(&key), None);
     assert_eq!(status, 200, "{body}");
     let entries = body["entries"].as_array().unwrap();
     let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions, ["API_KEY_CREATED", "TENANT_CREATED", "COMMAND_REJECTED"]);
-    assert_eq!(entries[2]["outcome"], "REJECTED");
-    assert_eq!(entries[1]["prev_hash"], entries[0]["hash"]);
-    assert_eq!(entries[2]["prev_hash"], entries[1]["hash"]);
+    assert_eq!(actions, ["SIGNING_KEY_ADDED", "API_KEY_CREATED", "TENANT_CREATED", "COMMAND_REJECTED"]);
+    assert_eq!(entries[3]["outcome"], "REJECTED");
+    for pair in entries.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+    }
     let text = serde_json::to_string(&body).unwrap();
     assert!(!text.contains(&key), "the operator secret must never appear in the ledger");
 

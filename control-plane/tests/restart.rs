@@ -34,7 +34,7 @@ fn full_cluster_restart_keeps_state_and_audit_chain() {
     let before_tenants = tenant_ids(&nodes[0], &key, "linearizable").unwrap();
     let before_ledger = ledger(&nodes[0], &key);
     assert_eq!(before_tenants.len(), 25);
-    assert_eq!(before_ledger.len(), 26, "bootstrap key + 25 tenants");
+    assert_eq!(before_ledger.len(), 27, "bootstrap signing key + operator key + 25 tenants");
     verify_chain(&before_ledger).unwrap();
 
     for n in nodes.iter_mut() {

@@ -2,127 +2,17 @@
 //! separate processes on loopback, the first `--endpoint` is dead so every
 //! command proves failover to the second.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 
-/// The workspace's `target/<profile>` directory, next to this test binary.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // …/target/debug/deps/it-xxxx → …/target/debug
-    exe.parent().and_then(Path::parent).unwrap().to_owned()
-}
-
-fn binary(name: &str) -> PathBuf {
-    let path = bin_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "`{}` is missing: run `cargo build --workspace` first (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Kills the node when the test ends, pass or fail.
-struct NodeGuard {
-    child: Child,
-}
-
-impl Drop for NodeGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Ctl {
-    endpoints: Vec<String>,
-}
-
-impl Ctl {
-    fn run(&self, token: &str, args: &[&str]) -> Output {
-        let mut cmd = Command::new(binary("aosctl"));
-        for e in &self.endpoints {
-            cmd.arg("--endpoint").arg(e);
-        }
-        cmd.args(args)
-            .current_dir(repo())
-            .env_remove("AOS_ENDPOINT")
-            .env("AOS_TOKEN", token)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, token: &str, args: &[&str]) -> String {
-        let o = self.run(token, args);
-        assert!(o.status.success(), "aosctl {args:?} failed: {}{}", out(&o), err(&o));
-        out(&o)
-    }
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn wait_for_key(path: &Path, node: &mut NodeGuard, log: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let key = text.trim();
-            if key.starts_with("aos_op_") && key.len() > 20 {
-                return key.to_owned();
-            }
-        }
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("the node exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no operator key after 30 s: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use crate::support::{Ctl, binary, err, free_port, out, start_single_node};
 
 #[test]
 fn aosctl_operates_a_real_cluster_with_failover() {
-    let aos_control_plane = binary("aos-control-plane");
     binary("aosctl");
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("node1");
-    let log = dir.path().join("node1.log");
-    let http = format!("127.0.0.1:{}", free_port());
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(aos_control_plane)
-        .args(["start", "--node-id", "1", "--init", "--data-dir"])
-        .arg(&data)
-        .args(["--grpc-addr", &grpc, "--http-addr", &http])
-        .env("AOS_SIGNING_KEY", "5a".repeat(32)) // 32 fixed bytes, tests only
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .unwrap();
-    let mut node = NodeGuard { child };
-    let op = wait_for_key(&data.join("operator.key"), &mut node, &log);
+    let node = start_single_node(dir.path(), &[]);
+    let (op, http, grpc, data) =
+        (node.operator_key.clone(), node.http.clone(), node.grpc.clone(), node.data.clone());
 
     let dead = format!("http://127.0.0.1:{}", free_port());
     let ctl = Ctl { endpoints: vec![dead.clone(), format!("http://{http}")] };

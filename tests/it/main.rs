@@ -8,4 +8,6 @@
 )]
 
 mod aosctl_cluster;
+mod audit_offline;
 mod policy_to_decision;
+mod support;

@@ -55,6 +55,14 @@ pub enum AuditAction {
     OverrideGranted,
     /// An override was revoked.
     OverrideRevoked,
+    /// A snapshot signing key became trusted.
+    SigningKeyAdded,
+    /// A signing key became the signer.
+    SigningKeyActivated,
+    /// A signing key stopped being trusted.
+    SigningKeyRetired,
+    /// Tenant snapshots were reissued before they expire.
+    SnapshotsReissued,
     /// An actor was refused for lack of authority or for crossing tenants,
     /// by the state machine or (via `RECORD_DENIAL`) by the API layer.
     AccessDenied,
@@ -79,6 +87,10 @@ impl AuditAction {
             AuditAction::PolicyRetired => "POLICY_RETIRED",
             AuditAction::OverrideGranted => "OVERRIDE_GRANTED",
             AuditAction::OverrideRevoked => "OVERRIDE_REVOKED",
+            AuditAction::SigningKeyAdded => "SIGNING_KEY_ADDED",
+            AuditAction::SigningKeyActivated => "SIGNING_KEY_ACTIVATED",
+            AuditAction::SigningKeyRetired => "SIGNING_KEY_RETIRED",
+            AuditAction::SnapshotsReissued => "SNAPSHOTS_REISSUED",
             AuditAction::AccessDenied => "ACCESS_DENIED",
             AuditAction::CommandRejected => "COMMAND_REJECTED",
         }

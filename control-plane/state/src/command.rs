@@ -113,6 +113,31 @@ pub enum Command {
         /// Why.
         reason: String,
     },
+    /// Trusts a new snapshot signing key (public half). Cluster operators
+    /// only; the first key added becomes the signer.
+    AddSigningKey {
+        /// ed25519 public key, hex.
+        public_key: String,
+    },
+    /// Makes a trusted key the snapshot signer and reissues every tenant's
+    /// snapshot under it.
+    ActivateSigningKey {
+        /// The key.
+        key_id: String,
+    },
+    /// Stops trusting a key that no longer signs.
+    RetireSigningKey {
+        /// The key.
+        key_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Gives tenants a new snapshot version before the current one expires
+    /// (proposed by the leader on a schedule).
+    ReissueSnapshots {
+        /// Tenants whose snapshots are due.
+        tenant_ids: Vec<String>,
+    },
     /// Records that the API layer refused a request (wrong role,
     /// cross-tenant access), so that every denied admin attempt is in the
     /// ledger. Changes nothing else.
@@ -141,6 +166,10 @@ impl Command {
             Command::TransitionPolicy { .. } => "TRANSITION_POLICY",
             Command::GrantOverride { .. } => "GRANT_OVERRIDE",
             Command::RevokeOverride { .. } => "REVOKE_OVERRIDE",
+            Command::AddSigningKey { .. } => "ADD_SIGNING_KEY",
+            Command::ActivateSigningKey { .. } => "ACTIVATE_SIGNING_KEY",
+            Command::RetireSigningKey { .. } => "RETIRE_SIGNING_KEY",
+            Command::ReissueSnapshots { .. } => "REISSUE_SNAPSHOTS",
             Command::RecordDenial { .. } => "RECORD_DENIAL",
         }
     }

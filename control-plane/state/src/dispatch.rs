@@ -5,7 +5,8 @@
 //! Authorisation is the API layer's job; this is defence in depth, applied
 //! identically on every replica:
 //! - an actor of tenant `t` may only touch tenant `t` (INV-003);
-//! - cluster-level commands (tenants, operator keys) need a cluster
+//! - cluster-level commands (tenants, operator keys, signing keys,
+//!   snapshot reissue) need a cluster
 //!   operator (`tenant_id: None`) with role `admin`;
 //! - within a tenant: `admin` may do everything; `policy_author` may apply
 //!   and transition policies; `sre` may grant and revoke overrides;
@@ -14,13 +15,13 @@
 
 use aos_core::policy::ActorRole;
 
-use crate::actor::ActorRef;
+use crate::actor::{ActorRef, ActorType};
 use crate::audit::{AuditAction, AuditOutcome};
 use crate::command::{Command, Proposal};
 use crate::domain::Domain;
 use crate::effect::{Ctx, Effect, Refusal};
 use crate::keys::{self, NewKey};
-use crate::{overrides, policies, tenants};
+use crate::{overrides, policies, signing_keys, tenants};
 
 /// What a command is about, for authorisation and the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,11 @@ impl Subject {
                 format!("tenants/{tenant_id}/overrides/{override_id}"),
                 roles(OVERRIDE_GRANTORS, "revoke overrides"),
             ),
+            Command::AddSigningKey { .. } => (None, "signing_keys".to_owned(), Need::Operator),
+            Command::ActivateSigningKey { key_id } | Command::RetireSigningKey { key_id, .. } => {
+                (None, format!("signing_keys/{key_id}"), Need::Operator)
+            }
+            Command::ReissueSnapshots { .. } => (None, "snapshots".to_owned(), Need::Operator),
             Command::RecordDenial { tenant_id, target, .. } => {
                 (tenant_id.clone(), target.clone(), Need::Nothing)
             }
@@ -147,6 +153,23 @@ impl Subject {
     }
 }
 
+/// An API-key actor's key must exist and be unrevoked when its proposal is
+/// applied, not only when a node authenticated it: a lagging follower may
+/// still accept a key revoked a moment ago, and this closes that window for
+/// every write. `RECORD_DENIAL` is exempt so a refusal is still recorded.
+fn check_key_live(domain: &Domain, actor: &ActorRef, command: &Command) -> Result<(), Refusal> {
+    if actor.actor_type != ActorType::ApiKey || matches!(command, Command::RecordDenial { .. }) {
+        return Ok(());
+    }
+    match domain.api_keys.get(&actor.actor_id) {
+        Some(key) if key.revoked.is_some() => {
+            Err(Refusal::forbidden(format!("API key `{}` is revoked", actor.actor_id)))
+        }
+        Some(_) => Ok(()),
+        None => Err(Refusal::forbidden(format!("API key `{}` does not exist", actor.actor_id))),
+    }
+}
+
 /// Checks and runs `proposal` against `domain`. On `Err` the domain is
 /// unchanged.
 pub(crate) fn execute(
@@ -163,6 +186,7 @@ pub(crate) fn execute(
         errors.push(aos_core::FieldError::new("actor.actor_id", "must not be empty"));
     }
     Refusal::check(errors)?;
+    check_key_live(domain, &proposal.actor, &proposal.command)?;
     subject.authorize(&proposal.actor)?;
 
     let ctx = Ctx { actor: &proposal.actor, at_ms: proposal.at_ms, audit_seq };
@@ -189,6 +213,12 @@ pub(crate) fn execute(
         Command::RevokeOverride { tenant_id, override_id, reason } => {
             overrides::revoke_override(domain, &ctx, tenant_id, override_id, reason)
         }
+        Command::AddSigningKey { public_key } => signing_keys::add_signing_key(domain, &ctx, public_key),
+        Command::ActivateSigningKey { key_id } => signing_keys::activate_signing_key(domain, key_id),
+        Command::RetireSigningKey { key_id, reason } => {
+            signing_keys::retire_signing_key(domain, &ctx, key_id, reason)
+        }
+        Command::ReissueSnapshots { tenant_ids } => signing_keys::reissue_snapshots(domain, tenant_ids),
         Command::RecordDenial { action, target, reason, .. } => Ok(Effect::new(
             AuditAction::AccessDenied,
             format!("denied by the API layer: {action} on `{target}`: {reason}"),

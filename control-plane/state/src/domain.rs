@@ -9,6 +9,7 @@ use crate::effect::Refusal;
 use crate::keys::ApiKeyRecord;
 use crate::overrides::OverrideRecord;
 use crate::policies::PolicyRecord;
+use crate::signing_keys::SigningKeys;
 use crate::tenants::{ActorRecord, Project, Tenant};
 
 /// When, by whom and why something was revoked.
@@ -31,6 +32,9 @@ pub(crate) struct Domain {
     /// Secret hash → key id, for every key ever registered (revoked ones
     /// included, so a secret is never registered twice).
     pub(crate) key_ids_by_hash: BTreeMap<String, String>,
+    /// Snapshot signing keys (public) and the active signer.
+    #[serde(default)]
+    pub(crate) signing_keys: SigningKeys,
 }
 
 /// One tenant and everything it owns.

@@ -35,6 +35,9 @@ pub(crate) struct Effect {
     pub(crate) result: Value,
     /// Whether the tenant's snapshot content may have changed.
     pub(crate) touches_snapshot: bool,
+    /// Further tenants whose snapshot gets a new version (signer change,
+    /// reissue before expiry).
+    pub(crate) reissue: Vec<String>,
 }
 
 impl Effect {
@@ -47,6 +50,7 @@ impl Effect {
             detail: detail.into(),
             result: Value::Null,
             touches_snapshot: false,
+            reissue: Vec::new(),
         }
     }
 
@@ -67,6 +71,12 @@ impl Effect {
 
     pub(crate) fn outcome(mut self, outcome: AuditOutcome) -> Self {
         self.outcome = outcome;
+        self
+    }
+
+    /// Gives these tenants a new snapshot version as well.
+    pub(crate) fn reissue(mut self, tenants: Vec<String>) -> Self {
+        self.reissue = tenants;
         self
     }
 

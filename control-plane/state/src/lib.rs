@@ -30,6 +30,8 @@
 //! - `dispatch`: subject, authorisation and routing of a command.
 //! - [`tenants`], [`keys`], [`policies`], [`overrides`]: records and their
 //!   command handlers.
+//! - [`signing_keys`]: trusted snapshot signing keys, the active signer,
+//!   and reissue before expiry.
 //! - [`audit`]: ledger, entry hashing, [`verify_chain`].
 //! - [`requests`]: the idempotency log.
 //! - `effect`, `domain`, `ids`, `serde_compat`: handler plumbing, the
@@ -48,6 +50,7 @@ pub mod overrides;
 pub mod policies;
 pub mod requests;
 mod serde_compat;
+pub mod signing_keys;
 pub mod state;
 pub mod tenants;
 #[cfg(test)]
@@ -65,5 +68,6 @@ pub use keys::{ApiKeyRecord, ApiKeySummary};
 pub use overrides::OverrideRecord;
 pub use policies::{PolicyRecord, PolicyVersion};
 pub use requests::{DEFAULT_REQUEST_CAPACITY, RequestLog};
+pub use signing_keys::{SigningKeyRecord, SigningKeys};
 pub use state::ControlState;
 pub use tenants::{ActorRecord, Project, Tenant};

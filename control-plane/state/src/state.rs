@@ -83,6 +83,11 @@ impl ControlState {
                     (Some(tenant_id), true) => self.domain.bump_snapshot_version(tenant_id, proposal.at_ms),
                     _ => None,
                 };
+                for tenant_id in &effect.reissue {
+                    if subject.tenant_id.as_deref() != Some(tenant_id.as_str()) {
+                        self.domain.bump_snapshot_version(tenant_id, proposal.at_ms);
+                    }
+                }
                 entry.action = effect.action;
                 entry.outcome = effect.outcome;
                 entry.before = effect.before;
@@ -122,6 +127,22 @@ impl ControlState {
     /// The highest Raft log index applied.
     pub fn last_applied_index(&self) -> u64 {
         self.last_applied_index
+    }
+
+    /// The snapshot signing keys (public halves) and the active signer.
+    pub fn signing_keys(&self) -> &crate::signing_keys::SigningKeys {
+        &self.domain.signing_keys
+    }
+
+    /// Tenants whose current snapshot was issued at or before `cutoff_ms`
+    /// (and that have one): due for reissue before they expire.
+    pub fn snapshots_issued_before(&self, cutoff_ms: u64) -> Vec<String> {
+        self.domain
+            .tenants
+            .values()
+            .filter(|t| t.tenant.snapshot_version > 0 && t.tenant.snapshot_changed_at_ms <= cutoff_ms)
+            .map(|t| t.tenant.tenant_id.clone())
+            .collect()
     }
 
     /// The audit ledger.

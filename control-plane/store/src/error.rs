@@ -60,6 +60,22 @@ pub enum StoreError {
         meta: String,
     },
 
+    /// The directory holds no sled database (offline reads never create one).
+    #[error("{dir} is not a node's raft store (no sled database there)")]
+    NotAStore {
+        /// The directory given.
+        dir: String,
+    },
+
+    /// The log has a hole between the snapshot and the committed index.
+    #[error("log entry {expected} is missing (next stored entry is {found})")]
+    LogGap {
+        /// The index that should be next.
+        expected: u64,
+        /// The index found instead.
+        found: u64,
+    },
+
     /// Only one of the snapshot's two records (metadata, data) is present.
     #[error("stored snapshot is incomplete: {missing} is missing")]
     SnapshotIncomplete {

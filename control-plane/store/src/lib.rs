@@ -19,6 +19,7 @@
 //! - [`log_store`]: [`SledLogStore`], the log, vote, committed id and purge point.
 //! - [`state_machine`]: [`SledStateMachine`], applying entries and building, storing and
 //!   installing snapshots.
+//! - [`offline`]: rebuilding the state from a copied data directory without Raft.
 //! - [`reader`]: [`StateReader`], the read handle on the applied state.
 //! - [`codec`]: tree names, key and value encoding (JSON), the snapshot payload.
 //! - [`error`]: [`StoreError`] and its conversion to openraft's `StorageError`.
@@ -38,6 +39,7 @@
 pub mod codec;
 pub mod error;
 pub mod log_store;
+pub mod offline;
 pub mod reader;
 pub mod state_machine;
 

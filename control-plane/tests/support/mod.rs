@@ -17,6 +17,8 @@ pub struct NodeProc {
     pub http: String,
     pub grpc: String,
     pub data_dir: PathBuf,
+    /// `AOS_SIGNING_KEY` for the next (re)start: one or more hex keys.
+    pub signing_keys: String,
     extra_args: Vec<String>,
     child: Option<Child>,
 }
@@ -34,6 +36,7 @@ impl NodeProc {
             http: format!("127.0.0.1:{}", free_port()),
             grpc: format!("127.0.0.1:{}", free_port()),
             data_dir: root.join(format!("node{id}")),
+            signing_keys: TEST_SIGNING_KEY.to_owned(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
         };
@@ -56,7 +59,7 @@ impl NodeProc {
         .arg(&self.data_dir)
         .args(&self.extra_args)
         // Every node of a cluster holds the same snapshot signing key.
-        .env("AOS_SIGNING_KEY", TEST_SIGNING_KEY)
+        .env("AOS_SIGNING_KEY", &self.signing_keys)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log_file(&self.data_dir));
@@ -214,10 +217,7 @@ pub fn three_node_cluster(root: &Path) -> (Vec<NodeProc>, String) {
 /// [`three_node_cluster`] with extra flags for every node.
 pub fn three_node_cluster_with(root: &Path, extra_args: &[&str]) -> (Vec<NodeProc>, String) {
     let n1 = NodeProc::start_with(1, root, true, extra_args);
-    let key_path = n1.data_dir.join("operator.key");
-    let key = wait_for("the operator key", Duration::from_secs(30), || {
-        std::fs::read_to_string(&key_path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
-    });
+    let key = operator_key(&n1);
     let mut n2 = NodeProc::start_with(2, root, false, extra_args);
     let mut n3 = NodeProc::start_with(3, root, false, extra_args);
     for n in [&mut n2, &mut n3] {
@@ -308,4 +308,20 @@ pub fn tenant_admin_key(node: &NodeProc, operator_key: &str, tenant: &str) -> St
     );
     assert_eq!(status, 200, "{body}");
     body["secret"].as_str().expect("secret in the create response").to_owned()
+}
+
+/// Reads the operator key `--init` wrote for node `n`.
+pub fn operator_key(n: &NodeProc) -> String {
+    let key_path = n.data_dir.join("operator.key");
+    wait_for("the operator key", Duration::from_secs(30), || {
+        std::fs::read_to_string(&key_path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    })
+}
+
+/// Waits until node `n` answers `/health` with 200 (it sees a leader).
+pub fn wait_healthy(n: &mut NodeProc) {
+    wait_for("a healthy node", Duration::from_secs(30), || {
+        assert_running(n);
+        (call("GET", &n.url("/health"), None, None).0 == 200).then_some(())
+    });
 }

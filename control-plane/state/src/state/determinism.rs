@@ -49,7 +49,11 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         Command::CreateApiKey { tenant_id, .. } | Command::RecordDenial { tenant_id, .. } => {
             tenant_id.as_deref()
         }
-        Command::RevokeApiKey { .. } => None,
+        Command::RevokeApiKey { .. }
+        | Command::AddSigningKey { .. }
+        | Command::ActivateSigningKey { .. }
+        | Command::RetireSigningKey { .. }
+        | Command::ReissueSnapshots { .. } => None,
     };
     let as_member = |t: &str, role: ActorRole| member(t, &format!("{t}-{}", role.as_str()), role);
     match who {
@@ -119,7 +123,26 @@ fn command() -> impl Strategy<Value = Command> {
             target: "x".into(),
             reason: "no".into()
         }),
+        1 => (1u8..4).prop_map(|seed| Command::AddSigningKey { public_key: public_key(seed) }),
+        1 => (1u8..4).prop_map(|seed| Command::ActivateSigningKey { key_id: signing_key_id(seed) }),
+        1 => (1u8..4).prop_map(|seed| Command::RetireSigningKey {
+            key_id: signing_key_id(seed),
+            reason: "r".into()
+        }),
+        1 => prop::collection::vec(tenant(), 0..3).prop_map(|tenant_ids| Command::ReissueSnapshots { tenant_ids }),
     ]
+}
+
+fn signer(seed: u8) -> aos_core::snapshot::SnapshotSigner {
+    aos_core::snapshot::SnapshotSigner::from_secret_bytes(&[seed; 32]).unwrap()
+}
+
+fn public_key(seed: u8) -> String {
+    hex::encode(signer(seed).verifying_key().as_bytes())
+}
+
+fn signing_key_id(seed: u8) -> String {
+    signer(seed).key_id().as_str().to_owned()
 }
 
 /// A log of proposals: two tenants created up front (a third, `initech`,

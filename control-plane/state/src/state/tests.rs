@@ -207,6 +207,35 @@ fn api_keys_are_found_by_hash_until_revoked() {
 }
 
 #[test]
+fn a_revoked_key_cannot_write_even_if_a_lagging_node_authenticated_it() {
+    let mut h = Harness::with_tenants();
+    h.ok(
+        &admin(ACME),
+        Command::CreateApiKey {
+            tenant_id: Some(ACME.into()),
+            key_id: "k-author".into(),
+            name: "ci".into(),
+            role: ActorRole::PolicyAuthor,
+            secret_hash: secret_hash(7),
+        },
+    );
+    let as_key = ActorRef {
+        actor_id: "k-author".into(),
+        actor_type: crate::ActorType::ApiKey,
+        role: ActorRole::PolicyAuthor,
+        tenant_id: Some(ACME.into()),
+    };
+    h.ok(&as_key, apply(ACME, policy("pol-a", 100)));
+    h.ok(&admin(ACME), Command::RevokeApiKey { key_id: "k-author".into(), reason: "leaked".into() });
+    // The proposal was authenticated against older state; apply refuses it.
+    let r = h.rejected(&as_key, apply(ACME, policy("pol-b", 100)), RejectionCode::Forbidden);
+    assert!(r.message.contains("revoked"), "{}", r.message);
+    let ghost = ActorRef { actor_id: "k-ghost".into(), ..as_key.clone() };
+    h.rejected(&ghost, apply(ACME, policy("pol-c", 100)), RejectionCode::Forbidden);
+    assert_eq!(last_entry(&h).action, AuditAction::AccessDenied);
+}
+
+#[test]
 fn secret_hashes_never_reach_the_ledger() {
     let mut h = Harness::with_tenants();
     h.ok(&admin(ACME), key(Some(ACME), "k1", 0xfeed));

@@ -5,6 +5,7 @@
 
 mod corruption;
 mod durability;
+mod offline;
 mod snapshot;
 mod suite;
 mod support;
