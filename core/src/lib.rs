@@ -35,4 +35,4 @@ mod test_support;
 
 pub use error::{FieldError, FieldErrors};
 pub use evaluate::{Decision, SnapshotBindings, StepContext, decide};
-pub use snapshot::{PolicySnapshot, SnapshotError, VerifiedSnapshot, sign, verify};
+pub use snapshot::{PolicySnapshot, SnapshotError, VerifiedSnapshot, sign, verify, verify_allowing_expired};

@@ -128,6 +128,28 @@ pub fn verify(
     trusted: &TrustedKeys,
     options: &VerifyOptions<'_>,
 ) -> Result<VerifiedSnapshot, SnapshotError> {
+    let verified = verify_allowing_expired(bytes, trusted, options)?;
+    if verified.is_expired(options.now_ms) {
+        return Err(SnapshotError::Expired {
+            version: verified.version(),
+            not_after_ms: verified.snapshot().not_after_ms,
+            now_ms: options.now_ms,
+        });
+    }
+    Ok(verified)
+}
+
+/// [`verify`] without the expiry check: signature, tenant and rollback are
+/// checked, but a snapshot past `not_after` is returned for the caller to
+/// treat per policy failure mode. This is what an edge agent uses for its
+/// persisted last-good snapshot at start-up: an expired snapshot is still
+/// authentic, and `fail_open` policies may keep enforcing from it while
+/// `fail_closed` ones stop new runs (see [`VerifiedSnapshot::is_expired`]).
+pub fn verify_allowing_expired(
+    bytes: &[u8],
+    trusted: &TrustedKeys,
+    options: &VerifyOptions<'_>,
+) -> Result<VerifiedSnapshot, SnapshotError> {
     let envelope = Envelope::decode(bytes)?;
     let (Some(key_id), Some(signature)) = (&envelope.key_id, &envelope.signature) else {
         return Err(SnapshotError::Unsigned);
@@ -151,13 +173,6 @@ pub fn verify(
         && snapshot.version <= last_accepted
     {
         return Err(SnapshotError::Rollback { version: snapshot.version, last_accepted });
-    }
-    if options.now_ms > snapshot.not_after_ms {
-        return Err(SnapshotError::Expired {
-            version: snapshot.version,
-            not_after_ms: snapshot.not_after_ms,
-            now_ms: options.now_ms,
-        });
     }
     VerifiedSnapshot::new(snapshot, content_hash, key_id.clone())
 }

@@ -3,7 +3,35 @@
 //! The daemon customers run next to their workload (not to be confused with
 //! the customer's *workload agent*, the `agent_id` of a run). It verifies
 //! signed snapshots with `aos_core::verify`, keeps the last good one on disk,
-//! enforces `aos_core::decide` synchronously at every step, mediates data
-//! access and streams records back through a durable outbox.
+//! enforces `aos_core::decide` synchronously at every step (SPINE), and
+//! writes every record to a durable outbox before answering.
 //!
-//! Built in the edge-agent issue.
+//! ## Layout
+//! - [`snapshots`]: the snapshot slot (verify → persist → swap) and the
+//!   boot guard (GAP-067).
+//! - [`engine`]: run lifecycle and per-step decisions; atomic
+//!   check-and-reserve over the counters; same-step STOP/KILL.
+//! - [`counters`]: per run, session, calendar and rolling counters.
+//! - [`runs`]: run statuses, termination reasons, persisted run records.
+//! - [`records`]: LLM run records, control events, incidents, system
+//!   records.
+//! - [`store`]: the sled database (snapshot, runs, outbox).
+//! - [`api`]: the local HTTP API for the workload.
+//! - [`ids`]: ids, clock, hashing.
+//!
+//! Not yet here (issue 4, in progress): joining a control plane over mTLS,
+//! the gRPC watch stream, outbox delivery, heartbeats and scheduled jobs.
+//! Until then a snapshot reaches the agent as a signed file
+//! (`--snapshot-file`), verified exactly as a pushed one will be.
+
+pub mod api;
+pub mod counters;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod records;
+pub mod runs;
+pub mod snapshots;
+pub mod store;
+
+pub use error::AgentError;

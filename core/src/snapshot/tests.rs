@@ -139,6 +139,17 @@ fn expired_is_refused_and_reported() {
     let verified = verify(&bytes, &trusted(), &options(None)).unwrap();
     assert!(!verified.is_expired(snap.not_after_ms));
     assert!(verified.is_expired(snap.not_after_ms + 1));
+
+    // An authentic but expired snapshot can still be loaded for
+    // failure-mode handling; every other check still applies.
+    let stale = super::verify_allowing_expired(&bytes, &trusted(), &late).unwrap();
+    assert!(stale.is_expired(late.now_ms));
+    let mut tampered = bytes.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(super::verify_allowing_expired(&tampered, &trusted(), &late).is_err());
+    let rolled_back = VerifyOptions { last_accepted_version: Some(1), ..late };
+    assert!(super::verify_allowing_expired(&bytes, &trusted(), &rolled_back).is_err());
 }
 
 #[test]

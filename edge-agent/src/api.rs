@@ -1,0 +1,322 @@
+//! The local HTTP/JSON API the workload (and the Python SDK) calls, on
+//! `--listen` (default `127.0.0.1:8000`).
+//!
+//! | Method | Path | |
+//! |---|---|---|
+//! | GET | `/health` | components: snapshot, outbox, boot guard |
+//! | GET | `/metrics` | Prometheus text |
+//! | GET | `/api/v1/capabilities` | what this agent enforces |
+//! | POST | `/api/v1/runtime/simulate` | a decision without side effects |
+//! | POST | `/api/v1/runs` | start a run |
+//! | GET | `/api/v1/runs/{run_id}` | the run |
+//! | POST | `/api/v1/runs/{run_id}/steps` | pre-step check (reserves the estimate) |
+//! | POST | `/api/v1/runs/{run_id}/steps/{step_id}/usage` | usage report |
+//! | POST | `/api/v1/runs/{run_id}/resume` | resume after PAUSE |
+//! | POST | `/api/v1/runs/{run_id}/cancel` | cancel (fires the cancel signal) |
+//! | POST | `/api/v1/runs/{run_id}/end` | end with the workload's verdict |
+//! | GET | `/api/v1/runs/{run_id}/cancellation?wait_ms=N` | long-poll the cancel signal |
+//!
+//! Errors are JSON `{"error": {"code", "message"}}` with 400 (bad input,
+//! naming the field), 404, 409 (run paused or ended), 503 (boot guard,
+//! stale fail-closed snapshot, outbox full) or 500.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aos_core::evaluate::{RunScope, StepInput};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::engine::{EndRun, Engine, EngineError, StartRun, StepRequest, UsageReport};
+use crate::ids::now_ms;
+use crate::snapshots::{BootGuard, SnapshotSlot, Staleness};
+
+/// Builds the router.
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/capabilities", get(capabilities))
+        .route("/api/v1/runtime/simulate", post(simulate))
+        .route("/api/v1/runs", post(start_run))
+        .route("/api/v1/runs/{run_id}", get(get_run))
+        .route("/api/v1/runs/{run_id}/steps", post(pre_step))
+        .route("/api/v1/runs/{run_id}/steps/{step_id}/usage", post(usage))
+        .route("/api/v1/runs/{run_id}/resume", post(resume))
+        .route("/api/v1/runs/{run_id}/cancel", post(cancel))
+        .route("/api/v1/runs/{run_id}/end", post(end))
+        .route("/api/v1/runs/{run_id}/cancellation", get(cancellation))
+        .with_state(engine)
+}
+
+/// An error answer.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}})))
+                .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            EngineError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, *code),
+            EngineError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            EngineError::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
+            EngineError::Invalid { .. } => (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            EngineError::Store(_) => {
+                tracing::error!(message = "store failure; request not acknowledged", error = %e);
+                (StatusCode::INTERNAL_SERVER_ERROR, "STORE_FAILURE")
+            }
+        };
+        ApiError { status, code, message }
+    }
+}
+
+fn bad_body(rejection: &JsonRejection) -> ApiError {
+    ApiError { status: StatusCode::BAD_REQUEST, code: "INVALID_INPUT", message: rejection.body_text() }
+}
+
+/// A JSON body that may be absent (empty) for endpoints whose fields are
+/// all optional.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "INVALID_INPUT",
+        message: format!("{}: {}", e.path(), e.inner()),
+    })
+}
+
+async fn health(State(engine): State<Arc<Engine>>) -> Response {
+    let now = now_ms();
+    let guard = engine.slot().guard();
+    let current = engine.slot().current();
+    let (pending, bytes, budget) = engine.outbox_stats();
+    let staleness = current.as_ref().map(|s| SnapshotSlot::staleness(s, now));
+    let snapshot = match (&current, staleness) {
+        (Some(s), Some(Staleness::Fresh)) => {
+            json!({"status": "ok", "version": s.version(), "not_after_ms": s.snapshot().not_after_ms})
+        }
+        (Some(s), _) => json!({
+            "status": "stale",
+            "version": s.version(),
+            "not_after_ms": s.snapshot().not_after_ms,
+            "fail_closed_policies": SnapshotSlot::fail_closed_policies(s),
+        }),
+        (None, _) => json!({"status": "missing"}),
+    };
+    let validated = guard == BootGuard::Ready;
+    let outbox_ok = bytes < budget;
+    let healthy = validated && outbox_ok && matches!(staleness, Some(Staleness::Fresh));
+    let body = json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "tenant_id": engine.slot().tenant_id(),
+        "components": {
+            "snapshot": snapshot,
+            "boot_guard": {
+                "validated": validated,
+                "reason": match &guard {
+                    BootGuard::Ready => Value::Null,
+                    BootGuard::NoSnapshot => json!("no snapshot yet"),
+                    BootGuard::Invalid(e) => json!(e),
+                },
+            },
+            "outbox": {
+                "status": if outbox_ok { "ok" } else { "full" },
+                "pending_records": pending,
+                "pending_bytes": bytes,
+                "budget_bytes": budget,
+            },
+        },
+    });
+    let status = if validated { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
+    let (pending, bytes, budget) = engine.outbox_stats();
+    let version = engine.slot().current().map_or(0, |s| s.version());
+    let validated = u8::from(engine.slot().guard() == BootGuard::Ready);
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    };
+    gauge(
+        "aos_agent_snapshot_version",
+        "Version of the enforced policy snapshot (0: none).",
+        "gauge",
+        version.to_string(),
+    );
+    gauge(
+        "aos_agent_boot_guard_validated",
+        "1 when a verified snapshot is loaded.",
+        "gauge",
+        validated.to_string(),
+    );
+    gauge(
+        "aos_agent_outbox_pending_records",
+        "Records not yet acknowledged by the control plane.",
+        "gauge",
+        pending.to_string(),
+    );
+    gauge("aos_agent_outbox_pending_bytes", "Bytes of pending records.", "gauge", bytes.to_string());
+    gauge("aos_agent_outbox_budget_bytes", "Outbox disk budget.", "gauge", budget.to_string());
+    gauge(
+        "aos_agent_steps_decided_total",
+        "Step decisions taken.",
+        "counter",
+        engine.steps_decided().to_string(),
+    );
+    let mut runs: Vec<_> = engine.run_counts().into_iter().collect();
+    runs.sort_unstable();
+    out.push_str("# HELP aos_agent_runs Runs known to this agent, by status.\n# TYPE aos_agent_runs gauge\n");
+    for (status, count) in runs {
+        out.push_str(&format!("aos_agent_runs{{status=\"{status}\"}} {count}\n"));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn capabilities(State(engine): State<Arc<Engine>>) -> Json<Value> {
+    let current = engine.slot().current();
+    Json(json!({
+        "tenant_id": engine.slot().tenant_id(),
+        "snapshot_version": current.as_ref().map(|s| s.version()),
+        "policies": current.as_ref().map_or(0, |s| s.snapshot().policies.len()),
+        "phases": ["PRE_STEP", "USAGE"],
+        "outcomes": ["CONTINUE", "WARN", "PAUSE", "STOP", "KILL"],
+        "monitors": ["TOKENS", "COST_USD", "REQUESTS", "PII", "HALLUCINATION"],
+        "run_statuses": ["queued", "running", "paused", "succeeded", "failed", "failed_policy", "cancelled", "retry"],
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimulateBody {
+    #[serde(default)]
+    scope: RunScope,
+    run_id: Option<String>,
+    step: StepInput,
+}
+
+async fn simulate(
+    State(engine): State<Arc<Engine>>,
+    body: Result<Json<SimulateBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(req) = body.map_err(|e| bad_body(&e))?;
+    Ok(Json(engine.simulate(req.scope, req.run_id.as_deref(), req.step)?))
+}
+
+async fn start_run(State(engine): State<Arc<Engine>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let req: StartRun = optional_body(&body)?;
+    let run = engine.start_run(req).await?;
+    Ok((StatusCode::CREATED, Json(run)).into_response())
+}
+
+async fn get_run(
+    State(engine): State<Arc<Engine>>,
+    Path(run_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(engine.run(&run_id)?))
+}
+
+async fn pre_step(
+    State(engine): State<Arc<Engine>>,
+    Path(run_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: StepRequest = optional_body(&body)?;
+    let answer = engine.pre_step(&run_id, req).await?;
+    Ok(Json(serde_json::to_value(answer).unwrap_or(Value::Null)))
+}
+
+async fn usage(
+    State(engine): State<Arc<Engine>>,
+    Path((run_id, step_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: UsageReport = optional_body(&body)?;
+    let answer = engine.report_usage(&run_id, &step_id, req).await?;
+    Ok(Json(serde_json::to_value(answer).unwrap_or(Value::Null)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeBody {
+    acknowledged_by: Option<String>,
+}
+
+async fn resume(
+    State(engine): State<Arc<Engine>>,
+    Path(run_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: ResumeBody = optional_body(&body)?;
+    Ok(Json(engine.resume(&run_id, req.acknowledged_by).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: Option<String>,
+}
+
+async fn cancel(
+    State(engine): State<Arc<Engine>>,
+    Path(run_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: CancelBody = optional_body(&body)?;
+    Ok(Json(engine.cancel(&run_id, req.reason).await?))
+}
+
+async fn end(
+    State(engine): State<Arc<Engine>>,
+    Path(run_id): Path<String>,
+    body: Result<Json<EndRun>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(req) = body.map_err(|e| bad_body(&e))?;
+    Ok(Json(engine.end(&run_id, req).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitParams {
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Long-polls the run's cancel signal: returns as soon as the run is killed
+/// or cancelled, or after `wait_ms` (at most 60 s) with `cancelled: false`.
+async fn cancellation(
+    State(engine): State<Arc<Engine>>,
+    Path(run_id): Path<String>,
+    Query(params): Query<WaitParams>,
+) -> Result<Json<Value>, ApiError> {
+    let mut signal = engine.cancel_signal(&run_id)?;
+    let wait = Duration::from_millis(params.wait_ms.min(60_000));
+    let cancelled = *signal.borrow_and_update()
+        || tokio::time::timeout(wait, signal.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok());
+    Ok(Json(json!({ "run_id": run_id, "cancelled": cancelled })))
+}

@@ -1,0 +1,857 @@
+//! The enforcement engine: run lifecycle and per-step decisions (SPINE).
+//!
+//! Every operation takes one lock over the counters and the runs, decides
+//! with `aos_core::decide`, applies the outcome to the run and the
+//! counters, writes the run and its records to the store, releases the
+//! lock, and only then flushes the store and answers. So:
+//! - check-and-add is atomic: concurrent steps of a run or a session are
+//!   decided one after another, and a limit is overshot by at most the one
+//!   step that crossed it (pre-step checks *reserve* their estimate; the
+//!   usage report replaces the reservation by the actual amount);
+//! - a STOP or KILL takes effect in the same step (GAP-016, GAP-030): the
+//!   run is ended under the lock, so no later step is admitted, and KILL
+//!   fires the run's cancel signal at once;
+//! - what the answer acknowledges is on disk before it leaves.
+//!
+//! Alerts and notifications are not sent from here: records go to the
+//! outbox and the EVENT path (INV-001) picks them up asynchronously.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aos_core::counters::CounterWindow;
+use aos_core::evaluate::{Decision, RunScope, SnapshotBindings, StepContext, StepInput, StepPhase};
+use aos_core::money::MicroUsd;
+use aos_core::pii::PiiScanner;
+use aos_core::policy::Action;
+use aos_core::{VerifiedSnapshot, decide};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::counters::{CounterTable, Usage};
+use crate::error::AgentError;
+use crate::ids::{now_ms, random_id, sha256_hex};
+use crate::records::{ControlEvent, Incident, LlmRunRecord, Record, RecordBody, SystemRecord, incident_kind};
+use crate::runs::{OpenStep, Run, RunRecord, RunStatus, TerminationReason};
+use crate::snapshots::{BootGuard, SnapshotSlot, Staleness};
+use crate::store::AgentStore;
+
+/// Why an operation was refused; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No usable snapshot (GAP-067) or a fail-closed stale snapshot: 503.
+    #[error("{message}")]
+    Unavailable {
+        /// Machine-readable code.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// Unknown run or step: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The run's state does not allow this: 409.
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable code.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// Bad input: 400.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Field path.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Storage failed: 500, nothing acknowledged.
+    #[error(transparent)]
+    Store(#[from] AgentError),
+}
+
+/// `POST /api/v1/runs`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRun {
+    /// Client-chosen id (idempotent start); generated when absent.
+    pub run_id: Option<String>,
+    /// Project.
+    pub project_id: Option<String>,
+    /// The customer's workload agent.
+    pub agent_id: Option<String>,
+    /// API key the workload used.
+    pub api_key_id: Option<String>,
+    /// Human actor the run acts for.
+    pub human_actor_id: Option<String>,
+    /// Session grouping several runs.
+    pub session_id: Option<String>,
+}
+
+/// `POST /api/v1/runs/{id}/steps`: the intended request.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    /// Estimated tokens (input + output).
+    #[serde(default)]
+    pub estimated_tokens: u64,
+    /// Estimated cost in USD.
+    #[serde(default)]
+    pub estimated_cost_usd: f64,
+    /// Model to be called.
+    pub model: Option<String>,
+    /// Tool or skill to be used.
+    pub tool: Option<String>,
+    /// Prompt text, scanned for PII (never stored unless allowed).
+    pub prompt: Option<String>,
+}
+
+/// `POST /api/v1/runs/{id}/steps/{step}/usage`: what the LLM call used.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    /// Input tokens.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Cost in USD.
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Model used.
+    pub model: Option<String>,
+    /// Prompt text: hashed always, stored only if every policy allows.
+    pub prompt: Option<String>,
+    /// Response text: same rule.
+    pub response: Option<String>,
+    /// Response hash when the text is not sent.
+    pub response_hash: Option<String>,
+    /// Hallucination score of the response, 0..=1.
+    pub hallucination_score: Option<f64>,
+}
+
+/// `POST /api/v1/runs/{id}/end`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndRun {
+    /// `succeeded`, `failed` or `retry`.
+    pub status: RunStatus,
+    /// Error text for `failed`.
+    pub error: Option<String>,
+}
+
+/// The answer to a step check or usage report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepAnswer {
+    /// Step id (use it for the usage report).
+    pub step_id: String,
+    /// Whether the step may proceed (`CONTINUE` or `WARN`).
+    pub allowed: bool,
+    /// The run's status after this step.
+    pub run_status: RunStatus,
+    /// The decision.
+    pub decision: Value,
+    /// Human-readable reasons.
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug)]
+struct State {
+    counters: CounterTable,
+    runs: HashMap<String, Run>,
+}
+
+/// The engine; one per agent.
+#[derive(Debug)]
+pub struct Engine {
+    slot: SnapshotSlot,
+    store: AgentStore,
+    state: Mutex<State>,
+    pii: Option<PiiScanner>,
+    outbox_budget_bytes: u64,
+    outbox_bytes: AtomicU64,
+    outbox_records: AtomicU64,
+    steps_decided: AtomicU64,
+}
+
+impl Engine {
+    /// Opens the engine over `store`: re-verifies the persisted snapshot and
+    /// restores runs and their counters.
+    pub fn open(
+        slot: SnapshotSlot,
+        store: AgentStore,
+        outbox_budget_bytes: u64,
+    ) -> Result<Engine, AgentError> {
+        let now = now_ms();
+        let guard = slot.boot(&store, now)?;
+        let current = slot.current();
+        let longest_rolling_ms = current.as_ref().map_or(0, |s| {
+            s.required_counters()
+                .iter()
+                .filter_map(|k| match k.window {
+                    CounterWindow::Rolling { seconds } => Some(seconds.saturating_mul(1000)),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0)
+        });
+        let mut counters = CounterTable::after_restart(now, longest_rolling_ms);
+        let mut runs = HashMap::new();
+        for record in store.load_runs::<RunRecord>()? {
+            let mut usage = record.usage;
+            for open in record.open_steps.values() {
+                usage.add(&open.reserved);
+            }
+            counters.restore_run(
+                &record.run_id,
+                record.scope.session_id.as_deref(),
+                &usage,
+                record.updated_at_ms,
+            );
+            runs.insert(record.run_id.clone(), Run::new(record, current.clone()));
+        }
+        let (count, bytes) = store.outbox_usage();
+        let pii = match PiiScanner::new() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(message = "PII scanner unavailable; PII monitors fail per policy", error = %e);
+                None
+            }
+        };
+        let engine = Engine {
+            slot,
+            store,
+            state: Mutex::new(State { counters, runs }),
+            pii,
+            outbox_budget_bytes,
+            outbox_bytes: AtomicU64::new(bytes),
+            outbox_records: AtomicU64::new(count),
+            steps_decided: AtomicU64::new(0),
+        };
+        let detail = match &guard {
+            BootGuard::Ready => {
+                format!("snapshot version {}", engine.slot.current().map_or(0, |s| s.version()))
+            }
+            BootGuard::NoSnapshot => "no snapshot yet: runs refused until one arrives".to_owned(),
+            BootGuard::Invalid(e) => format!("persisted snapshot invalid: {e}"),
+        };
+        engine.append(vec![engine.system("STARTUP", detail)])?;
+        Ok(engine)
+    }
+
+    /// The snapshot slot.
+    pub fn slot(&self) -> &SnapshotSlot {
+        &self.slot
+    }
+
+    /// The store.
+    pub fn store(&self) -> &AgentStore {
+        &self.store
+    }
+
+    /// Offers a snapshot (from the control plane or an operator file) and
+    /// records the result.
+    pub async fn offer_snapshot(&self, bytes: &[u8]) -> Result<crate::snapshots::Offer, AgentError> {
+        let offer = self.slot.offer(&self.store, bytes, now_ms()).await?;
+        let record = match &offer {
+            crate::snapshots::Offer::Accepted { version } => {
+                self.system("SNAPSHOT_APPLIED", format!("snapshot version {version} applied"))
+            }
+            crate::snapshots::Offer::Rejected { version, reason } => {
+                self.system("SNAPSHOT_REJECTED", format!("snapshot {version:?} rejected: {reason}"))
+            }
+        };
+        self.append(vec![record])?;
+        self.store.flush().await?;
+        Ok(offer)
+    }
+
+    fn system(&self, event: &str, detail: String) -> Record {
+        Record::new(
+            self.slot.tenant_id(),
+            None,
+            now_ms(),
+            RecordBody::SystemRecord(SystemRecord { event: event.to_owned(), detail }),
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The snapshot runs may use now, or why there is none.
+    fn usable_snapshot(&self) -> Result<VerifiedSnapshot, EngineError> {
+        match self.slot.guard() {
+            BootGuard::Ready => {}
+            BootGuard::NoSnapshot => {
+                return Err(EngineError::Unavailable {
+                    code: "BOOT_GUARD",
+                    message: "no verified policy snapshot yet: runs are refused until one arrives (GAP-067)"
+                        .to_owned(),
+                });
+            }
+            BootGuard::Invalid(e) => {
+                return Err(EngineError::Unavailable {
+                    code: "BOOT_GUARD",
+                    message: format!("the persisted policy snapshot failed verification: {e}"),
+                });
+            }
+        }
+        self.slot.current().ok_or_else(|| EngineError::Unavailable {
+            code: "BOOT_GUARD",
+            message: "no verified policy snapshot".to_owned(),
+        })
+    }
+
+    fn outbox_has_room(&self) -> Result<(), EngineError> {
+        let bytes = self.outbox_bytes.load(Ordering::Relaxed);
+        if bytes >= self.outbox_budget_bytes {
+            return Err(EngineError::Unavailable {
+                code: "OUTBOX_FULL",
+                message: format!(
+                    "the outbox holds {bytes} bytes not yet delivered (budget {}); new runs are refused rather than drop evidence",
+                    self.outbox_budget_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts a run.
+    pub async fn start_run(&self, req: StartRun) -> Result<Value, EngineError> {
+        let snapshot = self.usable_snapshot()?;
+        let now = now_ms();
+        if let Staleness::Expired { not_after_ms } = SnapshotSlot::staleness(&snapshot, now) {
+            let closed = SnapshotSlot::fail_closed_policies(&snapshot);
+            if !closed.is_empty() {
+                return Err(EngineError::Unavailable {
+                    code: "STALE_SNAPSHOT",
+                    message: format!(
+                        "policy snapshot version {} expired at {not_after_ms} (max staleness) and policies {} fail closed: new runs are refused until a fresh snapshot arrives",
+                        snapshot.version(),
+                        closed.join(", ")
+                    ),
+                });
+            }
+        }
+        self.outbox_has_room()?;
+        if let Some(id) = &req.run_id
+            && (id.is_empty() || id.len() > 128 || id.contains('/'))
+        {
+            return Err(EngineError::Invalid {
+                field: "run_id",
+                message: "must be 1–128 characters without `/`".to_owned(),
+            });
+        }
+        let run_id = req.run_id.clone().unwrap_or_else(|| random_id("run"));
+        let view = {
+            let mut state = self.lock();
+            if let Some(existing) = state.runs.get(&run_id) {
+                // Idempotent start: the same id returns the same run.
+                return Ok(run_view(&existing.record));
+            }
+            let record = RunRecord {
+                run_id: run_id.clone(),
+                scope: RunScope {
+                    tenant_id: self.slot.tenant_id().to_owned(),
+                    project_id: req.project_id,
+                    agent_id: req.agent_id,
+                    api_key_id: req.api_key_id,
+                    human_actor_id: req.human_actor_id,
+                    session_id: req.session_id,
+                },
+                status: RunStatus::Running,
+                termination_reason: None,
+                termination_detail: None,
+                run_start_snapshot_version: snapshot.version(),
+                first_token_snapshot_version: None,
+                requires_ack: false,
+                started_at_ms: now,
+                updated_at_ms: now,
+                steps: 0,
+                usage: Usage::default(),
+                open_steps: Default::default(),
+                incidents: Default::default(),
+            };
+            self.store.put_run(&run_id, &record)?;
+            let view = run_view(&record);
+            state.runs.insert(run_id.clone(), Run::new(record, Some(snapshot)));
+            view
+        };
+        self.store.flush().await?;
+        Ok(view)
+    }
+
+    /// A run as JSON.
+    pub fn run(&self, run_id: &str) -> Result<Value, EngineError> {
+        let state = self.lock();
+        state.runs.get(run_id).map(|r| run_view(&r.record)).ok_or_else(|| not_found(run_id))
+    }
+
+    /// The run's cancel signal.
+    pub fn cancel_signal(&self, run_id: &str) -> Result<watch::Receiver<bool>, EngineError> {
+        let state = self.lock();
+        state.runs.get(run_id).map(|r| r.cancel.subscribe()).ok_or_else(|| not_found(run_id))
+    }
+
+    /// Pre-step check: decides whether the intended step may run and, if
+    /// so, reserves its estimate.
+    pub async fn pre_step(&self, run_id: &str, req: StepRequest) -> Result<StepAnswer, EngineError> {
+        let cost = money("estimated_cost_usd", req.estimated_cost_usd)?;
+        let current = self.usable_snapshot()?;
+        let pii = match (&req.prompt, &self.pii) {
+            (Some(text), Some(scanner)) => scanner.kinds(text),
+            _ => Default::default(),
+        };
+        let now = now_ms();
+        let step_id = random_id("step");
+        let answer = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            let run = state.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))?;
+            match run.record.status {
+                RunStatus::Running => {}
+                RunStatus::Paused => {
+                    return Err(EngineError::Conflict {
+                        code: "RUN_PAUSED",
+                        message: format!("run `{run_id}` is paused: resume it before the next step"),
+                    });
+                }
+                status => {
+                    return Err(EngineError::Conflict {
+                        code: "RUN_ENDED",
+                        message: format!("run `{run_id}` has ended ({})", status_str(status)),
+                    });
+                }
+            }
+            if run.first_token.is_none() {
+                run.first_token = Some(current.clone());
+                run.record.first_token_snapshot_version = Some(current.version());
+            }
+            let step = StepInput {
+                phase: StepPhase::PreStep,
+                tokens: Some(req.estimated_tokens),
+                cost: Some(cost),
+                data_access: None,
+                pii,
+                hallucination_score: None,
+            };
+            let session = run.record.scope.session_id.clone();
+            let decision = {
+                let bindings = SnapshotBindings {
+                    current: &current,
+                    run_start: run.run_start.as_ref(),
+                    first_token: run.first_token.as_ref(),
+                };
+                let counters = state.counters.view(run_id, session.as_deref(), now);
+                decide(
+                    &bindings,
+                    &StepContext { now_ms: now, scope: &run.record.scope, step: &step, counters: &counters },
+                )
+            };
+            self.steps_decided.fetch_add(1, Ordering::Relaxed);
+            let allowed = matches!(decision.outcome, Action::Continue | Action::Warn);
+            if allowed {
+                let reserved =
+                    Usage { tokens: req.estimated_tokens, cost_micros: cost.0, requests: 1, db_queries: 0 };
+                state.counters.add(run_id, session.as_deref(), &reserved, now);
+                run.record.open_steps.insert(step_id.clone(), OpenStep { reserved, at_ms: now });
+                run.record.steps += 1;
+            }
+            let records = self.apply_outcome(run, &decision, Some(&step_id), "PRE_STEP", now);
+            run.record.updated_at_ms = now;
+            self.store.put_run(run_id, &run.record)?;
+            self.append(records)?;
+            answer(&step_id, allowed, run.record.status, &decision)
+        };
+        self.store.flush().await?;
+        Ok(answer)
+    }
+
+    /// Usage report after the LLM call returned: replaces the step's
+    /// reservation with actual usage, decides, and writes the LLM run
+    /// record.
+    pub async fn report_usage(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        req: UsageReport,
+    ) -> Result<StepAnswer, EngineError> {
+        let cost = money("cost_usd", req.cost_usd)?;
+        if let Some(score) = req.hallucination_score
+            && !(0.0..=1.0).contains(&score)
+        {
+            return Err(EngineError::Invalid {
+                field: "hallucination_score",
+                message: format!("{score} is not within 0..=1"),
+            });
+        }
+        let current = self.usable_snapshot()?;
+        let mut pii = aos_core::pii::PiiKinds::default();
+        if let Some(scanner) = &self.pii {
+            for text in [&req.prompt, &req.response].into_iter().flatten() {
+                for kind in scanner.kinds(text).iter() {
+                    pii.insert(kind);
+                }
+            }
+        }
+        let now = now_ms();
+        let tokens = req.input_tokens.saturating_add(req.output_tokens);
+        let answer = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            let run = state.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))?;
+            let Some(open) = run.record.open_steps.remove(step_id) else {
+                return Err(EngineError::NotFound(format!(
+                    "run `{run_id}` has no open step `{step_id}` (unknown, refused, or already reported)"
+                )));
+            };
+            let session = run.record.scope.session_id.clone();
+            state.counters.subtract(run_id, session.as_deref(), &open.reserved, open.at_ms);
+            let step = StepInput {
+                phase: StepPhase::Usage,
+                tokens: Some(tokens),
+                cost: Some(cost),
+                data_access: None,
+                pii,
+                hallucination_score: req.hallucination_score,
+            };
+            let decision = {
+                let bindings = SnapshotBindings {
+                    current: &current,
+                    run_start: run.run_start.as_ref(),
+                    first_token: run.first_token.as_ref(),
+                };
+                let counters = state.counters.view(run_id, session.as_deref(), now);
+                decide(
+                    &bindings,
+                    &StepContext { now_ms: now, scope: &run.record.scope, step: &step, counters: &counters },
+                )
+            };
+            self.steps_decided.fetch_add(1, Ordering::Relaxed);
+            // The call happened: its usage counts whatever the decision.
+            let actual = Usage { tokens, cost_micros: cost.0, requests: 1, db_queries: 0 };
+            state.counters.add(run_id, session.as_deref(), &actual, now);
+            run.record.usage.add(&actual);
+            let inspection = &decision.inspection;
+            let llm = Record::new(
+                self.slot.tenant_id(),
+                Some(run_id),
+                now,
+                RecordBody::LlmRunRecord(LlmRunRecord {
+                    step_id: step_id.to_owned(),
+                    model: req.model.clone(),
+                    input_tokens: req.input_tokens,
+                    output_tokens: req.output_tokens,
+                    cost_micros: cost.0,
+                    prompt_hash: req.prompt.as_deref().map(sha256_hex),
+                    response_hash: req.response.as_deref().map(sha256_hex).or(req.response_hash.clone()),
+                    prompt: req.prompt.clone().filter(|_| inspection.allow_prompt_logging),
+                    response: req.response.clone().filter(|_| inspection.allow_response_logging),
+                    outcome: decision.outcome.as_str().to_owned(),
+                    snapshot_version: decision.snapshot_version,
+                }),
+            );
+            let mut records = vec![llm];
+            records.extend(self.apply_outcome(run, &decision, Some(step_id), "USAGE", now));
+            run.record.updated_at_ms = now;
+            self.store.put_run(run_id, &run.record)?;
+            self.append(records)?;
+            let allowed = matches!(decision.outcome, Action::Continue | Action::Warn);
+            answer(step_id, allowed, run.record.status, &decision)
+        };
+        self.store.flush().await?;
+        Ok(answer)
+    }
+
+    /// Side-effect-free decision for a hypothetical step.
+    pub fn simulate(
+        &self,
+        scope: RunScope,
+        run_id: Option<&str>,
+        step: StepInput,
+    ) -> Result<Value, EngineError> {
+        let current = self.usable_snapshot()?;
+        let now = now_ms();
+        let scope = RunScope { tenant_id: self.slot.tenant_id().to_owned(), ..scope };
+        let state = self.lock();
+        let run_key = run_id.unwrap_or("");
+        let counters = state.counters.view(run_key, scope.session_id.as_deref(), now);
+        let decision = decide(
+            &SnapshotBindings::single(&current),
+            &StepContext { now_ms: now, scope: &scope, step: &step, counters: &counters },
+        );
+        Ok(json!({ "decision": decision, "reasons": decision.reasons() }))
+    }
+
+    /// Resumes a paused run; `acknowledged_by` is required when the pause
+    /// requires acknowledgement (GAP-015).
+    pub async fn resume(&self, run_id: &str, acknowledged_by: Option<String>) -> Result<Value, EngineError> {
+        let now = now_ms();
+        let view = {
+            let mut state = self.lock();
+            let run = state.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))?;
+            if run.record.status != RunStatus::Paused {
+                return Err(EngineError::Conflict {
+                    code: "NOT_PAUSED",
+                    message: format!("run `{run_id}` is {}, not paused", status_str(run.record.status)),
+                });
+            }
+            if run.record.requires_ack && acknowledged_by.as_deref().is_none_or(|a| a.trim().is_empty()) {
+                return Err(EngineError::Invalid {
+                    field: "acknowledged_by",
+                    message: "this pause requires an acknowledgement: name who acknowledges it".to_owned(),
+                });
+            }
+            run.record.status = RunStatus::Running;
+            run.record.requires_ack = false;
+            run.record.updated_at_ms = now;
+            let event = Record::new(
+                self.slot.tenant_id(),
+                Some(run_id),
+                now,
+                RecordBody::ControlEvent(ControlEvent {
+                    step_id: None,
+                    phase: "RESUME".to_owned(),
+                    decision: json!({"acknowledged_by": acknowledged_by}),
+                    reasons: vec!["run resumed".to_owned()],
+                }),
+            );
+            self.store.put_run(run_id, &run.record)?;
+            self.append(vec![event])?;
+            run_view(&run.record)
+        };
+        self.store.flush().await?;
+        Ok(view)
+    }
+
+    /// Cancels a run: in-flight work waiting on its cancel signal returns.
+    pub async fn cancel(&self, run_id: &str, reason: Option<String>) -> Result<Value, EngineError> {
+        self.finish(
+            run_id,
+            RunStatus::Cancelled,
+            TerminationReason::UserAbort,
+            reason.unwrap_or_else(|| "cancelled by the caller".into()),
+            true,
+        )
+        .await
+    }
+
+    /// Ends a run with the workload's verdict.
+    pub async fn end(&self, run_id: &str, req: EndRun) -> Result<Value, EngineError> {
+        let (reason, detail) = match req.status {
+            RunStatus::Succeeded => (TerminationReason::Completed, "completed".to_owned()),
+            RunStatus::Failed => (
+                TerminationReason::SystemFailure,
+                req.error.unwrap_or_else(|| "the workload reported a failure".into()),
+            ),
+            RunStatus::Retry => {
+                (TerminationReason::SystemFailure, req.error.unwrap_or_else(|| "to be retried".into()))
+            }
+            other => {
+                return Err(EngineError::Invalid {
+                    field: "status",
+                    message: format!(
+                        "`{}` is not a final status a workload may set (succeeded, failed, retry)",
+                        status_str(other)
+                    ),
+                });
+            }
+        };
+        self.finish(run_id, req.status, reason, detail, false).await
+    }
+
+    async fn finish(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        reason: TerminationReason,
+        detail: String,
+        cancel_in_flight: bool,
+    ) -> Result<Value, EngineError> {
+        let now = now_ms();
+        let view = {
+            let mut state = self.lock();
+            let run = state.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))?;
+            if run.record.status.is_terminal() {
+                return Err(EngineError::Conflict {
+                    code: "RUN_ENDED",
+                    message: format!("run `{run_id}` has already ended ({})", status_str(run.record.status)),
+                });
+            }
+            run.end(status, reason, detail.clone(), now, cancel_in_flight);
+            let mut records = Vec::new();
+            if status == RunStatus::Failed && run.record.incidents.insert("-/EXECUTION_FAILURE".to_owned()) {
+                records.push(Record::new(
+                    self.slot.tenant_id(),
+                    Some(run_id),
+                    now,
+                    RecordBody::Incident(Incident {
+                        incident_kind: "EXECUTION_FAILURE".to_owned(),
+                        policy_id: None,
+                        summary: detail,
+                    }),
+                ));
+            }
+            self.store.put_run(run_id, &run.record)?;
+            self.append(records)?;
+            run_view(&run.record)
+        };
+        self.store.flush().await?;
+        Ok(view)
+    }
+
+    /// Applies a decision's outcome to the run (under the lock) and returns
+    /// the records it produces: a control event for anything above
+    /// CONTINUE or any signal, an incident per policy and kind on STOP/KILL.
+    fn apply_outcome(
+        &self,
+        run: &mut Run,
+        decision: &Decision,
+        step_id: Option<&str>,
+        phase: &str,
+        now: u64,
+    ) -> Vec<Record> {
+        let tenant = self.slot.tenant_id();
+        let run_id = run.record.run_id.clone();
+        let mut records = Vec::new();
+        if decision.outcome != Action::Continue || !decision.signals.is_empty() {
+            records.push(Record::new(
+                tenant,
+                Some(&run_id),
+                now,
+                RecordBody::ControlEvent(ControlEvent {
+                    step_id: step_id.map(str::to_owned),
+                    phase: phase.to_owned(),
+                    decision: serde_json::to_value(decision).unwrap_or(Value::Null),
+                    reasons: decision.reasons(),
+                }),
+            ));
+        }
+        let reasons = decision.reasons().join("; ");
+        match decision.outcome {
+            Action::Continue | Action::Warn => {}
+            Action::Pause => {
+                if run.record.status == RunStatus::Running {
+                    run.record.status = RunStatus::Paused;
+                    run.record.requires_ack = decision.requires_ack;
+                }
+            }
+            Action::Stop | Action::Kill => {
+                let kind = incident_kind(decision);
+                let termination = match kind {
+                    "BUDGET_EXCEEDED" | "TOKEN_LIMIT" => TerminationReason::BudgetExceeded,
+                    "RATE_LIMIT" => TerminationReason::RateLimited,
+                    _ => TerminationReason::PolicyBlock,
+                };
+                let kill = decision.outcome == Action::Kill;
+                run.end(RunStatus::FailedPolicy, termination, reasons.clone(), now, kill);
+                let policy = decision.winning_policy.as_ref().map(|w| w.policy_id.to_string());
+                let key = format!("{}/{kind}", policy.as_deref().unwrap_or("-"));
+                if run.record.incidents.insert(key) {
+                    records.push(Record::new(
+                        tenant,
+                        Some(&run_id),
+                        now,
+                        RecordBody::Incident(Incident {
+                            incident_kind: kind.to_owned(),
+                            policy_id: policy,
+                            summary: reasons,
+                        }),
+                    ));
+                }
+            }
+        }
+        records
+    }
+
+    /// Appends records to the outbox (the caller flushes).
+    fn append(&self, records: Vec<Record>) -> Result<(), AgentError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let bytes: u64 = records.iter().map(|r| serde_json::to_vec(r).map_or(0, |v| v.len() as u64)).sum();
+        self.store.append_records(&records)?;
+        self.outbox_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.outbox_records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Outbox gauges: pending records, pending bytes, budget.
+    pub fn outbox_stats(&self) -> (u64, u64, u64) {
+        (
+            self.outbox_records.load(Ordering::Relaxed),
+            self.outbox_bytes.load(Ordering::Relaxed),
+            self.outbox_budget_bytes,
+        )
+    }
+
+    /// Steps decided since start.
+    pub fn steps_decided(&self) -> u64 {
+        self.steps_decided.load(Ordering::Relaxed)
+    }
+
+    /// Runs by status.
+    pub fn run_counts(&self) -> HashMap<&'static str, u64> {
+        let state = self.lock();
+        let mut counts = HashMap::new();
+        for run in state.runs.values() {
+            *counts.entry(status_str(run.record.status)).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+fn answer(step_id: &str, allowed: bool, run_status: RunStatus, decision: &Decision) -> StepAnswer {
+    StepAnswer {
+        step_id: step_id.to_owned(),
+        allowed,
+        run_status,
+        decision: serde_json::to_value(decision).unwrap_or(Value::Null),
+        reasons: decision.reasons(),
+    }
+}
+
+fn money(field: &'static str, usd: f64) -> Result<MicroUsd, EngineError> {
+    MicroUsd::from_usd(usd).map_err(|e| EngineError::Invalid { field, message: e.to_string() })
+}
+
+fn not_found(run_id: &str) -> EngineError {
+    EngineError::NotFound(format!("unknown run `{run_id}`"))
+}
+
+/// The status as spelled on the wire.
+pub fn status_str(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Queued => "queued",
+        RunStatus::Running => "running",
+        RunStatus::Paused => "paused",
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::FailedPolicy => "failed_policy",
+        RunStatus::Cancelled => "cancelled",
+        RunStatus::Retry => "retry",
+    }
+}
+
+fn run_view(record: &RunRecord) -> Value {
+    json!({
+        "run_id": record.run_id,
+        "scope": record.scope,
+        "status": record.status,
+        "termination_reason": record.termination_reason,
+        "termination_detail": record.termination_detail,
+        "run_start_snapshot_version": record.run_start_snapshot_version,
+        "first_token_snapshot_version": record.first_token_snapshot_version,
+        "requires_ack": record.requires_ack,
+        "started_at_ms": record.started_at_ms,
+        "updated_at_ms": record.updated_at_ms,
+        "steps": record.steps,
+        "usage": record.usage,
+        "open_steps": record.open_steps.keys().collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,130 @@
+//! Write-once records the edge agent produces and ships to the control
+//! plane: LLM run records (seed §5.2), incidents, near-control events in
+//! the run log (GAP-019) and system records.
+//!
+//! Every record has an id unique across agents and restarts (random), so
+//! the control plane can de-duplicate redelivery; the outbox key is a local
+//! sequence number that keeps them in production order.
+
+use aos_core::evaluate::Decision;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One record in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Unique id (idempotency key on ingest).
+    pub record_id: String,
+    /// The tenant this edge agent serves.
+    pub tenant_id: String,
+    /// The run it belongs to, if any.
+    pub run_id: Option<String>,
+    /// When it was produced (Unix ms).
+    pub at_ms: u64,
+    /// What it is.
+    #[serde(flatten)]
+    pub body: RecordBody,
+}
+
+/// Record kinds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RecordBody {
+    /// One LLM call of a run, as reported after it returned.
+    LlmRunRecord(LlmRunRecord),
+    /// A policy decision that did more than CONTINUE (WARN, PAUSE, STOP,
+    /// KILL) or a near-threshold signal: the run log's control events.
+    ControlEvent(ControlEvent),
+    /// A violation or failure, one per run and policy and kind.
+    Incident(Incident),
+    /// Something about the edge agent itself.
+    SystemRecord(SystemRecord),
+}
+
+/// Seed §5.2: one LLM call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmRunRecord {
+    /// Step within the run.
+    pub step_id: String,
+    /// Model used.
+    pub model: Option<String>,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost in micro-USD.
+    pub cost_micros: u64,
+    /// SHA-256 of the prompt, hex (always kept).
+    pub prompt_hash: Option<String>,
+    /// SHA-256 of the response, hex (always kept).
+    pub response_hash: Option<String>,
+    /// Prompt text, only when every applicable policy allows it (GAP-033).
+    pub prompt: Option<String>,
+    /// Response text, same rule.
+    pub response: Option<String>,
+    /// The decision's outcome for this report.
+    pub outcome: String,
+    /// Snapshot version the decision used.
+    pub snapshot_version: u64,
+}
+
+/// A control event (GAP-019).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlEvent {
+    /// Step, if the event came from a step.
+    pub step_id: Option<String>,
+    /// `PRE_STEP` or `USAGE`.
+    pub phase: String,
+    /// The decision.
+    pub decision: Value,
+    /// Human-readable reasons.
+    pub reasons: Vec<String>,
+}
+
+/// An incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// `BUDGET_EXCEEDED`, `RATE_LIMIT`, `TOKEN_LIMIT`, `PII_DETECTED`,
+    /// `EXECUTION_FAILURE`.
+    pub incident_kind: String,
+    /// Policy credited, if any.
+    pub policy_id: Option<String>,
+    /// What happened.
+    pub summary: String,
+}
+
+/// A system record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemRecord {
+    /// `STARTUP`, `SHUTDOWN`, `SNAPSHOT_APPLIED`, `SNAPSHOT_REJECTED`, …
+    pub event: String,
+    /// Details.
+    pub detail: String,
+}
+
+impl Record {
+    /// A new record with a fresh id.
+    pub fn new(tenant_id: &str, run_id: Option<&str>, at_ms: u64, body: RecordBody) -> Record {
+        Record {
+            record_id: crate::ids::random_id("rec"),
+            tenant_id: tenant_id.to_owned(),
+            run_id: run_id.map(str::to_owned),
+            at_ms,
+            body,
+        }
+    }
+}
+
+/// The incident kind a stopping decision maps to, from its winning signal.
+pub fn incident_kind(decision: &Decision) -> &'static str {
+    use aos_core::evaluate::SignalKind;
+    let winner = decision.winning_policy.as_ref().map(|w| &w.policy_id);
+    let signal = decision.signals.iter().find(|s| Some(&s.policy_id) == winner && s.blocking);
+    match signal.map(|s| s.kind) {
+        Some(SignalKind::CostUsd | SignalKind::BurnRateUsdPerHour) => "BUDGET_EXCEEDED",
+        Some(SignalKind::Tokens) => "TOKEN_LIMIT",
+        Some(SignalKind::Requests | SignalKind::DbQueries) => "RATE_LIMIT",
+        Some(SignalKind::Pii) => "PII_DETECTED",
+        Some(SignalKind::RagAccess | SignalKind::Hallucination) | None => "POLICY_VIOLATION",
+    }
+}

@@ -1,0 +1,313 @@
+//! The edge agent as a process: boot guard, same-step STOP and KILL,
+//! PAUSE with acknowledgement, atomic counters under concurrency, stale
+//! fail-closed snapshots, durability across `kill -9`, and bad input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{AgentProc, TENANT, call, now_ms, signed_snapshot, wait_for};
+
+const POLICIES: &str = r#"
+api_version: aos/v1
+policies:
+  - id: pol-run-tokens
+    name: Per-run token budget
+    status: ACTIVE
+    scope: { type: ALL_RUNS }
+    monitors: { tokens: true }
+    limits:
+      - { signal: TOKENS, max: 1000, window: PER_RUN }
+    alerts: { near_threshold: true, tiers: [80], notify: [UI] }
+    actions: { on_near: WARN, on_breach: STOP }
+    failure_mode: fail_closed
+  - id: pol-kill-bot
+    name: kill-bot session tokens
+    status: ACTIVE
+    scope: { type: AGENT, ids: [kill-bot] }
+    monitors: { tokens: true }
+    limits:
+      - { signal: TOKENS, max: 500, window: PER_SESSION }
+    actions: { on_breach: KILL }
+  - id: pol-pause-bot
+    name: pause-bot session cost
+    status: ACTIVE
+    scope: { type: AGENT, ids: [pause-bot] }
+    monitors: { cost: true }
+    limits:
+      - { signal: COST_USD, max: 1.00, window: PER_SESSION }
+    actions: { on_breach: PAUSE, requires_ack: true }
+"#;
+
+fn snapshot_file(dir: &std::path::Path, not_after_ms: u64) -> PathBuf {
+    let path = dir.join("snapshot.bin");
+    std::fs::write(&path, signed_snapshot(TENANT, 1, not_after_ms, POLICIES)).unwrap();
+    path
+}
+
+fn agent_with_policies(dir: &std::path::Path) -> AgentProc {
+    let file = snapshot_file(dir, now_ms() + 3_600_000);
+    AgentProc::start(dir, Some(file))
+}
+
+fn step(agent: &AgentProc, run: &str, tokens: u64) -> (u16, Value) {
+    agent.post(&format!("/api/v1/runs/{run}/steps"), json!({ "estimated_tokens": tokens }))
+}
+
+fn usage(agent: &AgentProc, run: &str, step_id: &str, body: Value) -> (u16, Value) {
+    agent.post(&format!("/api/v1/runs/{run}/steps/{step_id}/usage"), body)
+}
+
+#[test]
+fn the_boot_guard_refuses_runs_until_a_valid_snapshot_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProc::start(dir.path(), None);
+    let (status, health) = agent.get("/health");
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["components"]["boot_guard"]["validated"], false);
+    let (status, body) = agent.post("/api/v1/runs", json!({}));
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("BOOT_GUARD")), "{body}");
+
+    // A tampered file is refused; the guard stays up.
+    let mut bytes = signed_snapshot(TENANT, 1, now_ms() + 3_600_000, POLICIES);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    let tampered = dir.path().join("tampered.bin");
+    std::fs::write(&tampered, &bytes).unwrap();
+    agent.snapshot_file = Some(tampered);
+    agent.restart();
+    assert_eq!(agent.post("/api/v1/runs", json!({})).0, 503);
+    // Another tenant's snapshot too.
+    let other = dir.path().join("other.bin");
+    std::fs::write(&other, signed_snapshot("globex", 1, now_ms() + 3_600_000, POLICIES)).unwrap();
+    agent.snapshot_file = Some(other);
+    agent.restart();
+    assert_eq!(agent.post("/api/v1/runs", json!({})).0, 503);
+
+    agent.snapshot_file = Some(snapshot_file(dir.path(), now_ms() + 3_600_000));
+    agent.restart();
+    let (status, health) = agent.get("/health");
+    assert_eq!((status, &health["components"]["snapshot"]["version"]), (200, &json!(1)), "{health}");
+    agent.start_run(json!({}));
+    // Loaded from disk on the next start, no file needed.
+    agent.snapshot_file = None;
+    agent.restart();
+    agent.start_run(json!({}));
+}
+
+#[test]
+fn a_token_limit_stops_the_breaching_step_and_every_later_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_with_policies(dir.path());
+    let run = agent.start_run(json!({"agent_id": "research-bot", "session_id": "s-1"}));
+    let mut used = 0;
+    for _ in 0..2 {
+        let (status, answer) = step(&agent, &run, 400);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["allowed"], true, "{answer}");
+        let step_id = answer["step_id"].as_str().unwrap();
+        let (status, answer) = usage(
+            &agent,
+            &run,
+            step_id,
+            json!({"input_tokens": 300, "output_tokens": 100, "cost_usd": 0.01}),
+        );
+        assert_eq!(status, 200, "{answer}");
+        used += 400;
+    }
+    // 800 used; a third 400-token step would reach 1200 > 1000: STOP in
+    // this very step.
+    let (status, answer) = step(&agent, &run, 400);
+    assert_eq!(status, 200);
+    assert_eq!(
+        (answer["allowed"].as_bool(), answer["run_status"].as_str()),
+        (Some(false), Some("failed_policy"))
+    );
+    assert_eq!(answer["decision"]["outcome"], "STOP");
+    assert_eq!(answer["decision"]["winning_policy"]["policy_id"], "pol-run-tokens");
+    assert!(answer["reasons"][0].as_str().unwrap().contains("pol-run-tokens"), "{answer}");
+    let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
+    assert_eq!(view["termination_reason"], "BUDGET_EXCEEDED", "{view}");
+    assert_eq!(view["usage"]["tokens"], used);
+    // No further step is admitted.
+    let (status, body) = step(&agent, &run, 1);
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("RUN_ENDED")), "{body}");
+}
+
+#[test]
+fn concurrent_steps_of_one_run_never_overshoot_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_with_policies(dir.path());
+    let run = agent.start_run(json!({}));
+    let url = agent.url(&format!("/api/v1/runs/{run}/steps"));
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..64)
+            .map(|_| s.spawn(|| call("POST", &url, Some(json!({"estimated_tokens": 100}))).1))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let allowed = answers.iter().filter(|a| a["allowed"] == true).count();
+    let stopped = answers.iter().filter(|a| a["decision"]["outcome"] == "STOP").count();
+    let refused = answers.iter().filter(|a| a["error"]["code"] == "RUN_ENDED").count();
+    // Each admitted step reserved 100 of the 1000: exactly 10 fit, one
+    // crosses and stops the run, the rest find it ended.
+    let outcomes: Vec<&str> = answers
+        .iter()
+        .map(|a| a["decision"]["outcome"].as_str().or(a["error"]["code"].as_str()).unwrap_or("?"))
+        .collect();
+    assert_eq!(allowed, 10, "{outcomes:?}");
+    assert_eq!(stopped, 1);
+    assert_eq!(allowed + stopped + refused, 64);
+}
+
+#[test]
+fn kill_ends_the_run_and_releases_everything_waiting_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_with_policies(dir.path());
+    let run = agent.start_run(json!({"agent_id": "kill-bot", "session_id": "s-kill"}));
+    let (_, first) = step(&agent, &run, 300);
+    assert_eq!(first["allowed"], true, "{first}");
+    let waiter = {
+        let url = agent.url(&format!("/api/v1/runs/{run}/cancellation?wait_ms=60000"));
+        std::thread::spawn(move || call("GET", &url, None))
+    };
+    // Whether the waiter is already blocked or arrives after the kill, it
+    // must answer `cancelled: true` (a timeout would answer false).
+    let (_, killed) = step(&agent, &run, 300);
+    assert_eq!(killed["decision"]["outcome"], "KILL", "{killed}");
+    assert_eq!(killed["run_status"], "failed_policy");
+    let (status, waited) = waiter.join().unwrap();
+    assert_eq!((status, waited["cancelled"].as_bool()), (200, Some(true)), "{waited}");
+    // The open first step may still report: the call happened.
+    let step_id = first["step_id"].as_str().unwrap();
+    let (status, late) = usage(&agent, &run, step_id, json!({"input_tokens": 100, "output_tokens": 100}));
+    assert_eq!(status, 200, "{late}");
+    assert_eq!(late["run_status"], "failed_policy");
+    let (status, body) = step(&agent, &run, 1);
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("RUN_ENDED")));
+}
+
+#[test]
+fn a_pause_needs_an_acknowledgement_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_with_policies(dir.path());
+    let run = agent.start_run(json!({"agent_id": "pause-bot", "session_id": "s-pause"}));
+    let (_, answer) = step(&agent, &run, 10);
+    let step_id = answer["step_id"].as_str().unwrap().to_owned();
+    let (_, answer) =
+        usage(&agent, &run, &step_id, json!({"input_tokens": 5, "output_tokens": 5, "cost_usd": 1.5}));
+    assert_eq!(
+        (answer["decision"]["outcome"].as_str(), answer["run_status"].as_str()),
+        (Some("PAUSE"), Some("paused"))
+    );
+    assert_eq!(answer["decision"]["requires_ack"], true);
+    let (status, body) = step(&agent, &run, 10);
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("RUN_PAUSED")));
+    let (status, body) = agent.post(&format!("/api/v1/runs/{run}/resume"), json!({}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("acknowledged_by"), "{body}");
+    let (status, body) =
+        agent.post(&format!("/api/v1/runs/{run}/resume"), json!({"acknowledged_by": "alice"}));
+    assert_eq!((status, body["status"].as_str()), (200, Some("running")), "{body}");
+}
+
+#[test]
+fn an_expired_snapshot_with_fail_closed_policies_stops_new_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = snapshot_file(dir.path(), now_ms() + 2_000);
+    let mut agent = AgentProc::start(dir.path(), Some(file));
+    agent.start_run(json!({}));
+    wait_for("the snapshot to expire", Duration::from_secs(10), || {
+        let (_, health) = agent.get("/health");
+        (health["components"]["snapshot"]["status"] == "stale").then_some(())
+    });
+    let (status, body) = agent.post("/api/v1/runs", json!({}));
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("STALE_SNAPSHOT")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("pol-run-tokens"), "{body}");
+    // After a restart the persisted snapshot is still authentic, still
+    // stale: same answer, and health says why.
+    agent.snapshot_file = None;
+    agent.restart();
+    let (status, health) = agent.get("/health");
+    assert_eq!(status, 200);
+    assert_eq!(health["components"]["snapshot"]["status"], "stale", "{health}");
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(agent.post("/api/v1/runs", json!({})).0, 503);
+}
+
+#[test]
+fn nothing_acknowledged_is_lost_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = agent_with_policies(dir.path());
+    let run = agent.start_run(json!({"run_id": "run-durable", "session_id": "s-d"}));
+    for _ in 0..3 {
+        let (_, answer) = step(&agent, &run, 100);
+        let step_id = answer["step_id"].as_str().unwrap().to_owned();
+        let (status, _) = usage(
+            &agent,
+            &run,
+            &step_id,
+            json!({"input_tokens": 60, "output_tokens": 40, "prompt": "hello"}),
+        );
+        assert_eq!(status, 200);
+    }
+    let (_, open) = step(&agent, &run, 100);
+    assert_eq!(open["allowed"], true);
+    let (_, before) = agent.get("/health");
+    let pending_before = before["components"]["outbox"]["pending_records"].as_u64().unwrap();
+    assert!(pending_before >= 4, "startup + snapshot + 3 LLM run records: {before}");
+
+    agent.kill();
+    agent.snapshot_file = None;
+    agent.restart();
+    let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
+    assert_eq!(view["usage"]["tokens"], 300, "{view}");
+    assert_eq!(view["steps"], 4);
+    assert_eq!(
+        view["open_steps"].as_array().unwrap().len(),
+        1,
+        "the open step survives with its reservation"
+    );
+    let (_, after) = agent.get("/health");
+    assert_eq!(after["components"]["outbox"]["pending_records"], pending_before + 1, "+1 STARTUP record");
+    // The reservation still counts: 300 used + 100 reserved + 600 = 1000 fits, 700 does not.
+    let (_, answer) = step(&agent, &run, 700);
+    assert_eq!(answer["decision"]["outcome"], "STOP", "{answer}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_with_policies(dir.path());
+    let run = agent.start_run(json!({}));
+    let (status, body) =
+        agent.post(&format!("/api/v1/runs/{run}/steps"), Value::String("{\"estimated_tokens\": ".into()));
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("INVALID_INPUT")), "{body}");
+    let (status, body) =
+        agent.post(&format!("/api/v1/runs/{run}/steps"), json!({"estimated_tokens": "many"}));
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("estimated_tokens"), "{body}");
+    let (status, body) =
+        agent.post(&format!("/api/v1/runs/{run}/steps"), json!({"estimated_cost_usd": -1.0}));
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("estimated_cost_usd"), "{body}");
+    let (status, body) = agent.post(&format!("/api/v1/runs/{run}/steps"), json!({"tokens": 5}));
+    assert_eq!(status, 400, "unknown fields are refused: {body}");
+    let (status, _) = step(&agent, "run-nope", 1);
+    assert_eq!(status, 404);
+    let (status, body) = usage(&agent, &run, "step-nope", json!({}));
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = agent.post(&format!("/api/v1/runs/{run}/end"), json!({"status": "running"}));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = agent.post("/api/v1/runs", json!({"run_id": "a/b"}));
+    assert_eq!(status, 400, "{body}");
+    // None of it touched the run.
+    let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
+    assert_eq!((view["steps"].as_u64(), view["status"].as_str()), (Some(0), Some("running")), "{view}");
+    let (status, ended) = agent.post(&format!("/api/v1/runs/{run}/end"), json!({"status": "succeeded"}));
+    assert_eq!((status, ended["termination_reason"].as_str()), (200, Some("COMPLETED")));
+}
