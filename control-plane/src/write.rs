@@ -9,6 +9,7 @@
 //! a quorum (read index), and the serving node waits until its state
 //! machine has applied that index before reading. `stale` reads skip both.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aos_cp_state::{CommandResult, Proposal};
@@ -22,6 +23,8 @@ use crate::raft::NodeId;
 
 /// How long a forwarded call or a read barrier may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to a peer may take (loopback or LAN).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a write or read could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -71,17 +74,26 @@ pub async fn propose(node: &Node, proposal: Proposal) -> Result<Committed, Clust
     }
 }
 
+/// gRPC channels to leaders by address, shared by every forwarded call:
+/// one multiplexed HTTP/2 connection per peer instead of a TCP and HTTP/2
+/// handshake per request. A channel reconnects by itself after its peer
+/// restarts; a dead peer makes calls fail fast (connection refused).
+static CHANNELS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Channel>>> =
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
+
 /// A client to the leader's cluster service.
-async fn leader_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<Channel>, ClusterError> {
-    let unreachable = |reason: String| ClusterError::LeaderUnreachable { leader, reason };
+fn leader_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<Channel>, ClusterError> {
+    let mut channels = CHANNELS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(channel) = channels.get(addr) {
+        return Ok(ClusterServiceClient::new(channel.clone()));
+    }
     let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| unreachable(e.to_string()))?
-        .connect_timeout(CALL_TIMEOUT)
+        .map_err(|e| ClusterError::LeaderUnreachable { leader, reason: e.to_string() })?
+        .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+        .connect_lazy();
+    channels.insert(addr.to_owned(), channel.clone());
     Ok(ClusterServiceClient::new(channel))
 }
 
@@ -95,8 +107,7 @@ fn leader_status(leader: NodeId, status: &tonic::Status) -> ClusterError {
 
 async fn forward_propose(leader: NodeId, addr: &str, proposal: &Proposal) -> Result<Committed, ClusterError> {
     let proposal_json = serde_json::to_vec(proposal).map_err(|e| ClusterError::Codec(e.to_string()))?;
-    let reply = leader_client(leader, addr)
-        .await?
+    let reply = leader_client(leader, addr)?
         .propose(ProposeRequest { proposal_json })
         .await
         .map_err(|status| leader_status(leader, &status))?
@@ -139,8 +150,7 @@ pub async fn read_barrier(node: &Node, consistency: Consistency) -> Result<(), C
 }
 
 async fn remote_read_index(leader: NodeId, addr: &str) -> Result<u64, ClusterError> {
-    let reply = leader_client(leader, addr)
-        .await?
+    let reply = leader_client(leader, addr)?
         .read_index(ReadIndexRequest {})
         .await
         .map_err(|status| leader_status(leader, &status))?;

@@ -35,10 +35,20 @@ use serde_json::{Value, json};
 
 use crate::engine::{EndRun, Engine, EngineError, StartRun, StepRequest, UsageReport};
 use crate::ids::now_ms;
+use crate::jobs::JobBoard;
 use crate::snapshots::{BootGuard, SnapshotSlot, Staleness};
 
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The enforcement engine.
+    pub engine: Arc<Engine>,
+    /// Scheduled job statuses.
+    pub jobs: JobBoard,
+}
+
 /// Builds the router.
-pub fn router(engine: Arc<Engine>) -> Router {
+pub fn router(app: App) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -52,7 +62,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/runs/{run_id}/cancel", post(cancel))
         .route("/api/v1/runs/{run_id}/end", post(end))
         .route("/api/v1/runs/{run_id}/cancellation", get(cancellation))
-        .with_state(engine)
+        .with_state(app)
 }
 
 /// An error answer.
@@ -110,11 +120,13 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(bytes: &[u8]) -> Resu
     })
 }
 
-async fn health(State(engine): State<Arc<Engine>>) -> Response {
+async fn health(State(app): State<App>) -> Response {
+    let engine = &app.engine;
     let now = now_ms();
     let guard = engine.slot().guard();
     let current = engine.slot().current();
     let (pending, bytes, budget) = engine.outbox_stats();
+    let (published, subscribers, lagged) = engine.events().stats();
     let staleness = current.as_ref().map(|s| SnapshotSlot::staleness(s, now));
     let snapshot = match (&current, staleness) {
         (Some(s), Some(Staleness::Fresh)) => {
@@ -150,13 +162,21 @@ async fn health(State(engine): State<Arc<Engine>>) -> Response {
                 "pending_bytes": bytes,
                 "budget_bytes": budget,
             },
+            "event_reactor": {
+                "status": "ok",
+                "published": published,
+                "subscribers": subscribers,
+                "lagged": lagged,
+            },
+            "scheduler": { "jobs": app.jobs.snapshot() },
         },
     });
     let status = if validated { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
+async fn metrics(State(app): State<App>) -> Response {
+    let engine = &app.engine;
     let (pending, bytes, budget) = engine.outbox_stats();
     let version = engine.slot().current().map_or(0, |s| s.version());
     let validated = u8::from(engine.slot().guard() == BootGuard::Ready);
@@ -190,6 +210,23 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
         "counter",
         engine.steps_decided().to_string(),
     );
+    let (published, _, lagged) = engine.events().stats();
+    gauge(
+        "aos_agent_events_published_total",
+        "Events published on the EVENT path.",
+        "counter",
+        published.to_string(),
+    );
+    gauge(
+        "aos_agent_events_lagged_total",
+        "Events a slow subscriber skipped.",
+        "counter",
+        lagged.to_string(),
+    );
+    out.push_str("# HELP aos_agent_job_runs_total Completed scheduled job runs.\n# TYPE aos_agent_job_runs_total counter\n");
+    for (name, status) in app.jobs.snapshot() {
+        out.push_str(&format!("aos_agent_job_runs_total{{job=\"{name}\"}} {}\n", status.runs));
+    }
     let mut runs: Vec<_> = engine.run_counts().into_iter().collect();
     runs.sort_unstable();
     out.push_str("# HELP aos_agent_runs Runs known to this agent, by status.\n# TYPE aos_agent_runs gauge\n");
@@ -199,7 +236,8 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-async fn capabilities(State(engine): State<Arc<Engine>>) -> Json<Value> {
+async fn capabilities(State(app): State<App>) -> Json<Value> {
+    let engine = &app.engine;
     let current = engine.slot().current();
     Json(json!({
         "tenant_id": engine.slot().tenant_id(),
@@ -222,41 +260,43 @@ struct SimulateBody {
 }
 
 async fn simulate(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     body: Result<Json<SimulateBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let engine = &app.engine;
     let Json(req) = body.map_err(|e| bad_body(&e))?;
     Ok(Json(engine.simulate(req.scope, req.run_id.as_deref(), req.step)?))
 }
 
-async fn start_run(State(engine): State<Arc<Engine>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn start_run(State(app): State<App>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let engine = &app.engine;
     let req: StartRun = optional_body(&body)?;
     let run = engine.start_run(req).await?;
     Ok((StatusCode::CREATED, Json(run)).into_response())
 }
 
-async fn get_run(
-    State(engine): State<Arc<Engine>>,
-    Path(run_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn get_run(State(app): State<App>, Path(run_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let engine = &app.engine;
     Ok(Json(engine.run(&run_id)?))
 }
 
 async fn pre_step(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let engine = &app.engine;
     let req: StepRequest = optional_body(&body)?;
     let answer = engine.pre_step(&run_id, req).await?;
     Ok(Json(serde_json::to_value(answer).unwrap_or(Value::Null)))
 }
 
 async fn usage(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     Path((run_id, step_id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let engine = &app.engine;
     let req: UsageReport = optional_body(&body)?;
     let answer = engine.report_usage(&run_id, &step_id, req).await?;
     Ok(Json(serde_json::to_value(answer).unwrap_or(Value::Null)))
@@ -269,10 +309,11 @@ struct ResumeBody {
 }
 
 async fn resume(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let engine = &app.engine;
     let req: ResumeBody = optional_body(&body)?;
     Ok(Json(engine.resume(&run_id, req.acknowledged_by).await?))
 }
@@ -284,19 +325,21 @@ struct CancelBody {
 }
 
 async fn cancel(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let engine = &app.engine;
     let req: CancelBody = optional_body(&body)?;
     Ok(Json(engine.cancel(&run_id, req.reason).await?))
 }
 
 async fn end(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     Path(run_id): Path<String>,
     body: Result<Json<EndRun>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let engine = &app.engine;
     let Json(req) = body.map_err(|e| bad_body(&e))?;
     Ok(Json(engine.end(&run_id, req).await?))
 }
@@ -310,10 +353,11 @@ struct WaitParams {
 /// Long-polls the run's cancel signal: returns as soon as the run is killed
 /// or cancelled, or after `wait_ms` (at most 60 s) with `cancelled: false`.
 async fn cancellation(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     Path(run_id): Path<String>,
     Query(params): Query<WaitParams>,
 ) -> Result<Json<Value>, ApiError> {
+    let engine = &app.engine;
     let mut signal = engine.cancel_signal(&run_id)?;
     let wait = Duration::from_millis(params.wait_ms.min(60_000));
     let cancelled = *signal.borrow_and_update()

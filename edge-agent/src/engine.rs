@@ -17,8 +17,8 @@
 //! outbox and the EVENT path (INV-001) picks them up asynchronously.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use aos_core::counters::CounterWindow;
 use aos_core::evaluate::{Decision, RunScope, SnapshotBindings, StepContext, StepInput, StepPhase};
@@ -32,6 +32,7 @@ use tokio::sync::watch;
 
 use crate::counters::{CounterTable, Usage};
 use crate::error::AgentError;
+use crate::events::{AgentEvent, EventReactor};
 use crate::ids::{now_ms, random_id, sha256_hex};
 use crate::records::{ControlEvent, Incident, LlmRunRecord, Record, RecordBody, SystemRecord, incident_kind};
 use crate::runs::{OpenStep, Run, RunRecord, RunStatus, TerminationReason};
@@ -176,6 +177,8 @@ pub struct Engine {
     outbox_bytes: AtomicU64,
     outbox_records: AtomicU64,
     steps_decided: AtomicU64,
+    events: Arc<EventReactor>,
+    stale_reported: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -185,6 +188,7 @@ impl Engine {
         slot: SnapshotSlot,
         store: AgentStore,
         outbox_budget_bytes: u64,
+        event_buffer: usize,
     ) -> Result<Engine, AgentError> {
         let now = now_ms();
         let guard = slot.boot(&store, now)?;
@@ -231,6 +235,8 @@ impl Engine {
             outbox_bytes: AtomicU64::new(bytes),
             outbox_records: AtomicU64::new(count),
             steps_decided: AtomicU64::new(0),
+            events: Arc::new(EventReactor::with_capacity(event_buffer)),
+            stale_reported: std::sync::atomic::AtomicBool::new(false),
         };
         let detail = match &guard {
             BootGuard::Ready => {
@@ -251,6 +257,90 @@ impl Engine {
     /// The store.
     pub fn store(&self) -> &AgentStore {
         &self.store
+    }
+
+    /// The event reactor (EVENT path).
+    pub fn events(&self) -> &Arc<EventReactor> {
+        &self.events
+    }
+
+    /// Ends every running or paused run with no activity for `max_idle_ms`
+    /// as `failed`/`TIMEOUT` with an `EXECUTION_FAILURE` incident, releasing
+    /// the reservations of its unreported steps. Returns how many ended.
+    pub async fn expire_stale_runs(&self, max_idle_ms: u64) -> Result<usize, AgentError> {
+        let now = now_ms();
+        let ended = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            let mut ended = 0;
+            let mut records = Vec::new();
+            for run in state.runs.values_mut() {
+                if run.record.status.is_terminal()
+                    || run.record.updated_at_ms.saturating_add(max_idle_ms) > now
+                {
+                    continue;
+                }
+                let session = run.record.scope.session_id.clone();
+                for (_, open) in std::mem::take(&mut run.record.open_steps) {
+                    state.counters.subtract(
+                        &run.record.run_id,
+                        session.as_deref(),
+                        &open.reserved,
+                        open.at_ms,
+                    );
+                }
+                let detail = format!("no step for {} s", max_idle_ms / 1000);
+                run.end(RunStatus::Failed, TerminationReason::Timeout, detail.clone(), now, true);
+                if run.record.incidents.insert("-/EXECUTION_FAILURE".to_owned()) {
+                    records.push(Record::new(
+                        self.slot.tenant_id(),
+                        Some(&run.record.run_id),
+                        now,
+                        RecordBody::Incident(Incident {
+                            incident_kind: "EXECUTION_FAILURE".to_owned(),
+                            policy_id: None,
+                            summary: format!("run timed out: {detail}"),
+                        }),
+                    ));
+                }
+                self.store.put_run(&run.record.run_id, &run.record)?;
+                self.events
+                    .publish(AgentEvent::RunEnded { run_id: run.record.run_id.clone(), status: "failed" });
+                ended += 1;
+            }
+            self.append(records)?;
+            ended
+        };
+        if ended > 0 {
+            self.store.flush().await?;
+        }
+        Ok(ended)
+    }
+
+    /// Writes a system record the first time the current snapshot is found
+    /// past `not_after` (and again after a fresh one expires). Returns
+    /// whether it is stale now.
+    pub async fn check_staleness(&self) -> Result<bool, AgentError> {
+        let now = now_ms();
+        let Some(snapshot) = self.slot.current() else { return Ok(false) };
+        let stale = snapshot.is_expired(now);
+        if !stale {
+            self.stale_reported.store(false, Ordering::Relaxed);
+            return Ok(false);
+        }
+        if !self.stale_reported.swap(true, Ordering::Relaxed) {
+            tracing::warn!(message = "policy snapshot is stale", version = snapshot.version());
+            self.append(vec![self.system(
+                "SNAPSHOT_STALE",
+                format!(
+                    "snapshot version {} passed not_after {}; fail_closed policies refuse new runs",
+                    snapshot.version(),
+                    snapshot.snapshot().not_after_ms
+                ),
+            )])?;
+            self.store.flush().await?;
+        }
+        Ok(true)
     }
 
     /// Offers a snapshot (from the control plane or an operator file) and
@@ -684,6 +774,8 @@ impl Engine {
                 });
             }
             run.end(status, reason, detail.clone(), now, cancel_in_flight);
+            self.events
+                .publish(AgentEvent::RunEnded { run_id: run_id.to_owned(), status: status_str(status) });
             let mut records = Vec::new();
             if status == RunStatus::Failed && run.record.incidents.insert("-/EXECUTION_FAILURE".to_owned()) {
                 records.push(Record::new(
@@ -719,6 +811,9 @@ impl Engine {
         let tenant = self.slot.tenant_id();
         let run_id = run.record.run_id.clone();
         let mut records = Vec::new();
+        for alert in &decision.alerts {
+            self.events.publish(AgentEvent::Alert { run_id: run_id.clone(), alert: alert.clone() });
+        }
         if decision.outcome != Action::Continue || !decision.signals.is_empty() {
             records.push(Record::new(
                 tenant,
@@ -749,6 +844,10 @@ impl Engine {
                     _ => TerminationReason::PolicyBlock,
                 };
                 let kill = decision.outcome == Action::Kill;
+                if !run.record.status.is_terminal() {
+                    self.events
+                        .publish(AgentEvent::RunEnded { run_id: run_id.clone(), status: "failed_policy" });
+                }
                 run.end(RunStatus::FailedPolicy, termination, reasons.clone(), now, kill);
                 let policy = decision.winning_policy.as_ref().map(|w| w.policy_id.to_string());
                 let key = format!("{}/{kind}", policy.as_deref().unwrap_or("-"));

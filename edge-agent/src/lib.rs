@@ -15,12 +15,14 @@
 //! - [`runs`]: run statuses, termination reasons, persisted run records.
 //! - [`records`]: LLM run records, control events, incidents, system
 //!   records.
+//! - [`events`]: the event reactor (EVENT path, INV-001), never blocking.
+//! - [`jobs`]: scheduled jobs (GAP-052): stale runs, staleness, heartbeats.
 //! - [`store`]: the sled database (snapshot, runs, outbox).
 //! - [`api`]: the local HTTP API for the workload.
 //! - [`ids`]: ids, clock, hashing.
 //!
 //! Not yet here (issue 4, in progress): joining a control plane over mTLS,
-//! the gRPC watch stream, outbox delivery, heartbeats and scheduled jobs.
+//! the gRPC watch stream, outbox delivery and heartbeats to the control plane.
 //! Until then a snapshot reaches the agent as a signed file
 //! (`--snapshot-file`), verified exactly as a pushed one will be.
 
@@ -28,7 +30,9 @@ pub mod api;
 pub mod counters;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod ids;
+pub mod jobs;
 pub mod records;
 pub mod runs;
 pub mod snapshots;

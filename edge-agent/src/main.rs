@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use aos_core::snapshot::TrustedKeys;
+use aos_edge_agent::api::App;
 use aos_edge_agent::engine::Engine;
+use aos_edge_agent::jobs::{JobBoard, JobsConfig};
 use aos_edge_agent::snapshots::{Offer, SnapshotSlot};
 use aos_edge_agent::store::AgentStore;
 use clap::Parser;
@@ -39,6 +41,12 @@ struct Args {
     /// Outbox disk budget in MiB; when full, new runs are refused.
     #[arg(long, env = "AOS_OUTBOX_BUDGET_MB", default_value_t = 512)]
     outbox_budget_mb: u64,
+    /// A run with no step for this many seconds is ended as TIMEOUT.
+    #[arg(long, env = "AOS_STALE_RUN_AFTER_SECS", default_value_t = 1800)]
+    stale_run_after_secs: u64,
+    /// Cron schedule (with seconds) of the stale-run sweep.
+    #[arg(long, env = "AOS_STALE_RUN_SCHEDULE", default_value = "*/30 * * * * *")]
+    stale_run_schedule: String,
 }
 
 fn main() -> ExitCode {
@@ -75,8 +83,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let store = AgentStore::open(&args.data_dir.join("store")).context("opening the agent store")?;
     let slot = SnapshotSlot::new(args.tenant.clone(), trusted);
     let engine = Arc::new(
-        Engine::open(slot, store, args.outbox_budget_mb.saturating_mul(1024 * 1024))
-            .context("opening the engine")?,
+        Engine::open(
+            slot,
+            store,
+            args.outbox_budget_mb.saturating_mul(1024 * 1024),
+            aos_edge_agent::events::EVENT_BUFFER,
+        )
+        .context("opening the engine")?,
     );
     if let Some(path) = &args.snapshot_file {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -87,6 +100,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    let _alert_log = engine.events().spawn_alert_log();
+    let jobs = JobBoard::default();
+    let config = JobsConfig {
+        stale_run_schedule: args.stale_run_schedule.clone(),
+        stale_run_after: std::time::Duration::from_secs(args.stale_run_after_secs),
+        ..JobsConfig::default()
+    };
+    let mut scheduler = aos_edge_agent::jobs::start(Arc::clone(&engine), config, jobs.clone())
+        .await
+        .context("starting scheduled jobs")?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.context("binding the local API")?;
     println!(
         "aos-edge-agent for tenant {} ready: http://{} (snapshot version {})",
@@ -94,10 +117,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.listen,
         engine.slot().current().map_or_else(|| "none".to_owned(), |s| s.version().to_string())
     );
-    axum::serve(listener, aos_edge_agent::api::router(engine))
+    axum::serve(listener, aos_edge_agent::api::router(App { engine, jobs }))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving the local API")?;
+    if let Err(e) = scheduler.shutdown().await {
+        tracing::warn!(message = "scheduler shutdown", error = %e);
+    }
     Ok(())
 }
 

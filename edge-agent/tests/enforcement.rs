@@ -311,3 +311,72 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let (status, ended) = agent.post(&format!("/api/v1/runs/{run}/end"), json!({"status": "succeeded"}));
     assert_eq!((status, ended["termination_reason"].as_str()), (200, Some("COMPLETED")));
 }
+
+#[test]
+fn a_run_with_no_step_for_too_long_is_ended_by_the_scheduler() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = snapshot_file(dir.path(), now_ms() + 3_600_000);
+    let agent = AgentProc::start_with(
+        dir.path(),
+        Some(file),
+        &["--stale-run-after-secs", "1", "--stale-run-schedule", "* * * * * *"],
+    );
+    let run = agent.start_run(json!({}));
+    let (_, open) = step(&agent, &run, 900);
+    assert_eq!(open["allowed"], true);
+    let view = wait_for("the stale run to be ended", Duration::from_secs(15), || {
+        let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
+        (view["status"] == "failed").then_some(view)
+    });
+    assert_eq!(view["termination_reason"], "TIMEOUT", "{view}");
+    assert_eq!(view["open_steps"].as_array().unwrap().len(), 0, "its reservation is released");
+    let (_, health) = agent.get("/health");
+    let job = &health["components"]["scheduler"]["jobs"]["stale_runs"];
+    assert!(job["runs"].as_u64().unwrap() >= 1 && job["last_error"].is_null(), "{health}");
+    // The released reservation no longer counts: a new run's 900 fits.
+    let other = agent.start_run(json!({}));
+    let (_, answer) = step(&agent, &other, 900);
+    assert_eq!(answer["allowed"], true, "{answer}");
+}
+
+#[test]
+fn a_subscriber_that_never_reads_does_not_slow_steps() {
+    // In-process: the engine over a real store, one subscriber that never
+    // reads, and a stream of alert-producing steps.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut trusted = aos_core::snapshot::TrustedKeys::new();
+        trusted.insert(support::signer().verifying_key());
+        let store = aos_edge_agent::store::AgentStore::open(&dir.path().join("store")).unwrap();
+        let slot = aos_edge_agent::snapshots::SnapshotSlot::new(TENANT.to_owned(), trusted);
+        // A small buffer so a few dozen steps overflow the stuck subscriber.
+        let engine = aos_edge_agent::engine::Engine::open(slot, store, u64::MAX, 8).unwrap();
+        let bytes = signed_snapshot(TENANT, 1, now_ms() + 3_600_000, POLICIES);
+        assert!(matches!(
+            engine.offer_snapshot(&bytes).await.unwrap(),
+            aos_edge_agent::snapshots::Offer::Accepted { version: 1 }
+        ));
+        let stuck_subscriber = engine.events().subscribe();
+        let steps: u64 = 40;
+        for i in 0..steps {
+            let run = engine.start_run(aos_edge_agent::engine::StartRun::default()).await.unwrap();
+            let run_id = run["run_id"].as_str().unwrap().to_owned();
+            // 850 of 1000 tokens crosses the 80 % tier: one alert per step.
+            let answer = engine
+                .pre_step(
+                    &run_id,
+                    aos_edge_agent::engine::StepRequest { estimated_tokens: 850, ..Default::default() },
+                )
+                .await
+                .unwrap();
+            assert!(answer.allowed, "step {i}");
+        }
+        let (published, subscribers, _) = engine.events().stats();
+        assert_eq!(subscribers, 1);
+        assert!(published >= steps, "every step published its alert ({published})");
+        // The stuck subscriber was overrun, not waited for.
+        let mut stuck = stuck_subscriber;
+        assert!(matches!(stuck.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))));
+    });
+}

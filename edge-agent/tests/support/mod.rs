@@ -54,6 +54,7 @@ pub struct AgentProc {
     pub listen: String,
     pub data_dir: PathBuf,
     pub snapshot_file: Option<PathBuf>,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -61,10 +62,16 @@ impl AgentProc {
     /// Starts an agent for [`TENANT`] under `root`, offering
     /// `snapshot_file` at start if given.
     pub fn start(root: &Path, snapshot_file: Option<PathBuf>) -> AgentProc {
+        Self::start_with(root, snapshot_file, &[])
+    }
+
+    /// [`AgentProc::start`] with extra flags.
+    pub fn start_with(root: &Path, snapshot_file: Option<PathBuf>, extra: &[&str]) -> AgentProc {
         let mut agent = AgentProc {
             listen: format!("127.0.0.1:{}", free_port()),
             data_dir: root.join("agent"),
             snapshot_file,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
         };
         agent.spawn();
@@ -77,6 +84,7 @@ impl AgentProc {
         cmd.args(["--tenant", TENANT, "--listen", &self.listen, "--trusted-key", &trusted_key_hex()])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
