@@ -42,9 +42,14 @@ impl AgentStore {
         })
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable. The fsync runs on the blocking
+    /// pool so concurrent requests never stall the async workers;
+    /// concurrent flushes share sled's flush (group commit).
     pub async fn flush(&self) -> Result<(), AgentError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush()).await.map_err(|e| {
+            AgentError::Store(sled::Error::ReportableBug(format!("flush task failed: {e}")))
+        })??;
         Ok(())
     }
 

@@ -1,0 +1,241 @@
+//! Edge-agent benchmark for `benches/README.md`: step decisions over the
+//! local HTTP API from clients on loopback, at concurrency 1 and 64, and
+//! the agent's resident memory idle and under load.
+//!
+//! ```sh
+//! cargo build --release -p aos-edge-agent -p aos-benches
+//! cargo run --release -p aos-benches --bin agent-bench -- [--duration SECS] [--warmup SECS]
+//! ```
+//!
+//! One step is what a workload does per LLM call: the pre-step check
+//! (`POST /api/v1/runs/{run}/steps`) then the usage report
+//! (`POST …/steps/{step}/usage`); both are timed, separately. Each client
+//! thread drives its own run. The agent is a real release process with its
+//! sled store in a temporary directory and a signed snapshot of 10
+//! policies.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aos_benches::cluster::{ChildGuard, agent, free_port, log_file, log_tail, post_json, wait_for};
+use aos_core::snapshot::{PolicySnapshot, SnapshotSigner};
+use serde_json::{Value, json};
+
+struct Args {
+    duration: Duration,
+    warmup: Duration,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args { duration: Duration::from_secs(5), warmup: Duration::from_secs(1) };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut secs = |name: &str| -> Result<Duration> {
+            let v = it.next().with_context(|| format!("{name} needs a value"))?;
+            Ok(Duration::from_secs_f64(v.parse::<f64>().with_context(|| format!("{name}: not a number"))?))
+        };
+        match flag.as_str() {
+            "--duration" => args.duration = secs("--duration")?,
+            "--warmup" => args.warmup = secs("--warmup")?,
+            other => {
+                bail!("unknown flag {other}; usage: agent-bench [--duration SECS (5)] [--warmup SECS (1)]")
+            }
+        }
+    }
+    Ok(args)
+}
+
+fn agent_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("binary directory")?;
+    let bin = dir.join(format!("aos-edge-agent{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        bail!("{} is missing: cargo build --release -p aos-edge-agent", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Ten policies: per-run token and cost limits far above what the bench
+/// uses, so every step is decided against all of them and allowed.
+fn snapshot(tenant: &str, signer: &SnapshotSigner) -> Result<Vec<u8>> {
+    let policies: Vec<aos_core::policy::Policy> = (0..10)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "id": format!("pol-{i:02}"),
+                "name": format!("budget {i}"),
+                "status": "ACTIVE",
+                "scope": { "type": "ALL_RUNS" },
+                "monitors": { "tokens": true, "cost": true },
+                "limits": [
+                    { "signal": "TOKENS", "max": 1_000_000_000_u64 + i, "window": "PER_RUN" },
+                    { "signal": "COST_USD", "max": 1_000_000.0, "window": "PER_RUN" }
+                ],
+            }))
+        })
+        .collect::<Result<_, _>>()?;
+    let now = aos_edge_agent::ids::now_ms();
+    let snapshot = PolicySnapshot::new(tenant, 1, now, now + 3_600_000, policies, vec![], vec![])?;
+    Ok(aos_core::sign(&snapshot, signer)?)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[derive(Default)]
+struct Samples {
+    check: Vec<Duration>,
+    usage: Vec<Duration>,
+    errors: u64,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> String {
+    if sorted.is_empty() {
+        return "-".to_owned();
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "index into a short list"
+    )]
+    let i = (((sorted.len() - 1) as f64) * p).round() as usize;
+    let d = sorted[i.min(sorted.len() - 1)];
+    if d < Duration::from_millis(1) {
+        format!("{} µs", d.as_micros())
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+fn load(base: &str, concurrency: usize, warmup: Duration, window: Duration) -> Result<Samples> {
+    let all = Mutex::new(Samples::default());
+    let start = Instant::now();
+    let (from, end) = (start + warmup, start + warmup + window);
+    std::thread::scope(|s| -> Result<()> {
+        let mut handles = Vec::new();
+        for _ in 0..concurrency {
+            handles.push(s.spawn(|| -> Result<()> {
+                let http = agent(Duration::from_secs(10));
+                let (status, body) = post_json(&http, &format!("{base}/api/v1/runs"), None, &json!({}))?;
+                if status != 201 {
+                    bail!("start run: {status} {body}");
+                }
+                let run: Value = serde_json::from_str(&body)?;
+                let run_id = run["run_id"].as_str().context("run id")?.to_owned();
+                let steps = format!("{base}/api/v1/runs/{run_id}/steps");
+                let mut mine = Samples::default();
+                while Instant::now() < end {
+                    let t0 = Instant::now();
+                    let (status, body) = post_json(&http, &steps, None, &json!({"estimated_tokens": 500}))?;
+                    let t1 = Instant::now();
+                    let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    let Some(step) =
+                        answer["step_id"].as_str().filter(|_| status == 200 && answer["allowed"] == true)
+                    else {
+                        mine.errors += 1;
+                        continue;
+                    };
+                    let usage = format!("{steps}/{step}/usage");
+                    let (status, _) = post_json(
+                        &http,
+                        &usage,
+                        None,
+                        &json!({"input_tokens": 300, "output_tokens": 200, "cost_usd": 0.001}),
+                    )?;
+                    let t2 = Instant::now();
+                    if status != 200 {
+                        mine.errors += 1;
+                    } else if t0 >= from {
+                        mine.check.push(t1 - t0);
+                        mine.usage.push(t2 - t1);
+                    }
+                }
+                let mut all = all.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                all.check.extend(mine.check);
+                all.usage.extend(mine.usage);
+                all.errors += mine.errors;
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let mut samples = all.into_inner().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    samples.check.sort_unstable();
+    samples.usage.sort_unstable();
+    Ok(samples)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let bin = agent_binary()?;
+    let dir = tempfile::tempdir()?;
+    let signer = SnapshotSigner::from_secret_bytes(&[9u8; 32])?;
+    let file = dir.path().join("snapshot.bin");
+    std::fs::write(&file, snapshot("bench", &signer)?)?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let log = dir.path().join("agent.log");
+    let mut cmd = Command::new(&bin);
+    cmd.args(["--tenant", "bench", "--listen", &listen])
+        .args(["--trusted-key", &hex_key(&signer)])
+        .arg("--data-dir")
+        .arg(dir.path().join("agent"))
+        .arg("--snapshot-file")
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(&log));
+    let mut proc = ChildGuard::spawn(&mut cmd)?;
+    let base = format!("http://{listen}");
+    let http = agent(Duration::from_secs(2));
+    wait_for("the agent to serve", Duration::from_secs(30), || {
+        if let Some(status) = proc.exited() {
+            bail!("agent exited with {status}: {}", log_tail(&log, 2000));
+        }
+        Ok(http.get(&format!("{base}/health")).call().ok().map(|_| ()))
+    })?;
+    let pid = proc.pid().context("agent pid")?;
+    let idle_rss = rss_kib(pid);
+
+    println!("| concurrency | steps/s | pre-step p50 | pre-step p99 | usage p50 | usage p99 | errors |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut loaded_rss = None;
+    for concurrency in [1usize, 64] {
+        eprintln!("concurrency {concurrency} …");
+        let samples = load(&base, concurrency, args.warmup, args.duration)?;
+        loaded_rss = rss_kib(pid).max(loaded_rss);
+        let steps =
+            u32::try_from(samples.check.len()).map_or(f64::INFINITY, f64::from) / args.duration.as_secs_f64();
+        println!(
+            "| {concurrency} | {steps:.0} | {} | {} | {} | {} | {} |",
+            pct(&samples.check, 0.5),
+            pct(&samples.check, 0.99),
+            pct(&samples.usage, 0.5),
+            pct(&samples.usage, 0.99),
+            samples.errors
+        );
+    }
+    let mb = |kib: Option<u64>| {
+        kib.map_or_else(|| "-".to_owned(), |k| format!("{}.{} MB", k / 1024, (k % 1024) * 10 / 1024))
+    };
+    println!();
+    println!("| agent RSS idle | agent RSS after load |");
+    println!("|---:|---:|");
+    println!("| {} | {} |", mb(idle_rss), mb(loaded_rss));
+    Ok(())
+}
+
+fn hex_key(signer: &SnapshotSigner) -> String {
+    signer.verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
