@@ -63,6 +63,16 @@ pub enum AuditAction {
     SigningKeyRetired,
     /// Tenant snapshots were reissued before they expire.
     SnapshotsReissued,
+    /// A join token for edge agents was created.
+    JoinTokenCreated,
+    /// A join token was revoked.
+    JoinTokenRevoked,
+    /// An edge agent joined (and received its certificate).
+    EdgeAgentJoined,
+    /// An edge agent applied a snapshot version.
+    SnapshotAcked,
+    /// An edge agent refused a snapshot version.
+    SnapshotNacked,
     /// An actor was refused for lack of authority or for crossing tenants,
     /// by the state machine or (via `RECORD_DENIAL`) by the API layer.
     AccessDenied,
@@ -91,6 +101,11 @@ impl AuditAction {
             AuditAction::SigningKeyActivated => "SIGNING_KEY_ACTIVATED",
             AuditAction::SigningKeyRetired => "SIGNING_KEY_RETIRED",
             AuditAction::SnapshotsReissued => "SNAPSHOTS_REISSUED",
+            AuditAction::JoinTokenCreated => "JOIN_TOKEN_CREATED",
+            AuditAction::JoinTokenRevoked => "JOIN_TOKEN_REVOKED",
+            AuditAction::EdgeAgentJoined => "EDGE_AGENT_JOINED",
+            AuditAction::SnapshotAcked => "SNAPSHOT_ACKED",
+            AuditAction::SnapshotNacked => "SNAPSHOT_NACKED",
             AuditAction::AccessDenied => "ACCESS_DENIED",
             AuditAction::CommandRejected => "COMMAND_REJECTED",
         }

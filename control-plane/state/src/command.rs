@@ -138,6 +138,47 @@ pub enum Command {
         /// Tenants whose snapshots are due.
         tenant_ids: Vec<String>,
     },
+    /// Creates a join token for edge agents of a tenant (tenant admins).
+    CreateJoinToken {
+        /// Tenant.
+        tenant_id: String,
+        /// New token id.
+        token_id: String,
+        /// SHA-256 of the secret, hex (the secret never enters the state).
+        secret_hash: String,
+        /// Expiry, Unix ms (at most 30 days after the proposal).
+        expires_at_ms: u64,
+    },
+    /// Revokes a join token; agents already joined keep their identity.
+    RevokeJoinToken {
+        /// Token.
+        token_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Registers an edge agent that proved a join token (proposed by the
+    /// control plane's join handler).
+    RegisterEdgeAgent {
+        /// Tenant.
+        tenant_id: String,
+        /// New agent id.
+        agent_id: String,
+        /// Operator-facing name.
+        name: String,
+        /// Token used.
+        token_id: String,
+        /// SHA-256 of the issued client certificate, hex.
+        cert_fingerprint: String,
+    },
+    /// Records an edge agent's ACK (no reason) or NACK of a snapshot.
+    RecordAgentSync {
+        /// Agent.
+        agent_id: String,
+        /// Snapshot version.
+        version: u64,
+        /// Why it was refused; `None` for an ACK.
+        nack_reason: Option<String>,
+    },
     /// Records that the API layer refused a request (wrong role,
     /// cross-tenant access), so that every denied admin attempt is in the
     /// ledger. Changes nothing else.
@@ -170,6 +211,10 @@ impl Command {
             Command::ActivateSigningKey { .. } => "ACTIVATE_SIGNING_KEY",
             Command::RetireSigningKey { .. } => "RETIRE_SIGNING_KEY",
             Command::ReissueSnapshots { .. } => "REISSUE_SNAPSHOTS",
+            Command::CreateJoinToken { .. } => "CREATE_JOIN_TOKEN",
+            Command::RevokeJoinToken { .. } => "REVOKE_JOIN_TOKEN",
+            Command::RegisterEdgeAgent { .. } => "REGISTER_EDGE_AGENT",
+            Command::RecordAgentSync { .. } => "RECORD_AGENT_SYNC",
             Command::RecordDenial { .. } => "RECORD_DENIAL",
         }
     }

@@ -21,7 +21,7 @@ use crate::command::{Command, Proposal};
 use crate::domain::Domain;
 use crate::effect::{Ctx, Effect, Refusal};
 use crate::keys::{self, NewKey};
-use crate::{overrides, policies, signing_keys, tenants};
+use crate::{edge_agents, overrides, policies, signing_keys, tenants};
 
 /// What a command is about, for authorisation and the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +110,23 @@ impl Subject {
                 (None, format!("signing_keys/{key_id}"), Need::Operator)
             }
             Command::ReissueSnapshots { .. } => (None, "snapshots".to_owned(), Need::Operator),
+            Command::CreateJoinToken { tenant_id, token_id, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/join_tokens/{token_id}"),
+                roles(ADMIN, "create join tokens"),
+            ),
+            Command::RevokeJoinToken { token_id, .. } => {
+                let owner = domain.edge_agents.token(token_id).map(|t| t.tenant_id.clone());
+                let target = format!("join_tokens/{token_id}");
+                (owner, target, roles(ADMIN, "revoke join tokens"))
+            }
+            Command::RegisterEdgeAgent { tenant_id, agent_id, .. } => {
+                (tenant(tenant_id), format!("tenants/{tenant_id}/edge_agents/{agent_id}"), Need::Operator)
+            }
+            Command::RecordAgentSync { agent_id, .. } => {
+                let owner = domain.edge_agents.agent(agent_id).map(|a| a.tenant_id.clone());
+                (owner, format!("edge_agents/{agent_id}"), Need::Operator)
+            }
             Command::RecordDenial { tenant_id, target, .. } => {
                 (tenant_id.clone(), target.clone(), Need::Nothing)
             }
@@ -219,6 +236,19 @@ pub(crate) fn execute(
             signing_keys::retire_signing_key(domain, &ctx, key_id, reason)
         }
         Command::ReissueSnapshots { tenant_ids } => signing_keys::reissue_snapshots(domain, tenant_ids),
+        Command::CreateJoinToken { tenant_id, token_id, secret_hash, expires_at_ms } => {
+            edge_agents::create_join_token(domain, &ctx, tenant_id, token_id, secret_hash, *expires_at_ms)
+        }
+        Command::RevokeJoinToken { token_id, reason } => {
+            edge_agents::revoke_join_token(domain, &ctx, token_id, reason)
+        }
+        Command::RegisterEdgeAgent { tenant_id, agent_id, name, token_id, cert_fingerprint } => {
+            let new = edge_agents::NewAgent { tenant_id, agent_id, name, token_id, cert_fingerprint };
+            edge_agents::register_edge_agent(domain, &ctx, new)
+        }
+        Command::RecordAgentSync { agent_id, version, nack_reason } => {
+            edge_agents::record_agent_sync(domain, &ctx, agent_id, *version, nack_reason.as_deref())
+        }
         Command::RecordDenial { action, target, reason, .. } => Ok(Effect::new(
             AuditAction::AccessDenied,
             format!("denied by the API layer: {action} on `{target}`: {reason}"),

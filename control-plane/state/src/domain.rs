@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::edge_agents::EdgeAgents;
 use crate::effect::Refusal;
 use crate::keys::ApiKeyRecord;
 use crate::overrides::OverrideRecord;
@@ -35,6 +36,9 @@ pub(crate) struct Domain {
     /// Snapshot signing keys (public) and the active signer.
     #[serde(default)]
     pub(crate) signing_keys: SigningKeys,
+    /// Edge-agent join tokens and registered agents.
+    #[serde(default)]
+    pub(crate) edge_agents: EdgeAgents,
 }
 
 /// One tenant and everything it owns.

@@ -30,6 +30,8 @@
 //! - `dispatch`: subject, authorisation and routing of a command.
 //! - [`tenants`], [`keys`], [`policies`], [`overrides`]: records and their
 //!   command handlers.
+//! - [`edge_agents`]: join tokens, registered edge agents, snapshot
+//!   ACK/NACK status.
 //! - [`signing_keys`]: trusted snapshot signing keys, the active signer,
 //!   and reissue before expiry.
 //! - [`audit`]: ledger, entry hashing, [`verify_chain`].
@@ -42,6 +44,7 @@ pub mod audit;
 pub mod command;
 mod dispatch;
 mod domain;
+pub mod edge_agents;
 mod effect;
 mod error;
 mod ids;

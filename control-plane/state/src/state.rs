@@ -129,6 +129,11 @@ impl ControlState {
         self.last_applied_index
     }
 
+    /// Edge-agent join tokens and registered agents.
+    pub fn edge_agents(&self) -> &crate::edge_agents::EdgeAgents {
+        &self.domain.edge_agents
+    }
+
     /// The snapshot signing keys (public halves) and the active signer.
     pub fn signing_keys(&self) -> &crate::signing_keys::SigningKeys {
         &self.domain.signing_keys

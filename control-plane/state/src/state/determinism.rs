@@ -53,7 +53,12 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         | Command::AddSigningKey { .. }
         | Command::ActivateSigningKey { .. }
         | Command::RetireSigningKey { .. }
-        | Command::ReissueSnapshots { .. } => None,
+        | Command::ReissueSnapshots { .. }
+        | Command::RevokeJoinToken { .. }
+        | Command::RecordAgentSync { .. } => None,
+        Command::CreateJoinToken { tenant_id, .. } | Command::RegisterEdgeAgent { tenant_id, .. } => {
+            Some(tenant_id.as_str())
+        }
     };
     let as_member = |t: &str, role: ActorRole| member(t, &format!("{t}-{}", role.as_str()), role);
     match who {
