@@ -2,7 +2,11 @@
 //! no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/aos/raft/v1/raft.proto", "proto/aos/cluster/v1/cluster.proto"];
+    let files = [
+        "proto/aos/raft/v1/raft.proto",
+        "proto/aos/cluster/v1/cluster.proto",
+        "proto/aos/agent/v1/agent.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

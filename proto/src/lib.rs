@@ -19,3 +19,9 @@ pub mod raft {
 pub mod cluster {
     tonic::include_proto!("aos.cluster.v1");
 }
+
+/// Edge agents ↔ control plane: join, snapshot watch with ACK/NACK, record
+/// ingest.
+pub mod agent {
+    tonic::include_proto!("aos.agent.v1");
+}
