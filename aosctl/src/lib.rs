@@ -15,6 +15,7 @@
 //! token); 66 an input file could not be read; 69 no endpoint reachable
 //! (`EX_UNAVAILABLE`); 74 stdout could not be written.
 
+pub mod agent;
 pub mod audit;
 pub mod client;
 pub mod cluster;
@@ -86,6 +87,9 @@ pub enum Command {
     /// The audit ledger.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Edge agents: join tokens and the agent list with sync status.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
 }
 
 /// How to reach the cluster, from the global flags.
@@ -176,6 +180,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Tenant(cmd) => tenant::run(cmd, &remote),
         Command::Key(cmd) => key::run(cmd, &remote),
         Command::Audit(cmd) => audit::run(cmd, &remote),
+        Command::Agent(cmd) => agent::run(cmd, &remote),
     };
     finish(result)
 }

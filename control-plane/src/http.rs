@@ -36,6 +36,7 @@ use crate::raft::NodeId;
 use crate::write::{ClusterError, Consistency, propose, read_barrier};
 
 pub mod actors;
+pub mod agents;
 pub mod keys;
 pub mod metrics;
 pub mod overrides;
@@ -56,6 +57,7 @@ pub fn router(node: Node) -> Router {
         .merge(projects::routes())
         .merge(keys::routes())
         .merge(actors::routes())
+        .merge(agents::routes())
         .merge(policies::routes())
         .merge(overrides::routes())
         .merge(snapshots::routes())

@@ -65,6 +65,15 @@ fn aosctl_operates_a_real_cluster_with_failover() {
         .ok(&author, &["policy", "suspend", "--tenant", "acme", "pol-run-tokens", "--reason", "incident 7"]);
     assert!(suspended.contains("SUSPENDED"), "{suspended}");
 
+    // A join token for edge agents: the secret once, then listed without it.
+    let token = ctl.ok(&op, &["agent", "token", "create", "--tenant", "acme", "--ttl-secs", "3600"]);
+    let secret = token.lines().find_map(|l| l.strip_prefix("secret: ")).map(str::trim).unwrap_or_default();
+    assert!(secret.starts_with("aosj_"), "{token}");
+    let tokens = ctl.ok(&op, &["agent", "token", "list", "--tenant", "acme"]);
+    assert!(tokens.contains("jt-") && !tokens.contains(&secret[5..]), "{tokens}");
+    let agents = ctl.ok(&op, &["-o", "json", "agent", "list", "--tenant", "acme"]);
+    assert_eq!(serde_json::from_str::<Value>(&agents).unwrap()["agents"], serde_json::json!([]));
+
     // The ledger verifies end to end.
     let verified = ctl.ok(&op, &["audit", "verify"]);
     assert!(verified.starts_with("chain ok: "), "{verified}");

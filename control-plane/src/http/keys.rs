@@ -40,7 +40,8 @@ struct CreateKey {
     role: ActorRole,
 }
 
-fn random_hex(bytes: usize) -> Result<String, ApiError> {
+/// `bytes` random bytes, hex.
+pub(super) fn random_hex(bytes: usize) -> Result<String, ApiError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", format!("no randomness: {e}"))
