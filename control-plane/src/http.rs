@@ -80,6 +80,29 @@ struct RevokeBody {
     reason: String,
 }
 
+/// Revokes a record a tenant owns (an API key, a join token): authorises
+/// `intent`, reads the reason, checks after a read barrier that the record
+/// belongs to the tenant — 404 `unknown {what}` otherwise, so one tenant
+/// cannot probe another's ids — and commits `command(reason)`.
+async fn revoke_owned(
+    node: &Node,
+    headers: &HeaderMap,
+    intent: &Intent<'_>,
+    body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
+    owned: impl FnOnce(&aos_cp_state::ControlState) -> bool,
+    what: &str,
+    command: impl FnOnce(String) -> Command,
+) -> Result<Response, ApiError> {
+    let actor = authorize(node, headers, intent).await?;
+    let Json(req) = body.map_err(|e| bad_body(&e))?;
+    read_barrier(node, Consistency::Linearizable).await?;
+    require_tenant(node, intent.tenant)?;
+    if !node.state().read(|s| owned(&s.0)) {
+        return Err(ApiError::not_found(format!("unknown {what} in tenant `{}`", intent.tenant)));
+    }
+    commit(node, headers, actor, command(req.reason)).await
+}
+
 /// An API error with its HTTP status.
 #[derive(Debug)]
 pub struct ApiError {

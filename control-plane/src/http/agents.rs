@@ -21,11 +21,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ADMINS, ApiError, Intent, READERS, ReadParams, authorize, authorize_read, bad_body, commit,
-    commit_with_id, request_id, secret_hash,
+    ADMINS, ApiError, Intent, READERS, ReadParams, authorize, authorize_read, bad_body, commit_with_id,
+    request_id, secret_hash,
 };
 use crate::node::Node;
-use crate::write::{Consistency, read_barrier, wait_applied};
+use crate::write::wait_applied;
 
 /// Default join-token lifetime.
 const DEFAULT_TTL_SECS: u64 = 24 * 3600;
@@ -120,16 +120,15 @@ async fn revoke_token(
         action: "REVOKE_JOIN_TOKEN",
         target: format!("tenants/{tenant}/agent-tokens/{token_id}"),
     };
-    let actor = authorize(&node, &headers, &intent).await?;
-    let Json(req) = body.map_err(|e| bad_body(&e))?;
-    read_barrier(&node, Consistency::Linearizable).await?;
-    super::require_tenant(&node, &tenant)?;
-    let in_tenant =
-        node.state().read(|s| s.0.edge_agents().token(&token_id).is_some_and(|t| t.tenant_id == tenant));
-    if !in_tenant {
-        return Err(ApiError::not_found(format!("unknown join token `{token_id}` in tenant `{tenant}`")));
-    }
-    commit(&node, &headers, actor, Command::RevokeJoinToken { token_id, reason: req.reason }).await
+    let owned = |s: &aos_cp_state::ControlState| {
+        s.edge_agents().token(&token_id).is_some_and(|t| t.tenant_id == tenant)
+    };
+    let what = format!("join token `{token_id}`");
+    super::revoke_owned(&node, &headers, &intent, body, owned, &what, |reason| Command::RevokeJoinToken {
+        token_id: token_id.clone(),
+        reason,
+    })
+    .await
 }
 
 async fn list_agents(

@@ -17,11 +17,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ADMINS, ApiError, Intent, ReadParams, authorize, authorize_read, bad_body, commit, commit_with_id,
-    request_id, secret_hash,
+    ADMINS, ApiError, Intent, ReadParams, authorize, authorize_read, bad_body, commit_with_id, request_id,
+    secret_hash,
 };
 use crate::node::Node;
-use crate::write::{Consistency, read_barrier, wait_applied};
+use crate::write::wait_applied;
 
 /// Who may list keys.
 const KEY_READERS: &[ActorRole] = &[ActorRole::Admin, ActorRole::Auditor];
@@ -127,14 +127,13 @@ async fn revoke(
         action: "REVOKE_API_KEY",
         target: format!("tenants/{tenant}/keys/{key_id}"),
     };
-    let actor = authorize(&node, &headers, &intent).await?;
-    let Json(req) = body.map_err(|e| bad_body(&e))?;
-    read_barrier(&node, Consistency::Linearizable).await?;
-    super::require_tenant(&node, &tenant)?;
-    let in_tenant =
-        node.state().read(|s| s.0.api_key(&key_id).is_some_and(|k| k.tenant_id.as_deref() == Some(&tenant)));
-    if !in_tenant {
-        return Err(ApiError::not_found(format!("unknown API key `{key_id}` in tenant `{tenant}`")));
-    }
-    commit(&node, &headers, actor, Command::RevokeApiKey { key_id, reason: req.reason }).await
+    let owned = |s: &aos_cp_state::ControlState| {
+        s.api_key(&key_id).is_some_and(|k| k.tenant_id.as_deref() == Some(tenant.as_str()))
+    };
+    let what = format!("API key `{key_id}`");
+    super::revoke_owned(&node, &headers, &intent, body, owned, &what, |reason| Command::RevokeApiKey {
+        key_id: key_id.clone(),
+        reason,
+    })
+    .await
 }
