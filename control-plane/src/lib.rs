@@ -17,6 +17,7 @@
 //! - [`config`]: flags, env and TOML merged; the redacted effective config.
 //! - [`bootstrap`]: first start — single-voter init and the operator key.
 //! - [`dev`]: dev mode's demo tenant, key and example policies.
+//! - [`dev_agent`]: dev mode's in-process edge agent for the demo tenant.
 //! - [`reissue`]: the leader's schedule reissuing snapshots before expiry.
 //! - [`signing`]: the snapshot signing key (env, 0600 file, or generated on init).
 
@@ -24,6 +25,7 @@ pub mod bootstrap;
 pub mod cluster_service;
 pub mod config;
 pub mod dev;
+pub mod dev_agent;
 pub mod http;
 pub mod node;
 pub mod raft;

@@ -45,6 +45,9 @@ struct DevArgs {
     /// Raft/cluster gRPC address.
     #[arg(long, env = "AOS_GRPC_ADDR", default_value = "127.0.0.1:7071")]
     grpc_addr: SocketAddr,
+    /// The demo tenant's edge agent (local API for the workload).
+    #[arg(long, env = "AOS_AGENT_LISTEN", default_value = "127.0.0.1:8000")]
+    agent_listen: SocketAddr,
 }
 
 /// Flags for `start`. Each may also come from its `AOS_*` variable or the
@@ -200,6 +203,14 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     init_cluster(&node, &args.data_dir).await.context("initialising the dev cluster")?;
     let seed =
         aos_control_plane::dev::seed(&node, &args.data_dir).await.context("seeding the demo tenant")?;
+    aos_control_plane::dev_agent::start(
+        &node,
+        aos_control_plane::dev::DEMO_TENANT,
+        &args.data_dir,
+        args.agent_listen,
+    )
+    .await
+    .context("starting the dev edge agent")?;
     let dir = args.data_dir.display();
     println!("AOS control plane (dev mode, single node)");
     println!("  admin API:          http://{}", args.http_addr);
@@ -219,9 +230,14 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             aos_control_plane::dev::DEMO_TENANT
         ),
     }
+    println!("  edge agent (demo):  http://{}  (local API for the workload)", args.agent_listen);
     println!(
         "  try: curl -s -H \"Authorization: Bearer $(cat {dir}/demo-admin.key)\" http://{}/api/v1/tenants/demo/policies",
         args.http_addr
+    );
+    println!(
+        "       curl -s -X POST http://{}/api/v1/runs -d '{{\"agent_id\": \"research-bot\"}}'",
+        args.agent_listen
     );
     serving.await.context("node task")?.context("serving")?;
     Ok(())

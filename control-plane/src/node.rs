@@ -84,6 +84,20 @@ pub enum NodeError {
     },
 }
 
+/// Why a tenant snapshot cannot be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotIssueError {
+    /// The state has none (no policy change yet) or the tenant is unknown.
+    #[error(transparent)]
+    State(aos_cp_state::StateError),
+    /// This node does not hold the active signing key.
+    #[error(transparent)]
+    Key(crate::signing::SigningKeyError),
+    /// Encoding or signing failed.
+    #[error("signing the snapshot: {0}")]
+    Sign(aos_core::SnapshotError),
+}
+
 /// A running node's handles, shared by the gRPC and HTTP services.
 #[derive(Clone)]
 pub struct Node {
@@ -168,6 +182,23 @@ impl Node {
     /// `not_after - issued_at` of issued snapshots, in milliseconds.
     pub fn max_staleness_ms(&self) -> u64 {
         self.inner.max_staleness_ms
+    }
+
+    /// The tenant's current snapshot, signed with the cluster's active key:
+    /// `(version, envelope bytes, signing key id)`. Every node returns the
+    /// same bytes for the same version (ed25519 is deterministic and the
+    /// signer is replicated state).
+    pub fn signed_snapshot(&self, tenant_id: &str) -> Result<(u64, Vec<u8>, String), SnapshotIssueError> {
+        let (built, active) = self.state().read(|s| {
+            (
+                s.0.issued_snapshot(tenant_id, self.max_staleness_ms()),
+                s.0.signing_keys().active().map(str::to_owned),
+            )
+        });
+        let snapshot = built.map_err(SnapshotIssueError::State)?;
+        let signer = self.keys().signer_for(active.as_deref()).map_err(SnapshotIssueError::Key)?;
+        let bytes = aos_core::sign(&snapshot, signer).map_err(SnapshotIssueError::Sign)?;
+        Ok((snapshot.version, bytes, signer.key_id().to_string()))
     }
 
     /// The address peers reach this node at.

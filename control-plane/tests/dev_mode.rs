@@ -9,6 +9,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use serde_json::json;
 use support::{call, free_port, wait_for};
 
 struct Dev(Child);
@@ -20,9 +21,9 @@ impl Drop for Dev {
     }
 }
 
-fn dev(data_dir: &std::path::Path, http: &str, grpc: &str) -> Dev {
+fn dev(data_dir: &std::path::Path, http: &str, grpc: &str, agent: &str) -> Dev {
     let child = Command::new(env!("CARGO_BIN_EXE_aos-control-plane"))
-        .args(["dev", "--http-addr", http, "--grpc-addr", grpc])
+        .args(["dev", "--http-addr", http, "--grpc-addr", grpc, "--agent-listen", agent])
         .arg("--data-dir")
         .arg(data_dir)
         .env("RUST_LOG", "warn")
@@ -52,9 +53,10 @@ fn dev_mode_serves_the_demo_tenant_and_survives_a_restart() {
     let data = dir.path().join("dev");
     let http = format!("127.0.0.1:{}", free_port());
     let grpc = format!("127.0.0.1:{}", free_port());
+    let agent = format!("127.0.0.1:{}", free_port());
     let key_file = data.join("demo-admin.key");
 
-    let first = dev(&data, &http, &grpc);
+    let first = dev(&data, &http, &grpc, &agent);
     let key = wait_for("the demo admin key", Duration::from_secs(30), || {
         std::fs::read_to_string(&key_file).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
     });
@@ -63,9 +65,36 @@ fn dev_mode_serves_the_demo_tenant_and_survives_a_restart() {
     });
     assert!(ids.contains(&"pol-run-tokens".to_owned()), "{ids:?}");
     assert!(data.join("signing.key").exists() && data.join("operator.key").exists());
+
+    // The demo tenant's edge agent enforces the seeded policies at once.
+    let version = wait_for("the dev edge agent's snapshot", Duration::from_secs(30), || {
+        let (status, health) = call("GET", &format!("http://{agent}/health"), None, None);
+        (status == 200).then(|| health["components"]["snapshot"]["version"].as_u64()).flatten()
+    });
+    assert!(version >= 1);
+    let (status, run) =
+        call("POST", &format!("http://{agent}/api/v1/runs"), None, Some(json!({"agent_id": "research-bot"})));
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["run_id"].as_str().unwrap();
+    let steps = format!("http://{agent}/api/v1/runs/{run_id}/steps");
+    let (_, answer) = call("POST", &steps, None, Some(json!({"estimated_tokens": 60_000})));
+    assert_eq!(answer["decision"]["outcome"], "STOP", "the 50k per-run budget stops it: {answer}");
+    assert_eq!(answer["decision"]["winning_policy"]["policy_id"], "pol-run-tokens");
+    // A policy change reaches the agent.
+    let (status, body) = call(
+        "POST",
+        &format!("http://{http}/api/v1/tenants/demo/policies/pol-run-tokens/suspend"),
+        Some(&key),
+        Some(json!({"reason": "dev test"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_for("the new snapshot at the agent", Duration::from_secs(30), || {
+        let (_, health) = call("GET", &format!("http://{agent}/health"), None, None);
+        health["components"]["snapshot"]["version"].as_u64().filter(|v| *v > version)
+    });
     drop(first);
 
-    let _second = dev(&data, &http, &grpc);
+    let _second = dev(&data, &http, &grpc, &agent);
     let again =
         wait_for("the demo policies after restart", Duration::from_secs(30), || policy_ids(&http, &key));
     assert_eq!(again, ids, "a restart keeps the data and does not seed twice");

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, Intent, READERS, ReadParams, authenticate, authorize_read, bad_body, commit};
-use crate::node::Node;
+use crate::node::{Node, SnapshotIssueError};
 use crate::write::read_barrier;
 
 pub(super) fn routes() -> Router<Node> {
@@ -48,26 +48,25 @@ async fn snapshot(
     let target = format!("tenants/{tenant}/snapshot");
     let intent = Intent { tenant: &tenant, roles: READERS, action: "READ_SNAPSHOT", target };
     authorize_read(&node, &headers, &intent, params.consistency).await?;
-    let built = node.state().read(|s| s.0.issued_snapshot(&tenant, node.max_staleness_ms()));
-    let snapshot = match built {
-        Ok(snapshot) => snapshot,
-        Err(StateError::NoSnapshot { .. }) => {
+    let (version, bytes, key_id) = match node.signed_snapshot(&tenant) {
+        Ok(signed) => signed,
+        Err(SnapshotIssueError::State(StateError::NoSnapshot { .. })) => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "NO_SNAPSHOT",
                 format!("tenant `{tenant}` has no policy snapshot yet (no policy or override change)"),
             ));
         }
+        Err(SnapshotIssueError::Key(e)) => {
+            tracing::error!(message = "cannot sign snapshots", error = %e);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SIGNING_KEY_UNAVAILABLE",
+                e.to_string(),
+            ));
+        }
         Err(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())),
     };
-    let version = snapshot.version;
-    let active = node.state().read(|s| s.0.signing_keys().active().map(str::to_owned));
-    let signer = node.keys().signer_for(active.as_deref()).map_err(|e| {
-        tracing::error!(message = "cannot sign snapshots", error = %e);
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SIGNING_KEY_UNAVAILABLE", e.to_string())
-    })?;
-    let bytes = aos_core::sign(&snapshot, signer)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
     let envelope = aos_core::snapshot::Envelope::decode(&bytes)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
     let mut response = (StatusCode::OK, bytes).into_response();
@@ -75,7 +74,7 @@ async fn snapshot(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     for (name, value) in [
         ("x-aos-snapshot-version", version.to_string()),
-        ("x-aos-snapshot-key-id", signer.key_id().to_string()),
+        ("x-aos-snapshot-key-id", key_id),
         ("x-aos-snapshot-content-hash", hex::encode(envelope.content_hash)),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
