@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aos_core::evaluate::{RunScope, StepInput};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -102,15 +101,29 @@ impl From<EngineError> for ApiError {
     }
 }
 
-fn bad_body(rejection: &JsonRejection) -> ApiError {
-    ApiError { status: StatusCode::BAD_REQUEST, code: "INVALID_INPUT", message: rejection.body_text() }
-}
-
 /// A JSON body that may be absent (empty) for endpoints whose fields are
 /// all optional.
 fn optional_body<T: Default + serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "INVALID_INPUT",
+        message: format!("{}: {}", e.path(), e.inner()),
+    })
+}
+
+/// A required JSON body, whatever the `Content-Type` (`curl -d` sends a
+/// form type): the error names the field path.
+fn required_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "INVALID_INPUT",
+            message: "a JSON body is required".to_owned(),
+        });
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| ApiError {
@@ -259,12 +272,9 @@ struct SimulateBody {
     step: StepInput,
 }
 
-async fn simulate(
-    State(app): State<App>,
-    body: Result<Json<SimulateBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+async fn simulate(State(app): State<App>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let engine = &app.engine;
-    let Json(req) = body.map_err(|e| bad_body(&e))?;
+    let req: SimulateBody = required_body(&body)?;
     Ok(Json(engine.simulate(req.scope, req.run_id.as_deref(), req.step)?))
 }
 
@@ -337,10 +347,10 @@ async fn cancel(
 async fn end(
     State(app): State<App>,
     Path(run_id): Path<String>,
-    body: Result<Json<EndRun>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let engine = &app.engine;
-    let Json(req) = body.map_err(|e| bad_body(&e))?;
+    let req: EndRun = required_body(&body)?;
     Ok(Json(engine.end(&run_id, req).await?))
 }
 

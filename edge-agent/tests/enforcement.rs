@@ -308,6 +308,12 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     // None of it touched the run.
     let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
     assert_eq!((view["steps"].as_u64(), view["status"].as_str()), (Some(0), Some("running")), "{view}");
+    let (status, body) = call("POST", &agent.url(&format!("/api/v1/runs/{run}/end")), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("INVALID_INPUT")),
+        "a body is required: {body}"
+    );
     let (status, ended) = agent.post(&format!("/api/v1/runs/{run}/end"), json!({"status": "succeeded"}));
     assert_eq!((status, ended["termination_reason"].as_str()), (200, Some("COMPLETED")));
 }

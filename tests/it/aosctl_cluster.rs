@@ -74,6 +74,11 @@ fn aosctl_operates_a_real_cluster_with_failover() {
     let agents = ctl.ok(&op, &["-o", "json", "agent", "list", "--tenant", "acme"]);
     assert_eq!(serde_json::from_str::<Value>(&agents).unwrap()["agents"], serde_json::json!([]));
 
+    // One signing key, registered at --init, signs and is held here.
+    let keys = ctl.ok(&op, &["cluster", "signing-key", "list"]);
+    let row = keys.lines().find(|l| l.contains("active")).unwrap_or_else(|| panic!("{keys}"));
+    assert!(row.contains("yes"), "{keys}");
+
     // The ledger verifies end to end.
     let verified = ctl.ok(&op, &["audit", "verify"]);
     assert!(verified.starts_with("chain ok: "), "{verified}");
