@@ -223,6 +223,12 @@ async fn metrics(State(app): State<App>) -> Response {
         "counter",
         engine.steps_decided().to_string(),
     );
+    gauge(
+        "aos_agent_store_fsyncs_total",
+        "fsyncs of the agent store (shared by concurrent requests).",
+        "counter",
+        engine.store().fsyncs().to_string(),
+    );
     let (published, _, lagged) = engine.events().stats();
     gauge(
         "aos_agent_events_published_total",

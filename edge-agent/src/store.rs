@@ -12,9 +12,13 @@
 //! nothing that response acknowledged.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use tokio::sync::watch;
 
 use crate::error::AgentError;
 use crate::records::Record;
@@ -28,6 +32,23 @@ pub struct AgentStore {
     snapshot: sled::Tree,
     runs: sled::Tree,
     outbox: sled::Tree,
+    commit: Arc<GroupCommit>,
+}
+
+/// Group commit: callers that ask for durability while an fsync is running
+/// are all served by the next one, so N concurrent requests cost about two
+/// fsyncs, not N. A caller is answered only by an fsync that *started*
+/// after it asked, so its writes (made before asking) are covered.
+#[derive(Debug)]
+struct GroupCommit {
+    /// Tickets handed out; a caller's ticket is its position.
+    requested: AtomicU64,
+    /// Highest ticket covered by a finished fsync, and that fsync's error.
+    done: watch::Sender<(u64, Option<Arc<str>>)>,
+    /// Held by the caller that runs the fsync.
+    leader: tokio::sync::Mutex<()>,
+    /// fsyncs run (for `/metrics`).
+    fsyncs: AtomicU64,
 }
 
 impl AgentStore {
@@ -39,18 +60,61 @@ impl AgentStore {
             runs: db.open_tree("runs")?,
             outbox: db.open_tree("outbox")?,
             db,
+            commit: Arc::new(GroupCommit {
+                requested: AtomicU64::new(0),
+                done: watch::Sender::new((0, None)),
+                leader: tokio::sync::Mutex::new(()),
+                fsyncs: AtomicU64::new(0),
+            }),
         })
     }
 
-    /// Makes every write so far durable. The fsync runs on the blocking
-    /// pool so concurrent requests never stall the async workers;
-    /// concurrent flushes share sled's flush (group commit).
+    /// Makes every write made before the call durable. The fsync runs on
+    /// the blocking pool, so the async workers never stall on the disk, and
+    /// concurrent callers share fsyncs (see [`GroupCommit`]).
     pub async fn flush(&self) -> Result<(), AgentError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush()).await.map_err(|e| {
-            AgentError::Store(sled::Error::ReportableBug(format!("flush task failed: {e}")))
-        })??;
-        Ok(())
+        let commit = &self.commit;
+        let ticket = commit.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut done = commit.done.subscribe();
+        loop {
+            {
+                let (covered, error) = &*done.borrow_and_update();
+                if *covered >= ticket {
+                    return match error {
+                        None => Ok(()),
+                        Some(e) => {
+                            Err(AgentError::Store(sled::Error::ReportableBug(format!("fsync failed: {e}"))))
+                        }
+                    };
+                }
+            }
+            if let Ok(_leader) = commit.leader.try_lock() {
+                if commit.done.borrow().0 >= ticket {
+                    continue;
+                }
+                // Everything asked for so far was written before this point.
+                let target = commit.requested.load(Ordering::SeqCst);
+                let db = self.db.clone();
+                let result = tokio::task::spawn_blocking(move || db.flush()).await;
+                commit.fsyncs.fetch_add(1, Ordering::Relaxed);
+                let error: Option<Arc<str>> = match result {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string().into()),
+                    Err(e) => Some(format!("flush task failed: {e}").into()),
+                };
+                commit.done.send_replace((target, error));
+                continue;
+            }
+            // Someone else is flushing: wait for it, then check again.
+            if done.changed().await.is_err() {
+                return Err(AgentError::Store(sled::Error::ReportableBug("group commit closed".to_owned())));
+            }
+        }
+    }
+
+    /// fsyncs run since start.
+    pub fn fsyncs(&self) -> u64 {
+        self.commit.fsyncs.load(Ordering::Relaxed)
     }
 
     /// The persisted snapshot envelope, if any.
@@ -126,4 +190,38 @@ fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8
 
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, AgentError> {
     serde_json::from_slice(bytes).map_err(|source| AgentError::Corrupt { what, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_flushes_share_fsyncs_and_every_write_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AgentStore::open(dir.path()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.put_run(&format!("run-{i}"), &i).unwrap();
+                store.flush().await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(store.fsyncs() >= 1 && store.fsyncs() < 64, "{} fsyncs for 64 flushes", store.fsyncs());
+        drop(store);
+        // Reopen: all 64 writes are there.
+        let reopened = loop {
+            match AgentStore::open(dir.path()) {
+                Ok(s) => break s,
+                Err(e) if e.to_string().contains("could not acquire lock") => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let runs: Vec<u64> = reopened.load_runs().unwrap();
+        assert_eq!(runs.len(), 64);
+    }
 }
