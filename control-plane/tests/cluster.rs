@@ -46,6 +46,7 @@ fn three_node_cluster_replicates_writes_from_any_node() {
         let text = ureq::get(&n.url("/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
         assert!(text.contains(&format!("aos_cp_raft_has_leader{{node_id=\"{}\"}} 1", n.id)), "{text}");
         assert!(text.contains(&format!("aos_cp_tenants{{node_id=\"{}\"}} 1", n.id)), "{text}");
+        assert!(text.contains(&format!("aos_cp_edge_agents_nacking{{node_id=\"{}\"}} 0", n.id)), "{text}");
         if text.contains(&format!("aos_cp_raft_is_leader{{node_id=\"{}\"}} 1", n.id)) {
             leaders += 1;
         }

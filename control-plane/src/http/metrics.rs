@@ -26,7 +26,10 @@ fn gauge(out: &mut String, name: &str, help: &str, node_id: u64, value: u64) {
 async fn metrics(State(node): State<Node>) -> Response {
     let m = node.raft().metrics().borrow().clone();
     let id = node.id();
-    let (tenants, audit_entries) = node.state().read(|s| (s.0.tenants().count(), s.0.audit().len()));
+    let (tenants, audit_entries, agents, nacking) = node.state().read(|s| {
+        let agents = s.0.edge_agents();
+        (s.0.tenants().count(), s.0.audit().len(), agents.agents(None).count(), agents.nacking().count())
+    });
     let mut out = String::new();
     gauge(&mut out, "aos_cp_raft_term", "Current Raft term.", id, m.current_term);
     gauge(
@@ -84,6 +87,20 @@ async fn metrics(State(node): State<Node>) -> Response {
         "Entries in the audit ledger.",
         id,
         u64::try_from(audit_entries).unwrap_or(u64::MAX),
+    );
+    gauge(
+        &mut out,
+        "aos_cp_edge_agents",
+        "Registered edge agents.",
+        id,
+        u64::try_from(agents).unwrap_or(u64::MAX),
+    );
+    gauge(
+        &mut out,
+        "aos_cp_edge_agents_nacking",
+        "Edge agents whose last answer was a NACK (refusing the snapshot offered).",
+        id,
+        u64::try_from(nacking).unwrap_or(u64::MAX),
     );
     let mut response = out.into_response();
     response

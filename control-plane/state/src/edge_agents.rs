@@ -123,6 +123,14 @@ impl EdgeAgents {
         self.agents.values().filter(move |a| tenant_id.is_none_or(|t| a.tenant_id == t))
     }
 
+    /// Agents refusing what they were last offered: their last NACK is
+    /// newer than their last ACK.
+    pub fn nacking(&self) -> impl Iterator<Item = &EdgeAgentRecord> {
+        self.agents
+            .values()
+            .filter(|a| a.last_nack.as_ref().is_some_and(|n| a.acked_version.is_none_or(|v| n.version > v)))
+    }
+
     /// The join tokens of a tenant, without secret hashes.
     pub fn tokens(&self, tenant_id: &str) -> Vec<JoinTokenRecord> {
         self.tokens.values().filter(|t| t.tenant_id == tenant_id).map(JoinTokenRecord::summary).collect()

@@ -133,6 +133,9 @@ fn acks_and_nacks_are_recorded_and_audited() {
     );
     let entry = h.state.audit().last().unwrap();
     assert_eq!((entry.action, entry.tenant_id.as_deref()), (AuditAction::SnapshotNacked, Some(ACME)));
+    assert_eq!(h.state.edge_agents().nacking().count(), 1, "NACK of 4 is newer than the ACK of 3");
+    h.ok(&operator(), sync(5, None));
+    assert_eq!(h.state.edge_agents().nacking().count(), 0, "a later ACK clears it");
     h.rejected(
         &operator(),
         Command::RecordAgentSync { agent_id: "ea-9".into(), version: 1, nack_reason: None },
