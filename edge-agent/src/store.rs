@@ -18,8 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use tokio::sync::watch;
-
 use crate::error::AgentError;
 use crate::records::Record;
 
@@ -44,8 +42,8 @@ struct GroupCommit {
     /// Tickets handed out; a caller's ticket is its position.
     requested: AtomicU64,
     /// Highest ticket covered by a finished fsync, and that fsync's error.
-    done: watch::Sender<(u64, Option<Arc<str>>)>,
-    /// Held by the caller that runs the fsync.
+    done: std::sync::Mutex<(u64, Option<Arc<str>>)>,
+    /// Held by the caller checking or running an fsync (FIFO).
     leader: tokio::sync::Mutex<()>,
     /// fsyncs run (for `/metrics`).
     fsyncs: AtomicU64,
@@ -62,7 +60,7 @@ impl AgentStore {
             db,
             commit: Arc::new(GroupCommit {
                 requested: AtomicU64::new(0),
-                done: watch::Sender::new((0, None)),
+                done: std::sync::Mutex::new((0, None)),
                 leader: tokio::sync::Mutex::new(()),
                 fsyncs: AtomicU64::new(0),
             }),
@@ -75,41 +73,29 @@ impl AgentStore {
     pub async fn flush(&self) -> Result<(), AgentError> {
         let commit = &self.commit;
         let ticket = commit.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut done = commit.done.subscribe();
-        loop {
-            {
-                let (covered, error) = &*done.borrow_and_update();
-                if *covered >= ticket {
-                    return match error {
-                        None => Ok(()),
-                        Some(e) => {
-                            Err(AgentError::Store(sled::Error::ReportableBug(format!("fsync failed: {e}"))))
-                        }
-                    };
-                }
-            }
-            if let Ok(_leader) = commit.leader.try_lock() {
-                if commit.done.borrow().0 >= ticket {
-                    continue;
-                }
-                // Everything asked for so far was written before this point.
-                let target = commit.requested.load(Ordering::SeqCst);
-                let db = self.db.clone();
-                let result = tokio::task::spawn_blocking(move || db.flush()).await;
-                commit.fsyncs.fetch_add(1, Ordering::Relaxed);
-                let error: Option<Arc<str>> = match result {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(e)) => Some(e.to_string().into()),
-                    Err(e) => Some(format!("flush task failed: {e}").into()),
-                };
-                commit.done.send_replace((target, error));
-                continue;
-            }
-            // Someone else is flushing: wait for it, then check again.
-            if done.changed().await.is_err() {
-                return Err(AgentError::Store(sled::Error::ReportableBug("group commit closed".to_owned())));
-            }
+        // Queue behind any running fsync. Holding the lock while checking
+        // and publishing means no wake-up can be missed: whoever gets the
+        // lock either finds its ticket covered or runs the next fsync.
+        let _leader = commit.leader.lock().await;
+        if let Some(result) = covered(&commit.done_now(), ticket) {
+            return result;
         }
+        // Every ticket handed out so far belongs to writes made before now.
+        let target = commit.requested.load(Ordering::SeqCst);
+        let db = self.db.clone();
+        let result = tokio::task::spawn_blocking(move || db.flush()).await;
+        commit.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let error: Option<Arc<str>> = match result {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string().into()),
+            Err(e) => Some(format!("flush task failed: {e}").into()),
+        };
+        *commit.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (target, error.clone());
+        covered(&(target, error), ticket).unwrap_or_else(|| {
+            Err(AgentError::Store(sled::Error::ReportableBug(
+                "fsync did not cover its own ticket".to_owned(),
+            )))
+        })
     }
 
     /// fsyncs run since start.
@@ -184,6 +170,22 @@ impl AgentStore {
     }
 }
 
+impl GroupCommit {
+    /// The last finished fsync's coverage and error.
+    fn done_now(&self) -> (u64, Option<Arc<str>>) {
+        self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// The answer for `ticket` if the last finished fsync covered it.
+fn covered(done: &(u64, Option<Arc<str>>), ticket: u64) -> Option<Result<(), AgentError>> {
+    let (covered, error) = done;
+    (*covered >= ticket).then(|| match error {
+        None => Ok(()),
+        Some(e) => Err(AgentError::Store(sled::Error::ReportableBug(format!("fsync failed: {e}")))),
+    })
+}
+
 fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>, AgentError> {
     serde_json::to_vec(value).map_err(|source| AgentError::Encode { what, source })
 }
@@ -208,16 +210,26 @@ mod tests {
                 store.flush().await.unwrap();
             }));
         }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        // A lost wake-up would hang here: fail instead.
+        let all = async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), all).await.expect("flushes hung");
         assert!(store.fsyncs() >= 1 && store.fsyncs() < 64, "{} fsyncs for 64 flushes", store.fsyncs());
         drop(store);
         // Reopen: all 64 writes are there.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let reopened = loop {
             match AgentStore::open(dir.path()) {
                 Ok(s) => break s,
-                Err(e) if e.to_string().contains("could not acquire lock") => std::thread::yield_now(),
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
                 Err(e) => panic!("{e}"),
             }
         };
