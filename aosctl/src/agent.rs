@@ -74,6 +74,14 @@ pub fn run(cmd: AgentCommand, remote: &Remote) -> Result<(), CliError> {
                         text(&answer, "token_id")
                     )?;
                     writeln!(out, "secret: {}", text(&answer, "secret"))?;
+                    if answer.get("join_token").is_some() {
+                        writeln!(out, "join token (secret + CA pin): {}", text(&answer, "join_token"))?;
+                        writeln!(
+                            out,
+                            "  aos-edge-agent --control-plane <host:agent-port> --join-token {}",
+                            text(&answer, "join_token")
+                        )?;
+                    }
                     writeln!(
                         out,
                         "expires: {}  (store the secret now: it is not shown again)",

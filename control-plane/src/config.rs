@@ -86,6 +86,12 @@ pub struct ConfigFile {
     pub heartbeat_ms: Option<u64>,
     /// Validity of issued policy snapshots in seconds.
     pub max_staleness_secs: Option<u64>,
+    /// Edge-agent gateway (mutual TLS) listen address.
+    pub agent_addr: Option<SocketAddr>,
+    /// Cluster CA key file (hex Ed25519 seed, mode 0600).
+    pub ca_key_file: Option<PathBuf>,
+    /// Extra host names or IPs for this node's gateway certificate.
+    pub tls_names: Option<Vec<String>>,
 }
 
 impl ConfigFile {
@@ -142,6 +148,15 @@ pub struct StartConfig {
     pub max_staleness_secs: u64,
     /// Where the signing key is read from.
     pub signing_key: SigningKeySource,
+    /// Edge-agent gateway address (`None`: agents are not served).
+    pub agent_addr: Option<SocketAddr>,
+    /// Where the cluster CA key is read from.
+    pub ca_key: SigningKeySource,
+    /// The CA key file given explicitly, if any.
+    #[serde(skip)]
+    pub explicit_ca_key_file: Option<PathBuf>,
+    /// Extra names for the gateway certificate.
+    pub tls_names: Vec<String>,
     /// The key files given explicitly (flag, env or file); empty means the
     /// default `<data-dir>/signing.key`, which `--init` may create.
     #[serde(skip)]
@@ -150,11 +165,13 @@ pub struct StartConfig {
 
 impl StartConfig {
     /// Merges flags/env over the file over defaults. `signing_key_in_env`
-    /// says whether `AOS_SIGNING_KEY` is set (it wins over any key file).
+    /// and `ca_key_in_env` say whether `AOS_SIGNING_KEY` and `AOS_CA_KEY`
+    /// are set (each wins over any key file).
     pub fn resolve(
         supplied: Supplied,
         file: Option<(PathBuf, ConfigFile)>,
         signing_key_in_env: bool,
+        ca_key_in_env: bool,
     ) -> Result<StartConfig, ConfigError> {
         let (config_file, file) = match file {
             Some((path, file)) => (Some(path), file),
@@ -224,7 +241,23 @@ impl StartConfig {
         } else {
             SigningKeySource::Files { paths: explicit_signing_key_files.clone() }
         };
+        let explicit_ca_key_file = supplied.ca_key_file.or(file.ca_key_file);
+        let ca_key = if ca_key_in_env {
+            SigningKeySource::Env
+        } else {
+            SigningKeySource::Files {
+                paths: vec![
+                    explicit_ca_key_file.clone().unwrap_or_else(|| data_dir.join(crate::pki::CA_KEY_FILE)),
+                ],
+            }
+        };
+        let agent_addr = supplied.agent_addr.or(file.agent_addr);
+        let tls_names = supplied.tls_names.or(file.tls_names).unwrap_or_default();
         Ok(StartConfig {
+            agent_addr,
+            ca_key,
+            explicit_ca_key_file,
+            tls_names,
             config_file,
             node_id,
             data_dir,
@@ -277,7 +310,8 @@ mod tests {
     #[test]
     fn flags_and_env_beat_the_file_which_beats_defaults() {
         let supplied = Supplied { http_addr: Some(addr("127.0.0.1:9000")), ..Supplied::default() };
-        let config = StartConfig::resolve(supplied, Some(("aos.toml".into(), full_file())), false).unwrap();
+        let config =
+            StartConfig::resolve(supplied, Some(("aos.toml".into(), full_file())), false, false).unwrap();
         assert_eq!(config.node_id, 2, "from the file");
         assert_eq!(config.http_addr, addr("127.0.0.1:9000"), "the flag wins");
         assert_eq!(config.snapshot_every, 100);
@@ -292,9 +326,10 @@ mod tests {
 
     #[test]
     fn a_missing_required_setting_names_all_three_ways_to_give_it() {
-        let err = StartConfig::resolve(Supplied { node_id: Some(1), ..Supplied::default() }, None, false)
-            .unwrap_err()
-            .to_string();
+        let err =
+            StartConfig::resolve(Supplied { node_id: Some(1), ..Supplied::default() }, None, false, false)
+                .unwrap_err()
+                .to_string();
         assert!(
             err.contains("--data-dir") && err.contains("AOS_DATA_DIR") && err.contains("data_dir"),
             "{err}"
@@ -304,13 +339,14 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused_with_the_rule() {
         let file = ConfigFile { heartbeat_ms: Some(5), ..full_file() };
-        let err = StartConfig::resolve(Supplied::default(), Some(("f".into(), file)), false).unwrap_err();
+        let err =
+            StartConfig::resolve(Supplied::default(), Some(("f".into(), file)), false, false).unwrap_err();
         assert!(
             err.to_string().contains("heartbeat_ms") && err.to_string().contains("10 and 10000"),
             "{err}"
         );
         let file = ConfigFile { node_id: Some(0), ..full_file() };
-        assert!(StartConfig::resolve(Supplied::default(), Some(("f".into(), file)), false).is_err());
+        assert!(StartConfig::resolve(Supplied::default(), Some(("f".into(), file)), false, false).is_err());
     }
 
     #[test]
@@ -330,7 +366,7 @@ mod tests {
     #[test]
     fn the_effective_config_names_the_key_source_never_a_key() {
         let config =
-            StartConfig::resolve(Supplied::default(), Some(("f".into(), full_file())), true).unwrap();
+            StartConfig::resolve(Supplied::default(), Some(("f".into(), full_file())), true, false).unwrap();
         let json = config.redacted_json();
         assert!(json.contains(r#""signing_key":{"source":"env"}"#), "{json}");
         let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();

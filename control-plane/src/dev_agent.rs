@@ -72,7 +72,9 @@ pub async fn start(
     tokio::spawn(feed(node.clone(), Arc::clone(&engine), tenant.to_owned()));
     tokio::spawn(async move {
         let _scheduler = scheduler;
-        if let Err(e) = axum::serve(listener, aos_edge_agent::api::router(App { engine, jobs })).await {
+        if let Err(e) =
+            axum::serve(listener, aos_edge_agent::api::router(App { engine, jobs, link: None })).await
+        {
             tracing::error!(message = "dev edge agent stopped", error = %e);
         }
     });

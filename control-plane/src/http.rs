@@ -35,6 +35,7 @@ use crate::now_ms;
 use crate::raft::NodeId;
 use crate::write::{ClusterError, Consistency, propose, read_barrier};
 
+pub mod activity;
 pub mod actors;
 pub mod agents;
 pub mod keys;
@@ -58,6 +59,7 @@ pub fn router(node: Node) -> Router {
         .merge(keys::routes())
         .merge(actors::routes())
         .merge(agents::routes())
+        .merge(activity::routes())
         .merge(policies::routes())
         .merge(overrides::routes())
         .merge(snapshots::routes())

@@ -18,6 +18,9 @@
 //! - [`bootstrap`]: first start — single-voter init and the operator key.
 //! - [`dev`]: dev mode's demo tenant, key and example policies.
 //! - [`dev_agent`]: dev mode's in-process edge agent for the demo tenant.
+//! - [`gateway`]: the edge-agent gateway (mTLS): join, snapshot watch,
+//!   record ingest.
+//! - [`pki`]: the cluster CA, node server and agent client certificates.
 //! - [`reissue`]: the leader's schedule reissuing snapshots before expiry.
 //! - [`signing`]: the snapshot signing key (env, 0600 file, or generated on init).
 
@@ -26,8 +29,10 @@ pub mod cluster_service;
 pub mod config;
 pub mod dev;
 pub mod dev_agent;
+pub mod gateway;
 pub mod http;
 pub mod node;
+pub mod pki;
 pub mod raft;
 pub mod reissue;
 pub mod signing;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use aos_control_plane::bootstrap::{init_cluster, write_secret};
 use aos_control_plane::config::{ConfigFile, StartConfig, Supplied};
 use aos_control_plane::node::{Node, NodeConfig};
+use aos_control_plane::pki::{CA_KEY_ENV, load_ca};
 use aos_control_plane::signing::{SIGNING_KEY_ENV, generate_key, load_key_ring};
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,9 @@ struct DevArgs {
     /// The demo tenant's edge agent (local API for the workload).
     #[arg(long, env = "AOS_AGENT_LISTEN", default_value = "127.0.0.1:8000")]
     agent_listen: SocketAddr,
+    /// Gateway where further edge agents join (gRPC over mutual TLS).
+    #[arg(long, env = "AOS_AGENT_ADDR", default_value = "127.0.0.1:7072")]
+    agent_addr: SocketAddr,
 }
 
 /// Flags for `start`. Each may also come from its `AOS_*` variable or the
@@ -89,6 +93,18 @@ struct StartArgs {
     /// `AOS_SIGNING_KEY` takes precedence.
     #[arg(long, env = "AOS_SIGNING_KEY_FILE", value_delimiter = ',')]
     signing_key_file: Vec<PathBuf>,
+    /// Edge-agent gateway address (gRPC over mutual TLS). Without it the
+    /// node serves no edge agents.
+    #[arg(long, env = "AOS_AGENT_ADDR")]
+    agent_addr: Option<SocketAddr>,
+    /// Cluster CA key file (hex, mode 0600). Defaults to
+    /// `<data-dir>/ca.key`; `AOS_CA_KEY` takes precedence.
+    #[arg(long, env = "AOS_CA_KEY_FILE")]
+    ca_key_file: Option<PathBuf>,
+    /// Extra host names or IPs for the gateway certificate (agents verify
+    /// `aos-control-plane.internal`, so these are optional).
+    #[arg(long = "tls-name", env = "AOS_TLS_NAMES", value_delimiter = ',')]
+    tls_names: Vec<String>,
     /// Initialise a new cluster with this node as its only voter (first
     /// node, first start); creates the operator key.
     #[arg(long)]
@@ -112,9 +128,13 @@ impl StartArgs {
             signing_key_files: (!self.signing_key_file.is_empty()).then(|| self.signing_key_file.clone()),
             heartbeat_ms: self.heartbeat_ms,
             max_staleness_secs: self.max_staleness_secs,
+            agent_addr: self.agent_addr,
+            ca_key_file: self.ca_key_file.clone(),
+            tls_names: (!self.tls_names.is_empty()).then(|| self.tls_names.clone()),
         };
         let key_in_env = std::env::var(SIGNING_KEY_ENV).is_ok_and(|v| !v.trim().is_empty());
-        Ok(StartConfig::resolve(supplied, file, key_in_env)?)
+        let ca_in_env = std::env::var(CA_KEY_ENV).is_ok_and(|v| !v.trim().is_empty());
+        Ok(StartConfig::resolve(supplied, file, key_in_env, ca_in_env)?)
     }
 }
 
@@ -171,19 +191,48 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     node_config.snapshot_every = config.snapshot_every;
     node_config.heartbeat = config.heartbeat();
     node_config.max_staleness = std::time::Duration::from_secs(config.max_staleness_secs);
+    let env_ca = std::env::var(CA_KEY_ENV).ok();
+    let ca = load_ca(env_ca.as_deref(), config.explicit_ca_key_file.as_deref(), &config.data_dir, args.init);
+    node_config.ca = match (ca, config.agent_addr) {
+        (Ok(ca), _) => {
+            tracing::info!(message = "cluster CA loaded", ca_cert_sha256 = ca.sha256_hex());
+            Some(std::sync::Arc::new(ca))
+        }
+        (Err(e), Some(_)) => return Err(e).context("loading the cluster CA for the agent gateway"),
+        (Err(e), None) => {
+            tracing::info!(message = "no agent gateway (no --agent-addr)", ca = %e);
+            None
+        }
+    };
+    node_config.tls_names.clone_from(&config.tls_names);
+    if let Some(addr) = config.agent_addr {
+        node_config.tls_names.push(addr.ip().to_string());
+    }
     let node = Node::open(&node_config).await.context("opening the node")?;
     let grpc = tokio::net::TcpListener::bind(config.grpc_addr).await.context("binding the gRPC address")?;
     let http = tokio::net::TcpListener::bind(config.http_addr).await.context("binding the HTTP address")?;
-    let serving = tokio::spawn(node.clone().serve(grpc, http, shutdown_signal()));
+    let agents = match config.agent_addr {
+        Some(addr) => {
+            Some(tokio::net::TcpListener::bind(addr).await.context("binding the agent gateway address")?)
+        }
+        None => None,
+    };
+    let serving = tokio::spawn(node.clone().serve(grpc, http, agents, shutdown_signal()));
     if args.init
         && let Some(path) = init_cluster(&node, &config.data_dir).await.context("initialising the cluster")?
     {
         println!("operator key written to {} (mode 0600)", path.display());
     }
-    println!(
-        "aos-control-plane node {} ready: http://{} grpc {}",
-        config.node_id, config.http_addr, config.grpc_addr
-    );
+    match config.agent_addr {
+        Some(agents) => println!(
+            "aos-control-plane node {} ready: http://{} grpc {} agents {}",
+            config.node_id, config.http_addr, config.grpc_addr, agents
+        ),
+        None => println!(
+            "aos-control-plane node {} ready: http://{} grpc {}",
+            config.node_id, config.http_addr, config.grpc_addr
+        ),
+    }
     serving.await.context("node task")?.context("serving")?;
     Ok(())
 }
@@ -194,12 +243,19 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let keys = load_key_ring(env_key.as_deref(), &[], &args.data_dir, true)
         .context("loading the snapshot signing key")?;
     let key_id = keys.primary().key_id().clone();
-    let config =
+    let mut config =
         NodeConfig::new(1, args.data_dir.clone(), args.grpc_addr.to_string(), std::sync::Arc::new(keys));
+    let env_ca = std::env::var(CA_KEY_ENV).ok();
+    config.ca = Some(std::sync::Arc::new(
+        load_ca(env_ca.as_deref(), None, &args.data_dir, true).context("loading the cluster CA")?,
+    ));
+    config.tls_names.push(args.agent_addr.ip().to_string());
     let node = Node::open(&config).await.context("opening the node")?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.context("binding the gRPC address")?;
     let http = tokio::net::TcpListener::bind(args.http_addr).await.context("binding the HTTP address")?;
-    let serving = tokio::spawn(node.clone().serve(grpc, http, shutdown_signal()));
+    let agents =
+        tokio::net::TcpListener::bind(args.agent_addr).await.context("binding the agent gateway address")?;
+    let serving = tokio::spawn(node.clone().serve(grpc, http, Some(agents), shutdown_signal()));
     init_cluster(&node, &args.data_dir).await.context("initialising the dev cluster")?;
     let seed =
         aos_control_plane::dev::seed(&node, &args.data_dir).await.context("seeding the demo tenant")?;
@@ -231,6 +287,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ),
     }
     println!("  edge agent (demo):  http://{}  (local API for the workload)", args.agent_listen);
+    println!(
+        "  agent gateway:      {}  (mTLS; more agents join with `aosctl agent token create`)",
+        args.agent_addr
+    );
     println!(
         "  try: curl -s -H \"Authorization: Bearer $(cat {dir}/demo-admin.key)\" http://{}/api/v1/tenants/demo/policies",
         args.http_addr

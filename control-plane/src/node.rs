@@ -14,11 +14,15 @@ use openraft::BasicNode;
 use tokio::net::TcpListener;
 
 use crate::cluster_service::ClusterRpcServer;
+use crate::gateway::GatewayService;
+use crate::pki::ClusterCa;
 use crate::raft::network::GrpcNetwork;
 use crate::raft::service::RaftRpcServer;
 use crate::raft::store::{self, StateReader};
 use crate::raft::{NodeId, Raft};
 use crate::signing::KeyRing;
+use aos_proto::agent::agent_gateway_server::AgentGatewayServer;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// What a node needs to start.
 #[derive(Debug, Clone)]
@@ -38,6 +42,10 @@ pub struct NodeConfig {
     /// Build a Raft snapshot (and purge the log behind it) every this many
     /// log entries.
     pub snapshot_every: u64,
+    /// The cluster CA for the edge-agent gateway (`None`: no gateway).
+    pub ca: Option<Arc<ClusterCa>>,
+    /// Extra names (hosts, IPs) for this node's gateway certificate.
+    pub tls_names: Vec<String>,
 }
 
 impl NodeConfig {
@@ -53,6 +61,8 @@ impl NodeConfig {
             keys,
             max_staleness: Duration::from_secs(24 * 60 * 60),
             snapshot_every: 5_000,
+            ca: None,
+            tls_names: Vec::new(),
         }
     }
 }
@@ -111,6 +121,8 @@ struct NodeInner {
     state: StateReader,
     keys: Arc<KeyRing>,
     max_staleness_ms: u64,
+    ca: Option<Arc<ClusterCa>>,
+    tls_names: Vec<String>,
 }
 
 impl std::fmt::Debug for Node {
@@ -155,6 +167,8 @@ impl Node {
                 state,
                 keys: Arc::clone(&config.keys),
                 max_staleness_ms: u64::try_from(config.max_staleness.as_millis()).unwrap_or(u64::MAX),
+                ca: config.ca.clone(),
+                tls_names: config.tls_names.clone(),
             }),
         })
     }
@@ -177,6 +191,18 @@ impl Node {
     /// The snapshot signing keys this node holds.
     pub fn keys(&self) -> &KeyRing {
         &self.inner.keys
+    }
+
+    /// The cluster CA, when this node serves edge agents.
+    pub fn ca(&self) -> Option<&Arc<ClusterCa>> {
+        self.inner.ca.as_ref()
+    }
+
+    /// Public keys (hex) agents should trust for snapshots: active and
+    /// trusted ones, as replicated.
+    pub fn trusted_snapshot_keys(&self) -> Vec<String> {
+        self.state()
+            .read(|s| s.0.signing_keys().trusted_public_keys().iter().map(|k| (*k).to_owned()).collect())
     }
 
     /// `not_after - issued_at` of issued snapshots, in milliseconds.
@@ -214,15 +240,21 @@ impl Node {
         self.raft().initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))
     }
 
-    /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` resolves,
-    /// then stops Raft.
+    /// Serves gRPC on `grpc`, HTTP on `http` and, when given, the
+    /// edge-agent gateway (mutual TLS) on `agents` until `shutdown`
+    /// resolves, then stops Raft.
     pub async fn serve(
         self,
         grpc: TcpListener,
         http: TcpListener,
+        agents: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), NodeError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let gateway_task = match agents {
+            Some(listener) => Some(tokio::spawn(self.gateway(listener, wait_for(stop_rx.clone()))?)),
+            None => None,
+        };
         let grpc_stop = wait_for(stop_rx.clone());
         let stop_rx_reissue = stop_rx.clone();
         let http_stop = wait_for(stop_rx);
@@ -255,6 +287,13 @@ impl Node {
         let grpc_result = grpc_task.await;
         let http_result = http_task.await;
         let _ = reissue_task.await;
+        if let Some(task) = gateway_task {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(message = "agent gateway stopped with an error", error = %e),
+                Err(e) => tracing::warn!(message = "agent gateway task failed", error = %e),
+            }
+        }
         if let Err(e) = self.raft().shutdown().await {
             tracing::warn!(message = "raft shutdown failed", error = %e);
         }
@@ -268,6 +307,39 @@ impl Node {
             Ok(Err(e)) => Err(NodeError::Serve { what: "http", source: Box::new(e) }),
             Err(e) => Err(NodeError::Serve { what: "http", source: Box::new(e) }),
         }
+    }
+}
+
+impl Node {
+    /// The edge-agent gateway server: TLS with this node's certificate
+    /// (issued now by the cluster CA), client certificates verified against
+    /// the CA and optional at the TLS layer (only `Join` goes without).
+    fn gateway(
+        &self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static, NodeError> {
+        let serve_err = |e: Box<dyn std::error::Error + Send + Sync>| NodeError::Serve {
+            what: "agent gateway",
+            source: e,
+        };
+        let ca = self.ca().ok_or_else(|| serve_err("the agent gateway needs the cluster CA key".into()))?;
+        let now_secs = i64::try_from(crate::now_ms() / 1000).unwrap_or(0);
+        let identity =
+            ca.issue_server(&self.inner.tls_names, now_secs).map_err(|e| serve_err(Box::new(e)))?;
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(identity.cert_chain_pem, identity.key_pem))
+            .client_ca_root(Certificate::from_pem(ca.cert_pem()))
+            .client_auth_optional(true);
+        let server = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .map_err(|e| serve_err(Box::new(e)))?
+            .add_service(AgentGatewayServer::new(GatewayService::new(self.clone())))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop,
+            );
+        Ok(server)
     }
 }
 

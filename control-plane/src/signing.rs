@@ -226,7 +226,7 @@ pub fn generate_key() -> Result<SnapshotSigner, SigningKeyError> {
 }
 
 #[cfg(unix)]
-fn check_private(path: &Path) -> Result<(), SigningKeyError> {
+pub(crate) fn check_private(path: &Path) -> Result<(), SigningKeyError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .map_err(|source| SigningKeyError::Io { path: path.display().to_string(), source })?;
@@ -238,7 +238,7 @@ fn check_private(path: &Path) -> Result<(), SigningKeyError> {
 }
 
 #[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), SigningKeyError> {
+pub(crate) fn check_private(_path: &Path) -> Result<(), SigningKeyError> {
     Ok(())
 }
 

@@ -44,6 +44,8 @@ pub struct App {
     pub engine: Arc<Engine>,
     /// Scheduled job statuses.
     pub jobs: JobBoard,
+    /// The link to the control plane, when the agent has one.
+    pub link: Option<Arc<crate::link::Link>>,
 }
 
 /// Builds the router.
@@ -182,10 +184,29 @@ async fn health(State(app): State<App>) -> Response {
                 "lagged": lagged,
             },
             "scheduler": { "jobs": app.jobs.snapshot() },
+            "control_plane": link_health(app.link.as_deref()),
         },
     });
     let status = if validated { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
+}
+
+/// The link to the control plane for `/health`.
+fn link_health(link: Option<&crate::link::Link>) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(link) = link else {
+        return json!({"status": "not_configured"});
+    };
+    let status = link.status();
+    let node = status.watch_node.load(Relaxed);
+    json!({
+        "status": if node > 0 { "connected" } else { "disconnected" },
+        "watch_node": usize::try_from(node).ok().and_then(|n| n.checked_sub(1)).and_then(|i| link.endpoints().get(i)),
+        "acks": status.acks.load(Relaxed),
+        "nacks": status.nacks.load(Relaxed),
+        "records_delivered": status.delivered.load(Relaxed),
+        "connection_failures": status.failures.load(Relaxed),
+    })
 }
 
 async fn metrics(State(app): State<App>) -> Response {

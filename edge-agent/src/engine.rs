@@ -179,6 +179,8 @@ pub struct Engine {
     steps_decided: AtomicU64,
     events: Arc<EventReactor>,
     stale_reported: std::sync::atomic::AtomicBool,
+    /// Wakes the delivery loop when records are appended.
+    outbox_signal: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -237,6 +239,7 @@ impl Engine {
             steps_decided: AtomicU64::new(0),
             events: Arc::new(EventReactor::with_capacity(event_buffer)),
             stale_reported: std::sync::atomic::AtomicBool::new(false),
+            outbox_signal: tokio::sync::Notify::new(),
         };
         let detail = match &guard {
             BootGuard::Ready => {
@@ -531,19 +534,7 @@ impl Engine {
                 hallucination_score: None,
             };
             let session = run.record.scope.session_id.clone();
-            let decision = {
-                let bindings = SnapshotBindings {
-                    current: &current,
-                    run_start: run.run_start.as_ref(),
-                    first_token: run.first_token.as_ref(),
-                };
-                let counters = state.counters.view(run_id, session.as_deref(), now);
-                decide(
-                    &bindings,
-                    &StepContext { now_ms: now, scope: &run.record.scope, step: &step, counters: &counters },
-                )
-            };
-            self.steps_decided.fetch_add(1, Ordering::Relaxed);
+            let decision = self.decide_for(run, &state.counters, &current, &step, now);
             let allowed = matches!(decision.outcome, Action::Continue | Action::Warn);
             if allowed {
                 let reserved =
@@ -610,19 +601,7 @@ impl Engine {
                 pii,
                 hallucination_score: req.hallucination_score,
             };
-            let decision = {
-                let bindings = SnapshotBindings {
-                    current: &current,
-                    run_start: run.run_start.as_ref(),
-                    first_token: run.first_token.as_ref(),
-                };
-                let counters = state.counters.view(run_id, session.as_deref(), now);
-                decide(
-                    &bindings,
-                    &StepContext { now_ms: now, scope: &run.record.scope, step: &step, counters: &counters },
-                )
-            };
-            self.steps_decided.fetch_add(1, Ordering::Relaxed);
+            let decision = self.decide_for(run, &state.counters, &current, &step, now);
             // The call happened: its usage counts whatever the decision.
             let actual = Usage { tokens, cost_micros: cost.0, requests: 1, db_queries: 0 };
             state.counters.add(run_id, session.as_deref(), &actual, now);
@@ -797,6 +776,26 @@ impl Engine {
         Ok(view)
     }
 
+    /// Decides one step of `run` against its bound snapshots and the
+    /// counters as they stand (the caller holds the lock).
+    fn decide_for(
+        &self,
+        run: &Run,
+        counters: &CounterTable,
+        current: &VerifiedSnapshot,
+        step: &StepInput,
+        now: u64,
+    ) -> Decision {
+        let bindings = SnapshotBindings {
+            current,
+            run_start: run.run_start.as_ref(),
+            first_token: run.first_token.as_ref(),
+        };
+        let view = counters.view(&run.record.run_id, run.record.scope.session_id.as_deref(), now);
+        self.steps_decided.fetch_add(1, Ordering::Relaxed);
+        decide(&bindings, &StepContext { now_ms: now, scope: &run.record.scope, step, counters: &view })
+    }
+
     /// Applies a decision's outcome to the run (under the lock) and returns
     /// the records it produces: a control event for anything above
     /// CONTINUE or any signal, an incident per policy and kind on STOP/KILL.
@@ -827,7 +826,6 @@ impl Engine {
                 }),
             ));
         }
-        let reasons = decision.reasons().join("; ");
         match decision.outcome {
             Action::Continue | Action::Warn => {}
             Action::Pause => {
@@ -843,6 +841,8 @@ impl Engine {
                     "RATE_LIMIT" => TerminationReason::RateLimited,
                     _ => TerminationReason::PolicyBlock,
                 };
+                // Rendered only here: CONTINUE, the common case, formats nothing.
+                let reasons = decision.reasons().join("; ");
                 let kill = decision.outcome == Action::Kill;
                 if !run.record.status.is_terminal() {
                     self.events
@@ -873,10 +873,30 @@ impl Engine {
         if records.is_empty() {
             return Ok(());
         }
-        let bytes: u64 = records.iter().map(|r| serde_json::to_vec(r).map_or(0, |v| v.len() as u64)).sum();
-        self.store.append_records(&records)?;
+        let bytes = self.store.append_records(&records)?;
         self.outbox_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.outbox_records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.outbox_signal.notify_one();
+        Ok(())
+    }
+
+    /// Signalled whenever records enter the outbox (the delivery loop
+    /// waits on it instead of polling).
+    pub fn outbox_signal(&self) -> &tokio::sync::Notify {
+        &self.outbox_signal
+    }
+
+    /// Removes records the control plane has committed, by outbox
+    /// sequence, with their encoded sizes.
+    pub fn outbox_delivered(&self, delivered: &[(u64, usize)]) -> Result<(), AgentError> {
+        let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
+        self.store.remove_records(&seqs)?;
+        let bytes: u64 = delivered.iter().map(|(_, len)| *len as u64).sum();
+        let sub = |counter: &AtomicU64, n: u64| {
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+        };
+        sub(&self.outbox_bytes, bytes);
+        sub(&self.outbox_records, delivered.len() as u64);
         Ok(())
     }
 

@@ -21,18 +21,23 @@
 //! - [`api`]: the local HTTP API for the workload.
 //! - [`ids`]: ids, clock, hashing.
 //!
-//! Not yet here (issue 4, in progress): joining a control plane over mTLS,
-//! the gRPC watch stream, outbox delivery and heartbeats to the control plane.
-//! Until then a snapshot reaches the agent as a signed file
-//! (`--snapshot-file`), verified exactly as a pushed one will be.
+//! - [`identity`]: joining with a join token (CA pinned), the agent's key,
+//!   certificate and CA.
+//! - [`link`]: the mutual-TLS link to the control plane: snapshot watch
+//!   with ACK/NACK, outbox delivery, failover with backoff and jitter.
+//!
+//! Without a control plane (`--snapshot-file`), a signed snapshot file is
+//! verified exactly as a pushed one.
 
 pub mod api;
 pub mod counters;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod ids;
 pub mod jobs;
+pub mod link;
 pub mod records;
 pub mod runs;
 pub mod snapshots;

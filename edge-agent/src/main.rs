@@ -10,7 +10,9 @@ use anyhow::Context;
 use aos_core::snapshot::TrustedKeys;
 use aos_edge_agent::api::App;
 use aos_edge_agent::engine::Engine;
+use aos_edge_agent::identity::{AgentIdentity, JoinToken};
 use aos_edge_agent::jobs::{JobBoard, JobsConfig};
+use aos_edge_agent::link::{Link, run_delivery, run_watch};
 use aos_edge_agent::snapshots::{Offer, SnapshotSlot};
 use aos_edge_agent::store::AgentStore;
 use clap::Parser;
@@ -22,9 +24,21 @@ use clap::Parser;
     about = "AOS edge agent: enforces policy snapshots next to a workload"
 )]
 struct Args {
-    /// The tenant this agent serves.
+    /// The tenant this agent serves. With a control plane it comes from the
+    /// join; if given too, it must match.
     #[arg(long, env = "AOS_TENANT")]
-    tenant: String,
+    tenant: Option<String>,
+    /// Control-plane agent gateways (`host:port`, comma-separated or
+    /// repeated); the agent fails over across them.
+    #[arg(long = "control-plane", env = "AOS_CONTROL_PLANE", value_delimiter = ',')]
+    control_plane: Vec<String>,
+    /// Join token from `aosctl agent token create` (first start only; the
+    /// identity is kept in the data directory afterwards).
+    #[arg(long, env = "AOS_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Name shown to operators (default: the host name).
+    #[arg(long, env = "AOS_AGENT_NAME")]
+    agent_name: Option<String>,
     /// Directory for the agent's database.
     #[arg(long, env = "AOS_AGENT_DATA_DIR", default_value = ".aos-agent")]
     data_dir: PathBuf,
@@ -32,8 +46,9 @@ struct Args {
     #[arg(long, env = "AOS_AGENT_LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
     /// Snapshot signing public keys to trust (hex; comma-separated or
-    /// repeated).
-    #[arg(long = "trusted-key", env = "AOS_TRUSTED_KEYS", value_delimiter = ',', required = true)]
+    /// repeated). Required without a control plane, which otherwise pushes
+    /// them.
+    #[arg(long = "trusted-key", env = "AOS_TRUSTED_KEYS", value_delimiter = ',')]
     trusted_keys: Vec<String>,
     /// A signed snapshot file to offer at start (verified like any other).
     #[arg(long, env = "AOS_SNAPSHOT_FILE")]
@@ -75,13 +90,32 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let mut trusted = TrustedKeys::new();
-    for (i, key) in args.trusted_keys.iter().enumerate() {
-        trusted.insert_hex(key).with_context(|| format!("--trusted-key #{}", i + 1))?;
-    }
     std::fs::create_dir_all(&args.data_dir).context("creating the data directory")?;
+    let identity = identity(&args).await?;
+    let tenant = match (&identity, &args.tenant) {
+        (Some(id), Some(t)) if &id.tenant_id != t => anyhow::bail!(
+            "--tenant {t} but this agent joined tenant {} (its identity is in {})",
+            id.tenant_id,
+            AgentIdentity::path(&args.data_dir).display()
+        ),
+        (Some(id), _) => id.tenant_id.clone(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => anyhow::bail!("--tenant is required without --control-plane"),
+    };
     let store = AgentStore::open(&args.data_dir.join("store")).context("opening the agent store")?;
-    let slot = SnapshotSlot::new(args.tenant.clone(), trusted);
+    let mut key_list = args.trusted_keys.clone();
+    match store.load_trusted_keys().context("reading the trusted keys")? {
+        Some(pushed) => key_list.extend(pushed),
+        None => key_list.extend(identity.iter().flat_map(|i| i.trusted_snapshot_keys.iter().cloned())),
+    }
+    if key_list.is_empty() {
+        anyhow::bail!("no snapshot key to trust: pass --trusted-key, or join a control plane");
+    }
+    let mut trusted = TrustedKeys::new();
+    for (i, key) in key_list.iter().enumerate() {
+        trusted.insert_hex(key).with_context(|| format!("trusted key #{}", i + 1))?;
+    }
+    let slot = SnapshotSlot::new(tenant.clone(), trusted);
     let engine = Arc::new(
         Engine::open(
             slot,
@@ -110,21 +144,61 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut scheduler = aos_edge_agent::jobs::start(Arc::clone(&engine), config, jobs.clone())
         .await
         .context("starting scheduled jobs")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let link = identity.map(|id| Arc::new(Link::new(args.control_plane.clone(), id)));
+    let mut link_tasks = Vec::new();
+    if let Some(link) = &link {
+        link_tasks.push(tokio::spawn(run_watch(Arc::clone(&engine), Arc::clone(link), stop_rx.clone())));
+        link_tasks.push(tokio::spawn(run_delivery(Arc::clone(&engine), Arc::clone(link), stop_rx)));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await.context("binding the local API")?;
     println!(
         "aos-edge-agent for tenant {} ready: http://{} (snapshot version {})",
-        args.tenant,
+        tenant,
         args.listen,
         engine.slot().current().map_or_else(|| "none".to_owned(), |s| s.version().to_string())
     );
-    axum::serve(listener, aos_edge_agent::api::router(App { engine, jobs }))
+    axum::serve(listener, aos_edge_agent::api::router(App { engine, jobs, link }))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving the local API")?;
+    let _ = stop_tx.send(true);
+    for task in link_tasks {
+        let _ = task.await;
+    }
     if let Err(e) = scheduler.shutdown().await {
         tracing::warn!(message = "scheduler shutdown", error = %e);
     }
     Ok(())
+}
+
+/// The agent's identity: loaded, or obtained now with the join token.
+async fn identity(args: &Args) -> anyhow::Result<Option<AgentIdentity>> {
+    if args.control_plane.is_empty() {
+        if args.join_token.is_some() {
+            anyhow::bail!("--join-token needs --control-plane");
+        }
+        return Ok(None);
+    }
+    if let Some(identity) = AgentIdentity::load(&args.data_dir)? {
+        tracing::info!(message = "identity loaded", edge_agent_id = %identity.edge_agent_id, tenant = %identity.tenant_id);
+        return Ok(Some(identity));
+    }
+    let Some(token) = &args.join_token else {
+        anyhow::bail!(
+            "this agent has not joined yet: pass --join-token (from `aosctl agent token create`) on its first start"
+        );
+    };
+    let token = JoinToken::parse(token)?;
+    let name = match &args.agent_name {
+        Some(name) => name.clone(),
+        None => std::fs::read_to_string("/etc/hostname")
+            .map_or_else(|_| "edge-agent".to_owned(), |h| h.trim().to_owned()),
+    };
+    let identity = aos_edge_agent::identity::join(&args.control_plane, &token, &name).await?;
+    identity.save(&args.data_dir)?;
+    tracing::info!(message = "joined the control plane", edge_agent_id = %identity.edge_agent_id, tenant = %identity.tenant_id);
+    Ok(Some(identity))
 }
 
 async fn shutdown_signal() {

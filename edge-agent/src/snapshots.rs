@@ -152,6 +152,12 @@ impl SnapshotSlot {
         Ok(Offer::Accepted { version })
     }
 
+    /// Replaces the trusted key set (pushed by the control plane over
+    /// mutual TLS ahead of a key rotation).
+    pub fn set_trusted(&self, trusted: TrustedKeys) {
+        *self.trusted.write().unwrap_or_else(std::sync::PoisonError::into_inner) = trusted;
+    }
+
     /// The current snapshot.
     pub fn current(&self) -> Option<VerifiedSnapshot> {
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()

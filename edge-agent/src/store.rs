@@ -4,6 +4,7 @@
 //! | Tree | Key | Value |
 //! |---|---|---|
 //! | `snapshot` | `envelope` | the signed envelope bytes as received |
+//! | `snapshot` | `trusted_keys` | JSON list of snapshot keys (hex) pushed by the control plane |
 //! | `runs` | run id | JSON [`crate::runs::RunRecord`] |
 //! | `outbox` | 8-byte big-endian sequence | JSON [`crate::records::Record`] |
 //!
@@ -22,6 +23,7 @@ use crate::error::AgentError;
 use crate::records::Record;
 
 const SNAPSHOT_KEY: &[u8] = b"envelope";
+const TRUSTED_KEYS_KEY: &[u8] = b"trusted_keys";
 
 /// Handle on the agent's database; cheap to clone.
 #[derive(Clone, Debug)]
@@ -126,26 +128,51 @@ impl AgentStore {
         self.runs.iter().values().map(|v| decode("run", &v?)).collect()
     }
 
-    /// Appends records to the outbox (not flushed).
-    pub fn append_records(&self, records: &[Record]) -> Result<(), AgentError> {
+    /// Appends records to the outbox (not flushed); returns the bytes
+    /// written.
+    pub fn append_records(&self, records: &[Record]) -> Result<u64, AgentError> {
+        let mut bytes = 0u64;
         for record in records {
             let seq = self.db.generate_id()?;
-            self.outbox.insert(seq.to_be_bytes(), encode("record", record)?)?;
+            let value = encode("record", record)?;
+            bytes += value.len() as u64;
+            self.outbox.insert(seq.to_be_bytes(), value)?;
         }
-        Ok(())
+        Ok(bytes)
     }
 
     /// Up to `limit` pending records, oldest first, with their sequence.
     pub fn pending_records(&self, limit: usize) -> Result<Vec<(u64, Record)>, AgentError> {
+        self.pending_raw(limit)?
+            .into_iter()
+            .map(|(seq, value)| Ok((seq, decode("record", &value)?)))
+            .collect()
+    }
+
+    /// Up to `limit` pending records, oldest first, as stored (JSON), with
+    /// their sequence: what the delivery loop sends without re-encoding.
+    pub fn pending_raw(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, AgentError> {
         self.outbox
             .iter()
             .take(limit)
             .map(|item| {
                 let (key, value) = item?;
                 let seq = <[u8; 8]>::try_from(key.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
-                Ok((seq, decode("record", &value)?))
+                Ok((seq, value.to_vec()))
             })
             .collect()
+    }
+
+    /// The trusted snapshot keys last received from the control plane.
+    pub fn load_trusted_keys(&self) -> Result<Option<Vec<String>>, AgentError> {
+        self.snapshot.get(TRUSTED_KEYS_KEY)?.map(|v| decode("trusted keys", &v)).transpose()
+    }
+
+    /// Persists the trusted snapshot keys (flushed: a snapshot signed with
+    /// a new key must still verify after a restart).
+    pub async fn save_trusted_keys(&self, keys: &[String]) -> Result<(), AgentError> {
+        self.snapshot.insert(TRUSTED_KEYS_KEY, encode("trusted keys", keys)?)?;
+        self.flush().await
     }
 
     /// Deletes acknowledged records (by sequence).

@@ -386,3 +386,36 @@ fn a_subscriber_that_never_reads_does_not_slow_steps() {
         assert!(matches!(stuck.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))));
     });
 }
+
+#[test]
+fn simulate_decides_without_side_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_with_policies(dir.path());
+    let run = agent.start_run(json!({}));
+    let body = json!({"run_id": run, "step": {"phase": "PRE_STEP", "tokens": 1500}});
+    let (status, answer) = agent.post("/api/v1/runtime/simulate", body.clone());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["decision"]["outcome"], "STOP", "{answer}");
+    assert!(answer["reasons"][0].as_str().unwrap().contains("pol-run-tokens"), "{answer}");
+    // Nothing changed: the run is untouched and a real 900-token step fits.
+    let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
+    assert_eq!((view["steps"].as_u64(), view["status"].as_str()), (Some(0), Some("running")), "{view}");
+    let (_, real) = step(&agent, &run, 900);
+    assert_eq!(real["allowed"], true, "{real}");
+    let (status, body) = agent.post("/api/v1/runtime/simulate", json!({"step": {"tokens": "lots"}}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("step.tokens"), "{body}");
+}
+
+#[test]
+fn a_full_outbox_refuses_new_runs_rather_than_dropping_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = snapshot_file(dir.path(), now_ms() + 3_600_000);
+    // A zero budget: the startup and snapshot records already fill it.
+    let agent = AgentProc::start_with(dir.path(), Some(file), &["--outbox-budget-mb", "0"]);
+    let (status, body) = agent.post("/api/v1/runs", json!({}));
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("OUTBOX_FULL")), "{body}");
+    let (_, health) = agent.get("/health");
+    assert_eq!(health["components"]["outbox"]["status"], "full", "{health}");
+    assert_eq!(health["status"], "degraded");
+}

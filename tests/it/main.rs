@@ -7,6 +7,7 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
+mod agent_sync;
 mod aosctl_cluster;
 mod audit_offline;
 mod policy_to_decision;

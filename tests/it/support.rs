@@ -109,6 +109,32 @@ pub struct SingleNode {
     pub log: PathBuf,
     /// The operator key `--init` wrote.
     pub operator_key: String,
+    extra_args: Vec<String>,
+}
+
+impl SingleNode {
+    /// Starts the node again (after a kill) on the same ports and data.
+    pub fn restart(&mut self) {
+        let _ = self.guard.child.kill();
+        let _ = self.guard.child.wait();
+        self.guard =
+            NodeGuard { child: spawn_node(&self.data, &self.log, &self.http, &self.grpc, &self.extra_args) };
+    }
+}
+
+fn spawn_node(data: &Path, log: &Path, http: &str, grpc: &str, extra_args: &[String]) -> Child {
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(binary("aos-control-plane"))
+        .args(["start", "--node-id", "1", "--init", "--data-dir"])
+        .arg(data)
+        .args(["--grpc-addr", grpc, "--http-addr", http])
+        .args(extra_args)
+        .env("AOS_SIGNING_KEY", "5a".repeat(32)) // 32 fixed bytes, tests only
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap()
 }
 
 /// Starts `aos-control-plane start --init` as a process and waits for its
@@ -118,21 +144,11 @@ pub fn start_single_node(root: &Path, extra_args: &[&str]) -> SingleNode {
     let log = root.join("node1.log");
     let http = format!("127.0.0.1:{}", free_port());
     let grpc = format!("127.0.0.1:{}", free_port());
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(binary("aos-control-plane"))
-        .args(["start", "--node-id", "1", "--init", "--data-dir"])
-        .arg(&data)
-        .args(["--grpc-addr", &grpc, "--http-addr", &http])
-        .args(extra_args)
-        .env("AOS_SIGNING_KEY", "5a".repeat(32)) // 32 fixed bytes, tests only
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .unwrap();
+    let extra_args: Vec<String> = extra_args.iter().map(|a| (*a).to_owned()).collect();
+    let child = spawn_node(&data, &log, &http, &grpc, &extra_args);
     let mut guard = NodeGuard { child };
     let operator_key = wait_for_key(&data.join("operator.key"), &mut guard, &log);
-    SingleNode { guard, http, grpc, data, log, operator_key }
+    SingleNode { guard, http, grpc, data, log, operator_key, extra_args }
 }
 
 /// Waits until `check` returns `Some`, panicking with `what` after `timeout`.

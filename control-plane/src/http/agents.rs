@@ -2,7 +2,9 @@
 //! list with each agent's snapshot sync status.
 //!
 //! - `POST /api/v1/tenants/{tenant}/agent-tokens` `{ttl_secs?}` (admin):
-//!   a join token; its secret (`aosj_…`) is in this answer only.
+//!   a join token; its secret (`aosj_…`) and the `join_token` to give
+//!   `aos-edge-agent --join-token` (the secret plus the SHA-256 of the
+//!   cluster CA certificate, `aosj_….<hex>`) are in this answer only.
 //! - `GET /api/v1/tenants/{tenant}/agent-tokens` (admin, auditor).
 //! - `POST /api/v1/tenants/{tenant}/agent-tokens/{token_id}/revoke`
 //!   `{reason}` (admin).
@@ -86,6 +88,13 @@ async fn create_token(
         ));
     }
     answer["token_id"] = json!(token_id);
+    // The join token pins the cluster CA (kubeadm style): the agent checks
+    // the certificate the gateway presents against this hash before it
+    // sends the secret anywhere.
+    if let Some(ca) = node.ca() {
+        answer["join_token"] = json!(format!("{secret}.{}", ca.sha256_hex()));
+        answer["ca_cert_sha256"] = json!(ca.sha256_hex());
+    }
     answer["secret"] = json!(secret);
     answer["expires_at_ms"] = json!(expires_at_ms);
     Ok(Json(answer).into_response())

@@ -73,6 +73,8 @@ pub enum AuditAction {
     SnapshotAcked,
     /// An edge agent refused a snapshot version.
     SnapshotNacked,
+    /// A batch of edge-agent records was committed.
+    RecordsIngested,
     /// An actor was refused for lack of authority or for crossing tenants,
     /// by the state machine or (via `RECORD_DENIAL`) by the API layer.
     AccessDenied,
@@ -106,6 +108,7 @@ impl AuditAction {
             AuditAction::EdgeAgentJoined => "EDGE_AGENT_JOINED",
             AuditAction::SnapshotAcked => "SNAPSHOT_ACKED",
             AuditAction::SnapshotNacked => "SNAPSHOT_NACKED",
+            AuditAction::RecordsIngested => "RECORDS_INGESTED",
             AuditAction::AccessDenied => "ACCESS_DENIED",
             AuditAction::CommandRejected => "COMMAND_REJECTED",
         }

@@ -179,6 +179,14 @@ pub enum Command {
         /// Why it was refused; `None` for an ACK.
         nack_reason: Option<String>,
     },
+    /// Commits a batch of records from an edge agent (proposed by the
+    /// gateway for the authenticated agent; filed under its tenant).
+    IngestRecords {
+        /// The sending edge agent.
+        edge_agent_id: String,
+        /// The records.
+        records: Vec<crate::activity::IngestRecord>,
+    },
     /// Records that the API layer refused a request (wrong role,
     /// cross-tenant access), so that every denied admin attempt is in the
     /// ledger. Changes nothing else.
@@ -215,6 +223,7 @@ impl Command {
             Command::RevokeJoinToken { .. } => "REVOKE_JOIN_TOKEN",
             Command::RegisterEdgeAgent { .. } => "REGISTER_EDGE_AGENT",
             Command::RecordAgentSync { .. } => "RECORD_AGENT_SYNC",
+            Command::IngestRecords { .. } => "INGEST_RECORDS",
             Command::RecordDenial { .. } => "RECORD_DENIAL",
         }
     }

@@ -21,7 +21,7 @@ use crate::command::{Command, Proposal};
 use crate::domain::Domain;
 use crate::effect::{Ctx, Effect, Refusal};
 use crate::keys::{self, NewKey};
-use crate::{edge_agents, overrides, policies, signing_keys, tenants};
+use crate::{activity, edge_agents, overrides, policies, signing_keys, tenants};
 
 /// What a command is about, for authorisation and the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +126,10 @@ impl Subject {
             Command::RecordAgentSync { agent_id, .. } => {
                 let owner = domain.edge_agents.agent(agent_id).map(|a| a.tenant_id.clone());
                 (owner, format!("edge_agents/{agent_id}"), Need::Operator)
+            }
+            Command::IngestRecords { edge_agent_id, .. } => {
+                let owner = domain.edge_agents.agent(edge_agent_id).map(|a| a.tenant_id.clone());
+                (owner, format!("edge_agents/{edge_agent_id}/records"), Need::Operator)
             }
             Command::RecordDenial { tenant_id, target, .. } => {
                 (tenant_id.clone(), target.clone(), Need::Nothing)
@@ -248,6 +252,9 @@ pub(crate) fn execute(
         }
         Command::RecordAgentSync { agent_id, version, nack_reason } => {
             edge_agents::record_agent_sync(domain, &ctx, agent_id, *version, nack_reason.as_deref())
+        }
+        Command::IngestRecords { edge_agent_id, records } => {
+            activity::ingest_records(domain, &ctx, edge_agent_id, records)
         }
         Command::RecordDenial { action, target, reason, .. } => Ok(Effect::new(
             AuditAction::AccessDenied,

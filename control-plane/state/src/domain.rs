@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::activity::Activity;
 use crate::edge_agents::EdgeAgents;
 use crate::effect::Refusal;
 use crate::keys::ApiKeyRecord;
@@ -39,6 +40,9 @@ pub(crate) struct Domain {
     /// Edge-agent join tokens and registered agents.
     #[serde(default)]
     pub(crate) edge_agents: EdgeAgents,
+    /// Records ingested from edge agents.
+    #[serde(default)]
+    pub(crate) activity: Activity,
 }
 
 /// One tenant and everything it owns.

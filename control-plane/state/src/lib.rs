@@ -39,6 +39,7 @@
 //! - `effect`, `domain`, `ids`, `serde_compat`: handler plumbing, the
 //!   domain records, input checks, serde adapters for binary formats.
 
+pub mod activity;
 pub mod actor;
 pub mod audit;
 pub mod command;
@@ -59,6 +60,7 @@ pub mod tenants;
 #[cfg(test)]
 mod test_support;
 
+pub use activity::{Activity, IngestRecord, RecordFilter, StoredRecord};
 pub use actor::{ActorRef, ActorType};
 pub use audit::{
     AuditAction, AuditEntry, AuditLedger, AuditOutcome, ChainError, GENESIS_HASH, verify_chain,
@@ -66,6 +68,7 @@ pub use audit::{
 };
 pub use command::{Applied, Command, CommandResult, Proposal, Rejection, RejectionCode};
 pub use domain::Revocation;
+pub use edge_agents::EdgeAgentRecord;
 pub use error::StateError;
 pub use keys::{ApiKeyRecord, ApiKeySummary};
 pub use overrides::OverrideRecord;

@@ -134,6 +134,11 @@ impl ControlState {
         &self.domain.edge_agents
     }
 
+    /// Records ingested from edge agents.
+    pub fn activity(&self) -> &crate::activity::Activity {
+        &self.domain.activity
+    }
+
     /// The snapshot signing keys (public halves) and the active signer.
     pub fn signing_keys(&self) -> &crate::signing_keys::SigningKeys {
         &self.domain.signing_keys

@@ -55,7 +55,8 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         | Command::RetireSigningKey { .. }
         | Command::ReissueSnapshots { .. }
         | Command::RevokeJoinToken { .. }
-        | Command::RecordAgentSync { .. } => None,
+        | Command::RecordAgentSync { .. }
+        | Command::IngestRecords { .. } => None,
         Command::CreateJoinToken { tenant_id, .. } | Command::RegisterEdgeAgent { tenant_id, .. } => {
             Some(tenant_id.as_str())
         }

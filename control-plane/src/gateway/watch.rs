@@ -1,0 +1,132 @@
+//! `WatchSnapshots`: server push of a tenant's signed snapshots, xDS style.
+//!
+//! The agent opens with `Hello {current_version}`. The node pushes the
+//! tenant's current snapshot whenever its version is newer than what the
+//! agent holds or was last sent, woken by every entry its state machine
+//! applies (no polling). Each ACK or NACK is committed through Raft
+//! (`RECORD_AGENT_SYNC`, audited), so `aosctl agent list` shows it from
+//! any node. Any node serves the stream; followers push what they have
+//! applied, and the agent's version check makes an older push harmless.
+
+use aos_cp_state::EdgeAgentRecord;
+use aos_proto::agent::agent_snapshot_message::Kind;
+use aos_proto::agent::{AgentSnapshotMessage, SnapshotPush};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::PushStream;
+use crate::bootstrap::system_actor;
+use crate::node::{Node, SnapshotIssueError};
+use crate::write::propose;
+
+/// Pushes waiting to be sent on one stream.
+const PUSH_BUFFER: usize = 4;
+
+/// Starts serving one agent's watch; the returned stream carries the
+/// pushes.
+pub fn start(
+    node: Node,
+    agent: EdgeAgentRecord,
+    inbound: Streaming<AgentSnapshotMessage>,
+) -> PushStream<SnapshotPush> {
+    let (tx, rx) = mpsc::channel(PUSH_BUFFER);
+    tokio::spawn(async move {
+        let agent_id = agent.agent_id.clone();
+        if let Err(status) = serve(&node, &agent, inbound, &tx).await {
+            tracing::info!(message = "snapshot watch ended", agent_id = %agent_id, status = %status.message());
+            let _ = tx.send(Err(status)).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+async fn serve(
+    node: &Node,
+    agent: &EdgeAgentRecord,
+    mut inbound: Streaming<AgentSnapshotMessage>,
+    tx: &mpsc::Sender<Result<SnapshotPush, Status>>,
+) -> Result<(), Status> {
+    let hello = match inbound.message().await? {
+        Some(AgentSnapshotMessage { kind: Some(Kind::Hello(hello)) }) => hello,
+        Some(_) => return Err(Status::invalid_argument("the first message of a watch must be Hello")),
+        None => return Ok(()),
+    };
+    let tenant = agent.tenant_id.as_str();
+    tracing::info!(
+        message = "snapshot watch opened",
+        agent_id = %agent.agent_id,
+        tenant,
+        agent_version = hello.current_version
+    );
+    let mut sent = hello.current_version;
+    let mut applied = node.state().subscribe();
+    loop {
+        let current = node.state().read(|s| s.0.snapshot_version(tenant));
+        if current > sent {
+            match node.signed_snapshot(tenant) {
+                Ok((version, envelope, _key_id)) => {
+                    let push = SnapshotPush {
+                        version,
+                        envelope,
+                        trusted_snapshot_keys: node.trusted_snapshot_keys(),
+                    };
+                    if tx.send(Ok(push)).await.is_err() {
+                        return Ok(());
+                    }
+                    sent = version;
+                }
+                // No policy change yet: nothing to push.
+                Err(SnapshotIssueError::State(_)) => sent = current,
+                Err(e) => {
+                    return Err(Status::unavailable(format!("cannot issue snapshot {current}: {e}")));
+                }
+            }
+        }
+        tokio::select! {
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return Err(Status::unavailable("this node is shutting down"));
+                }
+            }
+            message = inbound.message() => match message? {
+                None => return Ok(()),
+                Some(AgentSnapshotMessage { kind: Some(Kind::Ack(ack)) }) => {
+                    record(node, agent, ack.version, None).await;
+                }
+                Some(AgentSnapshotMessage { kind: Some(Kind::Nack(nack)) }) => {
+                    tracing::warn!(
+                        message = "edge agent refused a snapshot",
+                        agent_id = %agent.agent_id,
+                        tenant,
+                        version = nack.version,
+                        reason = %nack.reason
+                    );
+                    record(node, agent, nack.version, Some(nack.reason)).await;
+                }
+                Some(_) => return Err(Status::invalid_argument("expected Ack or Nack after Hello")),
+            },
+            () = tx.closed() => return Ok(()),
+        }
+    }
+}
+
+/// Commits an ACK or NACK. A failure (no leader) is logged: the agent
+/// repeats its answer on its next push or reconnect.
+async fn record(node: &Node, agent: &EdgeAgentRecord, version: u64, nack_reason: Option<String>) {
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let proposal = aos_cp_state::Proposal {
+        request_id: format!("sync-{}-{version}-{}", agent.agent_id, hex::encode(nonce)),
+        actor: system_actor(),
+        at_ms: crate::now_ms(),
+        command: aos_cp_state::Command::RecordAgentSync {
+            agent_id: agent.agent_id.clone(),
+            version,
+            nack_reason,
+        },
+    };
+    if let Err(e) = propose(node, proposal).await {
+        tracing::warn!(message = "cannot record a snapshot ACK/NACK", agent_id = %agent.agent_id, error = %e);
+    }
+}

@@ -1,0 +1,225 @@
+//! Records ingested from edge agents: LLM run records, control events,
+//! incidents and system records (Activity and Logs domains), kept per
+//! tenant in arrival order and de-duplicated by record id.
+//!
+//! `INGEST_RECORDS` is proposed by the gateway for an authenticated agent.
+//! The tenant a record is filed under is the *agent's* tenant from the
+//! replicated registry, never a field of the record, so an agent cannot
+//! write into another tenant (INV-003). A record id seen before is counted
+//! as a duplicate and changes nothing (redelivery after a lost ack). A
+//! record that is not a JSON object with a `kind` is kept, marked
+//! `MALFORMED` with the reason, rather than dropped: evidence is never
+//! silently lost, and a bad record cannot wedge the agent's outbox.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use aos_core::FieldError;
+
+use crate::audit::AuditAction;
+use crate::domain::Domain;
+use crate::effect::{Ctx, Effect, Refusal};
+
+/// Most records one `INGEST_RECORDS` may carry.
+pub const MAX_BATCH: usize = 2_000;
+/// Largest record (encoded JSON) accepted as is; larger ones are kept as
+/// `MALFORMED` with their size and hash.
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+/// Longest record id.
+const MAX_RECORD_ID: usize = 128;
+
+/// One record as the agent sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestRecord {
+    /// The agent's record id (idempotency key).
+    pub record_id: String,
+    /// The record, JSON.
+    pub json: String,
+}
+
+/// A committed record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// Position in the tenant's record log, from 1.
+    pub seq: u64,
+    /// The agent's record id.
+    pub record_id: String,
+    /// The edge agent that sent it.
+    pub edge_agent_id: String,
+    /// `LLM_RUN_RECORD`, `CONTROL_EVENT`, `INCIDENT`, `SYSTEM_RECORD`, …,
+    /// or `MALFORMED`.
+    pub kind: String,
+    /// The run, if the record belongs to one.
+    pub run_id: Option<String>,
+    /// When the agent produced it (Unix ms; 0 if it did not say).
+    pub at_ms: u64,
+    /// When it was committed (the proposal's time).
+    pub ingested_at_ms: u64,
+    /// The record as sent (for `MALFORMED`: the reason, size and hash).
+    pub body: Value,
+}
+
+/// Every tenant's records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    tenants: BTreeMap<String, TenantRecords>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct TenantRecords {
+    records: Vec<StoredRecord>,
+    ids: BTreeSet<String>,
+}
+
+/// What a record query selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordFilter<'a> {
+    /// Only this kind.
+    pub kind: Option<&'a str>,
+    /// Only this run.
+    pub run_id: Option<&'a str>,
+    /// Only records produced at or after (Unix ms).
+    pub from_ms: Option<u64>,
+    /// Only records produced before (Unix ms).
+    pub to_ms: Option<u64>,
+    /// Only records with a larger seq (pagination cursor).
+    pub after_seq: u64,
+}
+
+impl Activity {
+    /// Records of `tenant_id` matching `filter`, oldest first, at most
+    /// `limit`; the second value says whether more match.
+    pub fn records(
+        &self,
+        tenant_id: &str,
+        filter: &RecordFilter<'_>,
+        limit: usize,
+    ) -> (Vec<&StoredRecord>, bool) {
+        let Some(tenant) = self.tenants.get(tenant_id) else {
+            return (Vec::new(), false);
+        };
+        // Records are in seq order, seq = index + 1.
+        let start = usize::try_from(filter.after_seq).unwrap_or(usize::MAX).min(tenant.records.len());
+        let mut matching = tenant.records[start..].iter().filter(|r| {
+            filter.kind.is_none_or(|k| r.kind == k)
+                && filter.run_id.is_none_or(|id| r.run_id.as_deref() == Some(id))
+                && filter.from_ms.is_none_or(|t| r.at_ms >= t)
+                && filter.to_ms.is_none_or(|t| r.at_ms < t)
+        });
+        let page: Vec<&StoredRecord> = matching.by_ref().take(limit).collect();
+        let more = matching.next().is_some();
+        (page, more)
+    }
+
+    /// Number of records held for `tenant_id`.
+    pub fn count(&self, tenant_id: &str) -> usize {
+        self.tenants.get(tenant_id).map_or(0, |t| t.records.len())
+    }
+
+    /// Whether a record id is already committed for the tenant.
+    pub fn contains(&self, tenant_id: &str, record_id: &str) -> bool {
+        self.tenants.get(tenant_id).is_some_and(|t| t.ids.contains(record_id))
+    }
+
+    /// Every tenant's record count (for metrics).
+    pub fn total(&self) -> usize {
+        self.tenants.values().map(|t| t.records.len()).sum()
+    }
+}
+
+pub(crate) fn ingest_records(
+    domain: &mut Domain,
+    ctx: &Ctx<'_>,
+    edge_agent_id: &str,
+    records: &[IngestRecord],
+) -> Result<Effect, Refusal> {
+    let Some(agent) = domain.edge_agents.agent(edge_agent_id) else {
+        return Err(Refusal::not_found(format!("unknown edge agent `{edge_agent_id}`")));
+    };
+    let tenant_id = agent.tenant_id.clone();
+    if records.len() > MAX_BATCH {
+        return Err(Refusal::invalid(vec![FieldError::new(
+            "records",
+            format!("{} records in one batch; at most {MAX_BATCH}", records.len()),
+        )]));
+    }
+    if let Some((i, bad)) =
+        records.iter().enumerate().find(|(_, r)| r.record_id.is_empty() || r.record_id.len() > MAX_RECORD_ID)
+    {
+        return Err(Refusal::invalid(vec![FieldError::new(
+            format!("records[{i}].record_id"),
+            format!("must be 1..={MAX_RECORD_ID} characters, got {}", bad.record_id.len()),
+        )]));
+    }
+    domain.tenant(&tenant_id)?;
+    let tenant = domain.activity.tenants.entry(tenant_id.clone()).or_default();
+    let mut accepted = 0u64;
+    let mut duplicates = 0u64;
+    let mut malformed = 0u64;
+    for record in records {
+        if !tenant.ids.insert(record.record_id.clone()) {
+            duplicates += 1;
+            continue;
+        }
+        let (kind, run_id, at_ms, mut body) = parse(record);
+        // Filed under the agent's tenant, whatever the record claims.
+        if let Some(object) = body.as_object_mut() {
+            object.insert("tenant_id".to_owned(), Value::String(tenant_id.clone()));
+        }
+        if kind == "MALFORMED" {
+            malformed += 1;
+        }
+        let seq = tenant.records.len() as u64 + 1;
+        tenant.records.push(StoredRecord {
+            seq,
+            record_id: record.record_id.clone(),
+            edge_agent_id: edge_agent_id.to_owned(),
+            kind,
+            run_id,
+            at_ms,
+            ingested_at_ms: ctx.at_ms,
+            body,
+        });
+        accepted += 1;
+    }
+    Ok(Effect::new(
+        AuditAction::RecordsIngested,
+        format!(
+            "{accepted} records from edge agent `{edge_agent_id}` committed ({duplicates} duplicates, {malformed} malformed)"
+        ),
+    )
+    .result(serde_json::json!({ "accepted": accepted, "duplicates": duplicates, "malformed": malformed })))
+}
+
+/// Kind, run, time and body of a record; anything unusable becomes a
+/// `MALFORMED` record that says why.
+fn parse(record: &IngestRecord) -> (String, Option<String>, u64, Value) {
+    let malformed = |reason: String| {
+        use sha2::Digest;
+        let hash = hex::encode(sha2::Sha256::digest(record.json.as_bytes()));
+        let body = serde_json::json!({ "reason": reason, "bytes": record.json.len(), "sha256": hash });
+        ("MALFORMED".to_owned(), None, 0, body)
+    };
+    if record.json.len() > MAX_RECORD_BYTES {
+        return malformed(format!("{} bytes; at most {MAX_RECORD_BYTES}", record.json.len()));
+    }
+    let value: Value = match serde_json::from_str(&record.json) {
+        Ok(v) => v,
+        Err(e) => return malformed(format!("not JSON: {e}")),
+    };
+    let Some(kind) = value.get("kind").and_then(Value::as_str) else {
+        return malformed("no `kind` string".to_owned());
+    };
+    if kind.is_empty() || kind.len() > 64 || kind == "MALFORMED" {
+        return malformed(format!("unusable kind `{}`", kind.chars().take(64).collect::<String>()));
+    }
+    let kind = kind.to_owned();
+    let run_id = value.get("run_id").and_then(Value::as_str).map(str::to_owned);
+    let at_ms = value.get("at_ms").and_then(Value::as_u64).unwrap_or(0);
+    (kind, run_id, at_ms, value)
+}
+
+#[cfg(test)]
+mod tests;

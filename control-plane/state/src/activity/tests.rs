@@ -1,0 +1,147 @@
+//! Record ingest: de-duplication, tenant filing, malformed records kept,
+//! queries and pagination.
+
+use serde_json::json;
+
+use crate::activity::{IngestRecord, RecordFilter};
+use crate::test_support::*;
+use crate::{AuditAction, Command, RejectionCode};
+
+fn with_agents() -> Harness {
+    let mut h = Harness::with_tenants();
+    for (tenant, agent, n) in [(ACME, "ea-acme", 1), (GLOBEX, "ea-globex", 2)] {
+        let token = format!("jt-{n}");
+        let expires_at_ms = h.now() + 3_600_000;
+        h.ok(
+            &admin(tenant),
+            Command::CreateJoinToken {
+                tenant_id: tenant.into(),
+                token_id: token.clone(),
+                secret_hash: secret_hash(n),
+                expires_at_ms,
+            },
+        );
+        h.ok(
+            &operator(),
+            Command::RegisterEdgeAgent {
+                tenant_id: tenant.into(),
+                agent_id: agent.into(),
+                name: "host".into(),
+                token_id: token,
+                cert_fingerprint: secret_hash(100 + n),
+            },
+        );
+    }
+    h
+}
+
+fn record(id: &str, kind: &str, run: &str, tenant_claimed: &str) -> IngestRecord {
+    IngestRecord {
+        record_id: id.into(),
+        json:
+            json!({"record_id": id, "kind": kind, "run_id": run, "at_ms": 1_000, "tenant_id": tenant_claimed})
+                .to_string(),
+    }
+}
+
+fn ingest(agent: &str, records: Vec<IngestRecord>) -> Command {
+    Command::IngestRecords { edge_agent_id: agent.into(), records }
+}
+
+#[test]
+fn redelivered_records_are_counted_once_and_audited_per_batch() {
+    let mut h = with_agents();
+    let batch = vec![record("r1", "INCIDENT", "run-1", ACME), record("r2", "LLM_RUN_RECORD", "run-1", ACME)];
+    let first = h.ok(&operator(), ingest("ea-acme", batch.clone()));
+    assert_eq!(first.detail, json!({"accepted": 2, "duplicates": 0, "malformed": 0}));
+    assert_eq!(h.state.audit().last().unwrap().action, AuditAction::RecordsIngested);
+    // The ack was lost; the agent sends the batch again plus one more.
+    let mut again = batch;
+    again.push(record("r3", "CONTROL_EVENT", "run-2", ACME));
+    let second = h.ok(&operator(), ingest("ea-acme", again));
+    assert_eq!(second.detail, json!({"accepted": 1, "duplicates": 2, "malformed": 0}));
+    assert_eq!(h.state.activity().count(ACME), 3);
+}
+
+#[test]
+fn records_are_filed_under_the_agents_tenant_whatever_they_claim() {
+    let mut h = with_agents();
+    h.ok(&operator(), ingest("ea-acme", vec![record("r1", "INCIDENT", "run-1", GLOBEX)]));
+    assert_eq!(h.state.activity().count(GLOBEX), 0);
+    let (page, _) = h.state.activity().records(ACME, &RecordFilter::default(), 10);
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].body["tenant_id"], ACME, "the claim is overwritten");
+    assert_eq!(page[0].edge_agent_id, "ea-acme");
+}
+
+#[test]
+fn malformed_records_are_kept_with_the_reason_not_dropped() {
+    let mut h = with_agents();
+    let bad = vec![
+        IngestRecord { record_id: "r1".into(), json: "{not json".into() },
+        IngestRecord { record_id: "r2".into(), json: json!({"no_kind": 1}).to_string() },
+        IngestRecord { record_id: "r3".into(), json: "x".repeat(super::MAX_RECORD_BYTES + 1) },
+    ];
+    let applied = h.ok(&operator(), ingest("ea-acme", bad));
+    assert_eq!(applied.detail["malformed"], 3);
+    let (page, _) =
+        h.state.activity().records(ACME, &RecordFilter { kind: Some("MALFORMED"), ..Default::default() }, 10);
+    let reasons: Vec<&str> = page.iter().map(|r| r.body["reason"].as_str().unwrap()).collect();
+    assert!(reasons[0].starts_with("not JSON"), "{reasons:?}");
+    assert!(reasons[1].contains("kind"), "{reasons:?}");
+    assert!(reasons[2].contains("bytes"), "{reasons:?}");
+    assert_eq!(page[2].body["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn bad_batches_are_refused_whole_and_unknown_agents_cannot_ingest() {
+    let mut h = with_agents();
+    let r = h.rejected(
+        &operator(),
+        ingest("ea-ghost", vec![record("r1", "INCIDENT", "x", ACME)]),
+        RejectionCode::NotFound,
+    );
+    assert!(r.message.contains("ea-ghost"), "{}", r.message);
+    let empty_id = IngestRecord { record_id: String::new(), json: "{}".into() };
+    let r = h.rejected(
+        &operator(),
+        ingest("ea-acme", vec![record("ok", "INCIDENT", "x", ACME), empty_id]),
+        RejectionCode::InvalidInput,
+    );
+    assert_eq!(r.field_errors[0].path, "records[1].record_id");
+    assert_eq!(h.state.activity().count(ACME), 0, "nothing of a refused batch is kept");
+    // Only the control plane itself (an operator) proposes ingest.
+    h.rejected(
+        &admin(ACME),
+        ingest("ea-acme", vec![record("r1", "INCIDENT", "x", ACME)]),
+        RejectionCode::Forbidden,
+    );
+}
+
+#[test]
+fn queries_filter_and_page_in_arrival_order() {
+    let mut h = with_agents();
+    let batch: Vec<IngestRecord> = (0..25)
+        .map(|i| {
+            record(
+                &format!("r{i}"),
+                if i % 5 == 0 { "INCIDENT" } else { "LLM_RUN_RECORD" },
+                &format!("run-{}", i % 2),
+                ACME,
+            )
+        })
+        .collect();
+    h.ok(&operator(), ingest("ea-acme", batch));
+    let activity = h.state.activity();
+    let (page, more) = activity.records(ACME, &RecordFilter::default(), 10);
+    assert_eq!((page.len(), more, page[0].seq, page[9].seq), (10, true, 1, 10));
+    let (page, more) = activity.records(ACME, &RecordFilter { after_seq: 20, ..Default::default() }, 10);
+    assert_eq!((page.len(), more, page[0].seq), (5, false, 21));
+    let (incidents, _) =
+        activity.records(ACME, &RecordFilter { kind: Some("INCIDENT"), ..Default::default() }, 100);
+    assert_eq!(incidents.len(), 5);
+    let (run0, _) =
+        activity.records(ACME, &RecordFilter { run_id: Some("run-0"), ..Default::default() }, 100);
+    assert_eq!(run0.len(), 13);
+    assert!(activity.records(GLOBEX, &RecordFilter::default(), 10).0.is_empty());
+}

@@ -1,0 +1,275 @@
+//! The edge agent's link to the control plane, over mutual TLS: the
+//! snapshot watch (push, ACK/NACK) and the delivery of outbox records.
+//!
+//! Both loops work through the node list: on any failure they move to the
+//! next node after a backoff (100 ms doubling to 10 s, with ±50 % jitter so
+//! a fleet does not reconnect in step), and on reconnect resume from what
+//! the agent holds — the watch says `Hello {current_version}`, delivery
+//! re-sends whatever is still in the outbox (the control plane
+//! de-duplicates by record id). Records are deleted only after the batch
+//! that carried them is acked, i.e. committed through Raft.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aos_core::snapshot::TrustedKeys;
+use aos_proto::agent::agent_gateway_client::AgentGatewayClient;
+use aos_proto::agent::agent_snapshot_message::Kind;
+use aos_proto::agent::{Ack, AgentSnapshotMessage, Hello, Nack, Record as WireRecord, RecordBatch};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::engine::Engine;
+use crate::identity::{AgentIdentity, source_chain};
+use crate::snapshots::Offer;
+
+/// Records per delivered batch.
+pub const BATCH_RECORDS: usize = 500;
+/// How long an ingest ack may take before the stream is abandoned.
+const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Link state for `/health` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    /// Index+1 of the node the watch is connected to (0: none).
+    pub watch_node: AtomicU64,
+    /// Snapshots ACKed and NACKed.
+    pub acks: AtomicU64,
+    /// NACKs sent.
+    pub nacks: AtomicU64,
+    /// Records delivered (committed by the control plane).
+    pub delivered: AtomicU64,
+    /// Connection attempts that failed.
+    pub failures: AtomicU64,
+}
+
+/// The link: where the control plane is and who this agent is.
+#[derive(Debug)]
+pub struct Link {
+    endpoints: Vec<String>,
+    identity: AgentIdentity,
+    status: LinkStatus,
+}
+
+impl Link {
+    /// A link to `endpoints` (`host:port` of the nodes' agent gateways).
+    pub fn new(endpoints: Vec<String>, identity: AgentIdentity) -> Link {
+        Link { endpoints, identity, status: LinkStatus::default() }
+    }
+
+    /// Counters.
+    pub fn status(&self) -> &LinkStatus {
+        &self.status
+    }
+
+    /// The node list.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    async fn client(&self, index: usize) -> Result<AgentGatewayClient<Channel>, String> {
+        let endpoint = &self.endpoints[index % self.endpoints.len()];
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{endpoint}"))
+            .map_err(|e| e.to_string())?
+            .tls_config(self.identity.client_tls())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| format!("{endpoint}: {e}: {}", source_chain(&e)))?;
+        Ok(AgentGatewayClient::new(channel))
+    }
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(BACKOFF_MIN)
+    }
+
+    fn reset(&mut self) {
+        self.0 = BACKOFF_MIN;
+    }
+
+    async fn wait(&mut self, stop: &mut watch::Receiver<bool>) {
+        let mut random = [0u8; 2];
+        let _ = getrandom::fill(&mut random);
+        // 50 %..150 % of the current step.
+        let factor = 0.5 + f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX);
+        let pause = self.0.mul_f64(factor);
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Runs the snapshot watch until `stop` turns true.
+pub async fn run_watch(engine: Arc<Engine>, link: Arc<Link>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new();
+    let mut node = 0usize;
+    while !*stop.borrow() {
+        match watch_once(&engine, &link, node, &mut stop, &mut backoff).await {
+            Ok(()) => {}
+            Err(e) => {
+                link.status.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(message = "snapshot watch interrupted; trying the next node", node = %link.endpoints[node % link.endpoints.len()], error = %e);
+            }
+        }
+        link.status.watch_node.store(0, Ordering::Relaxed);
+        node = node.wrapping_add(1);
+        backoff.wait(&mut stop).await;
+    }
+}
+
+async fn watch_once(
+    engine: &Engine,
+    link: &Link,
+    node: usize,
+    stop: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
+    let mut client = link.client(node).await?;
+    let (tx, rx) = mpsc::channel::<AgentSnapshotMessage>(8);
+    let current_version = engine.slot().current().map_or(0, |s| s.version());
+    tx.send(AgentSnapshotMessage { kind: Some(Kind::Hello(Hello { current_version })) })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut pushes =
+        client.watch_snapshots(ReceiverStream::new(rx)).await.map_err(|s| s.to_string())?.into_inner();
+    link.status.watch_node.store(node as u64 % link.endpoints.len() as u64 + 1, Ordering::Relaxed);
+    tracing::info!(message = "snapshot watch connected", node = %link.endpoints[node % link.endpoints.len()], current_version);
+    backoff.reset();
+    loop {
+        let push = tokio::select! {
+            push = pushes.message() => push.map_err(|s| s.to_string())?,
+            _ = stop.changed() => return Ok(()),
+        };
+        let Some(push) = push else {
+            return Err("the node closed the watch".to_owned());
+        };
+        let answer = apply_push(engine, push.version, &push.envelope, &push.trusted_snapshot_keys).await;
+        match &answer {
+            Kind::Ack(_) => link.status.acks.fetch_add(1, Ordering::Relaxed),
+            _ => link.status.nacks.fetch_add(1, Ordering::Relaxed),
+        };
+        tx.send(AgentSnapshotMessage { kind: Some(answer) }).await.map_err(|e| e.to_string())?;
+    }
+}
+
+/// Verifies and applies one pushed snapshot; the answer to send.
+async fn apply_push(engine: &Engine, version: u64, envelope: &[u8], keys: &[String]) -> Kind {
+    if !keys.is_empty() {
+        let mut trusted = TrustedKeys::new();
+        let mut bad = None;
+        for key in keys {
+            if let Err(e) = trusted.insert_hex(key) {
+                bad = Some(format!("pushed trusted key is invalid: {e}"));
+            }
+        }
+        if let Some(reason) = bad {
+            return Kind::Nack(Nack { version, reason });
+        }
+        if let Err(e) = engine.store().save_trusted_keys(keys).await {
+            return Kind::Nack(Nack { version, reason: format!("cannot persist trusted keys: {e}") });
+        }
+        engine.slot().set_trusted(trusted);
+    }
+    match engine.offer_snapshot(envelope).await {
+        Ok(Offer::Accepted { version }) => {
+            tracing::info!(message = "snapshot applied", version);
+            Kind::Ack(Ack { version })
+        }
+        Ok(Offer::Rejected { reason, .. }) => {
+            tracing::warn!(message = "snapshot refused", version, reason = %reason);
+            Kind::Nack(Nack { version, reason })
+        }
+        Err(e) => Kind::Nack(Nack { version, reason: format!("cannot store the snapshot: {e}") }),
+    }
+}
+
+/// Runs outbox delivery until `stop` turns true.
+pub async fn run_delivery(engine: Arc<Engine>, link: Arc<Link>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new();
+    // Start on another node than the watch, so the load spreads.
+    let mut node = 1usize;
+    while !*stop.borrow() {
+        if let Err(e) = deliver_once(&engine, &link, node, &mut stop, &mut backoff).await {
+            link.status.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(message = "record delivery interrupted; trying the next node", error = %e);
+        }
+        node = node.wrapping_add(1);
+        backoff.wait(&mut stop).await;
+    }
+}
+
+#[derive(Deserialize)]
+struct RecordId {
+    record_id: String,
+}
+
+async fn deliver_once(
+    engine: &Engine,
+    link: &Link,
+    node: usize,
+    stop: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
+    // Nothing to send: wait before dialling anyone.
+    while engine.outbox_stats().0 == 0 {
+        tokio::select! {
+            () = engine.outbox_signal().notified() => {}
+            _ = stop.changed() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+    let mut client = link.client(node).await?;
+    let (tx, rx) = mpsc::channel::<RecordBatch>(2);
+    let mut acks = client.ingest(ReceiverStream::new(rx)).await.map_err(|s| s.to_string())?.into_inner();
+    backoff.reset();
+    let mut batch_seq = 0u64;
+    loop {
+        let pending = engine.store().pending_raw(BATCH_RECORDS).map_err(|e| e.to_string())?;
+        if pending.is_empty() {
+            tokio::select! {
+                () = engine.outbox_signal().notified() => continue,
+                _ = stop.changed() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+            }
+        }
+        batch_seq += 1;
+        let mut sent = Vec::with_capacity(pending.len());
+        let mut records = Vec::with_capacity(pending.len());
+        for (seq, json) in pending {
+            // A stored record always has an id; an unreadable one still
+            // goes out under its sequence, to be kept as MALFORMED.
+            let record_id = serde_json::from_slice::<RecordId>(&json)
+                .map_or_else(|_| format!("seq-{}-{seq}", link.identity.edge_agent_id), |r| r.record_id);
+            sent.push((seq, json.len()));
+            records.push(WireRecord { record_id, json });
+        }
+        tx.send(RecordBatch { batch_seq, records }).await.map_err(|e| e.to_string())?;
+        let ack = tokio::time::timeout(ACK_TIMEOUT, acks.message())
+            .await
+            .map_err(|_| "no ack in time".to_owned())?
+            .map_err(|s| s.to_string())?
+            .ok_or_else(|| "the node closed the ingest stream".to_owned())?;
+        if ack.batch_seq != batch_seq {
+            return Err(format!("ack for batch {} while waiting for {batch_seq}", ack.batch_seq));
+        }
+        engine.outbox_delivered(&sent).map_err(|e| e.to_string())?;
+        link.status.delivered.fetch_add(sent.len() as u64, Ordering::Relaxed);
+    }
+}
