@@ -12,6 +12,8 @@
 //! fingerprint names the registered agent, and with it the one tenant it
 //! may see. Nothing in a request body can name another tenant.
 
+#[cfg(debug_assertions)]
+pub mod fault;
 pub mod ingest;
 pub mod join;
 pub mod watch;

@@ -123,6 +123,7 @@ struct NodeInner {
     max_staleness_ms: u64,
     ca: Option<Arc<ClusterCa>>,
     tls_names: Vec<String>,
+    data_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Node {
@@ -169,6 +170,7 @@ impl Node {
                 max_staleness_ms: u64::try_from(config.max_staleness.as_millis()).unwrap_or(u64::MAX),
                 ca: config.ca.clone(),
                 tls_names: config.tls_names.clone(),
+                data_dir: config.data_dir.clone(),
             }),
         })
     }
@@ -191,6 +193,11 @@ impl Node {
     /// The snapshot signing keys this node holds.
     pub fn keys(&self) -> &KeyRing {
         &self.inner.keys
+    }
+
+    /// This node's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.data_dir
     }
 
     /// The cluster CA, when this node serves edge agents.

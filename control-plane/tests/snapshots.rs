@@ -8,21 +8,7 @@
 mod support;
 
 use aos_core::snapshot::{SnapshotSigner, TrustedKeys, VerifyOptions};
-use serde_json::Value;
-use support::{TEST_SIGNING_KEY, call, get_bytes, tenant_with_admin, three_node_cluster};
-
-fn apply_yaml(node: &support::NodeProc, key: &str, tenant: &str, yaml: &str) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut response = agent
-        .post(&node.url(&format!("/api/v1/tenants/{tenant}/policies")))
-        .header("Authorization", &format!("Bearer {key}"))
-        .header("Content-Type", "application/yaml")
-        .send(yaml.as_bytes())
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
-    assert_eq!(status, 200, "{body}");
-}
+use support::{TEST_SIGNING_KEY, apply_yaml, call, get_bytes, tenant_with_admin, three_node_cluster};
 
 #[test]
 fn every_node_serves_the_same_signed_snapshot() {

@@ -362,3 +362,63 @@ fn with_the_control_plane_down_the_agent_enforces_from_disk_and_delivers_every_r
     assert_eq!(startups, 2, "both agent starts are on record");
     assert!(held.iter().all(|r| r["kind"] != "MALFORMED"));
 }
+
+#[test]
+fn tampered_unsigned_wrong_key_other_tenant_and_rolled_back_snapshots_are_nacked_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
+    let op = node.operator_key.clone();
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    let (policy, token) = tenant_and_token(&ctl, &op, dir.path());
+    ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
+    let agent = EdgeAgent::start(&dir.path().join("agent"), &gateway, Some(&token));
+    let good = wait_for("the first snapshot", Duration::from_secs(30), || {
+        let v = agent.snapshot_version();
+        (v > 0).then_some(v)
+    });
+    // The node's debug-build fault hook alters its next pushes
+    // (control-plane/src/gateway/fault.rs); each change of the budget
+    // makes a new version to push.
+    let fault_file = node.data.join("fault-inject-snapshot");
+    let cases = [
+        ("tamper", "content hash does not match"),
+        ("unsigned", "unsigned"),
+        ("wrong-key", "unknown key"),
+        ("other-tenant", "acme-other"),
+        ("rollback", "rollback refused"),
+    ];
+    for (i, (fault, reason)) in cases.iter().enumerate() {
+        std::fs::write(&fault_file, fault).unwrap();
+        std::fs::write(&policy, POLICY.replace("max: 1000", &format!("max: {}", 2000 + i))).unwrap();
+        ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
+        let nack = wait_for(&format!("the NACK of a {fault} push"), Duration::from_secs(30), || {
+            let listed = agents(&ctl, &op);
+            let nack = listed.first()?.get("last_nack").cloned().filter(|n| !n.is_null())?;
+            nack["reason"].as_str().is_some_and(|r| r.contains(reason)).then_some(nack)
+        });
+        assert!(nack["version"].as_u64().unwrap() > good, "{fault}: {nack}");
+        assert_eq!(agent.snapshot_version(), good, "{fault}: the agent keeps enforcing what it had");
+    }
+    let table = ctl.ok(&op, &["agent", "list", "--tenant", "acme"]);
+    assert!(table.contains("rollback refused"), "the last NACK and its reason are shown: {table}");
+    let metrics = crate::support::get_text(&format!("http://{}/metrics", node.http));
+    assert!(metrics.contains("aos_cp_edge_agents_nacking{node_id=\"1\"} 1"), "{metrics}");
+
+    // Healed: the next push is taken and the agent is no longer NACKing.
+    std::fs::remove_file(&fault_file).unwrap();
+    std::fs::write(&policy, POLICY.replace("max: 1000", "max: 5000")).unwrap();
+    ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
+    let healed = wait_for("a good push after the faults", Duration::from_secs(30), || {
+        let v = agent.snapshot_version();
+        (v > good).then_some(v)
+    });
+    wait_for("the ACK", Duration::from_secs(30), || {
+        (agents(&ctl, &op).first()?["acked_version"].as_u64()? == healed).then_some(())
+    });
+    let metrics = crate::support::get_text(&format!("http://{}/metrics", node.http));
+    assert!(metrics.contains("aos_cp_edge_agents_nacking{node_id=\"1\"} 0"), "{metrics}");
+    // Every NACK is in the ledger.
+    let audit = ctl.ok(&op, &["-o", "json", "audit", "list", "--tenant", "acme"]);
+    assert_eq!(audit.matches("SNAPSHOT_NACKED").count(), cases.len(), "{audit}");
+}

@@ -176,3 +176,10 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// GETs a text body (e.g. `/metrics`); empty when unreachable.
+pub fn get_text(url: &str) -> String {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
+    agent.get(url).call().ok().and_then(|mut r| r.body_mut().read_to_string().ok()).unwrap_or_default()
+}

@@ -60,12 +60,16 @@ async fn serve(
         agent_version = hello.current_version
     );
     let mut sent = hello.current_version;
+    // What the agent enforces (its Hello, then each ACK).
+    let mut agent_version = hello.current_version;
     let mut applied = node.state().subscribe();
     loop {
         let current = node.state().read(|s| s.0.snapshot_version(tenant));
         if current > sent {
             match node.signed_snapshot(tenant) {
                 Ok((version, envelope, _key_id)) => {
+                    #[cfg(debug_assertions)]
+                    let envelope = super::fault::apply(node, tenant, agent_version, envelope);
                     let push = SnapshotPush {
                         version,
                         envelope,
@@ -92,6 +96,8 @@ async fn serve(
             message = inbound.message() => match message? {
                 None => return Ok(()),
                 Some(AgentSnapshotMessage { kind: Some(Kind::Ack(ack)) }) => {
+                    agent_version = agent_version.max(ack.version);
+                    tracing::debug!(message = "snapshot acked", agent_id = %agent.agent_id, agent_version);
                     record(node, agent, ack.version, None).await;
                 }
                 Some(AgentSnapshotMessage { kind: Some(Kind::Nack(nack)) }) => {

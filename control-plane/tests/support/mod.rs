@@ -16,6 +16,8 @@ pub struct NodeProc {
     pub id: u64,
     pub http: String,
     pub grpc: String,
+    /// The edge-agent gateway (mutual TLS).
+    pub agents: String,
     pub data_dir: PathBuf,
     /// `AOS_SIGNING_KEY` for the next (re)start: one or more hex keys.
     pub signing_keys: String,
@@ -35,6 +37,7 @@ impl NodeProc {
             id,
             http: format!("127.0.0.1:{}", free_port()),
             grpc: format!("127.0.0.1:{}", free_port()),
+            agents: format!("127.0.0.1:{}", free_port()),
             data_dir: root.join(format!("node{id}")),
             signing_keys: TEST_SIGNING_KEY.to_owned(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
@@ -54,12 +57,16 @@ impl NodeProc {
             &self.grpc,
             "--http-addr",
             &self.http,
+            "--agent-addr",
+            &self.agents,
         ])
         .arg("--data-dir")
         .arg(&self.data_dir)
         .args(&self.extra_args)
         // Every node of a cluster holds the same snapshot signing key.
         .env("AOS_SIGNING_KEY", &self.signing_keys)
+        // …and the same cluster CA.
+        .env("AOS_CA_KEY", TEST_CA_KEY)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log_file(&self.data_dir));
@@ -99,6 +106,22 @@ impl Drop for NodeProc {
 /// would make two nodes collide).
 /// The signing key the test clusters share (hex).
 pub const TEST_SIGNING_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+/// The cluster CA key the test clusters share (hex).
+pub const TEST_CA_KEY: &str = "c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4";
+
+/// Applies a YAML policy document through `node`'s REST API.
+pub fn apply_yaml(node: &NodeProc, key: &str, tenant: &str, yaml: &str) {
+    let mut response = agent()
+        .post(&node.url(&format!("/api/v1/tenants/{tenant}/policies")))
+        .header("Authorization", &format!("Bearer {key}"))
+        .header("Content-Type", "application/yaml")
+        .send(yaml.as_bytes())
+        .expect("policy apply request");
+    let status = response.status().as_u16();
+    let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
+    assert_eq!(status, 200, "{body}");
+}
 
 /// Node stderr goes next to its data directory, so a failing test can be
 /// diagnosed from the temp dir.

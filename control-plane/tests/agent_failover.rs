@@ -1,0 +1,136 @@
+//! An edge agent against a three-node cluster, all real processes: any
+//! node serves the snapshot watch; when the node the agent is connected to
+//! is killed, the agent moves to another, still receives the next policy
+//! change by push, and its records still reach the cluster (issue 4).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{apply_yaml, call, free_port, tenant_with_admin, three_node_cluster, wait_for};
+
+const POLICY: &str = r"api_version: aos/v1
+policies:
+  - id: pol-run-tokens
+    name: Per-run token budget
+    status: ACTIVE
+    scope: { type: ALL_RUNS }
+    monitors: { tokens: true }
+    limits:
+      - { signal: TOKENS, max: MAX, window: PER_RUN }
+    actions: { on_near: WARN, on_breach: STOP }
+    bind_at: EACH_STEP
+    failure_mode: fail_closed
+";
+
+struct Agent {
+    child: Child,
+    listen: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent_binary() -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_aos-control-plane")).with_file_name("aos-edge-agent");
+    assert!(path.is_file(), "{} is missing: run `cargo build --workspace` first", path.display());
+    path
+}
+
+fn health(agent: &Agent) -> Value {
+    call("GET", &format!("http://{}/health", agent.listen), None, None).1
+}
+
+#[test]
+fn the_agent_fails_over_to_another_node_and_keeps_receiving_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, operator) = three_node_cluster(dir.path());
+    let admin = tenant_with_admin(&nodes[0], &operator, "acme");
+    apply_yaml(&nodes[1], &admin, "acme", &POLICY.replace("MAX", "1000"));
+    let (status, token) =
+        call("POST", &nodes[2].url("/api/v1/tenants/acme/agent-tokens"), Some(&admin), Some(json!({})));
+    assert_eq!(status, 200, "{token}");
+    let token = token["join_token"].as_str().unwrap().to_owned();
+
+    let gateways: Vec<&str> = nodes.iter().map(|n| n.agents.as_str()).collect();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().join("agent");
+    std::fs::create_dir_all(&data).unwrap();
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let child = Command::new(agent_binary())
+        .args(["--control-plane", &gateways.join(","), "--join-token", &token, "--listen", &listen])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let agent = Agent { child, listen };
+    let first = wait_for("the first push", Duration::from_secs(60), || {
+        let h = health(&agent);
+        let version = h["components"]["snapshot"]["version"].as_u64()?;
+        let node = h["components"]["control_plane"]["watch_node"].as_str()?.to_owned();
+        (version > 0).then_some((version, node))
+    });
+
+    // Kill the node serving the watch.
+    let (first_version, serving) = first;
+    let victim = nodes.iter().position(|n| n.agents == serving).unwrap();
+    nodes[victim].kill();
+    let survivor = (victim + 1) % 3;
+
+    // The next change, made through a survivor once a leader is there,
+    // reaches the agent through another node.
+    wait_for("a leader among the survivors", Duration::from_secs(30), || {
+        let (status, body) = call("GET", &nodes[survivor].url("/api/v1/cluster"), Some(&operator), None);
+        (status == 200 && !body["leader"].is_null() && body["leader"].as_u64() != Some(nodes[victim].id))
+            .then_some(())
+    });
+    apply_yaml(&nodes[survivor], &admin, "acme", &POLICY.replace("MAX", "500"));
+    let (version, now_serving) = wait_for("the push after failover", Duration::from_secs(60), || {
+        let h = health(&agent);
+        let version = h["components"]["snapshot"]["version"].as_u64()?;
+        let node = h["components"]["control_plane"]["watch_node"].as_str()?.to_owned();
+        (version > first_version).then_some((version, node))
+    });
+    assert_ne!(now_serving, serving);
+    // The new 500-token budget is enforced in the breaching step.
+    let url = |p: &str| format!("http://{}{p}", agent.listen);
+    let (status, run) = call("POST", &url("/api/v1/runs"), None, Some(json!({})));
+    assert_eq!(status, 201, "{run}");
+    let run = run["run_id"].as_str().unwrap().to_owned();
+    let (_, step) = call(
+        "POST",
+        &url(&format!("/api/v1/runs/{run}/steps")),
+        None,
+        Some(json!({"estimated_tokens": 600})),
+    );
+    assert_eq!(step["decision"]["outcome"], "STOP", "version {version}: {step}");
+
+    // The ACK and the run's records reach the surviving nodes.
+    wait_for("the ACK of the new version", Duration::from_secs(30), || {
+        let (_, listed) =
+            call("GET", &nodes[survivor].url("/api/v1/tenants/acme/agents"), Some(&admin), None);
+        (listed["agents"][0]["acked_version"].as_u64() == Some(version)).then_some(())
+    });
+    wait_for("the run's incident at the cluster", Duration::from_secs(60), || {
+        let url = nodes[survivor].url(&format!("/api/v1/tenants/acme/records?run_id={run}&kind=INCIDENT"));
+        let (status, body) = call("GET", &url, Some(&admin), None);
+        (status == 200 && body["records"].as_array().is_some_and(|r| r.len() == 1)).then_some(())
+    });
+    // Another tenant's admin cannot read them.
+    let other = tenant_with_admin(&nodes[survivor], &operator, "globex");
+    let (status, _) = call("GET", &nodes[survivor].url("/api/v1/tenants/acme/records"), Some(&other), None);
+    assert_eq!(status, 403);
+}
