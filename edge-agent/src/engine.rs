@@ -34,7 +34,9 @@ use crate::counters::{CounterTable, Usage};
 use crate::error::AgentError;
 use crate::events::{AgentEvent, EventReactor};
 use crate::ids::{now_ms, random_id, sha256_hex};
-use crate::records::{ControlEvent, Incident, LlmRunRecord, Record, RecordBody, SystemRecord, incident_kind};
+use crate::records::{
+    ControlEvent, Incident, LlmRunRecord, Record, RecordBody, RunState, SystemRecord, incident_kind,
+};
 use crate::runs::{OpenStep, Run, RunRecord, RunStatus, TerminationReason};
 use crate::snapshots::{BootGuard, SnapshotSlot, Staleness};
 use crate::store::AgentStore;
@@ -218,7 +220,7 @@ impl Engine {
                 &usage,
                 record.updated_at_ms,
             );
-            runs.insert(record.run_id.clone(), Run::new(record, current.clone()));
+            runs.insert(record.run_id.clone(), Run::restored(record, current.clone()));
         }
         let (count, bytes) = store.outbox_usage();
         let pii = match PiiScanner::new() {
@@ -306,7 +308,7 @@ impl Engine {
                         }),
                     ));
                 }
-                self.store.put_run(&run.record.run_id, &run.record)?;
+                records.extend(self.save_run(run)?);
                 self.events
                     .publish(AgentEvent::RunEnded { run_id: run.record.run_id.clone(), status: "failed" });
                 ended += 1;
@@ -470,9 +472,11 @@ impl Engine {
                 open_steps: Default::default(),
                 incidents: Default::default(),
             };
-            self.store.put_run(&run_id, &record)?;
             let view = run_view(&record);
-            state.runs.insert(run_id.clone(), Run::new(record, Some(snapshot)));
+            let mut run = Run::new(record, Some(snapshot));
+            let started = self.save_run(&mut run)?;
+            self.append(started.into_iter().collect())?;
+            state.runs.insert(run_id.clone(), run);
             view
         };
         self.store.flush().await?;
@@ -543,9 +547,9 @@ impl Engine {
                 run.record.open_steps.insert(step_id.clone(), OpenStep { reserved, at_ms: now });
                 run.record.steps += 1;
             }
-            let records = self.apply_outcome(run, &decision, Some(&step_id), "PRE_STEP", now);
+            let mut records = self.apply_outcome(run, &decision, Some(&step_id), "PRE_STEP", now);
             run.record.updated_at_ms = now;
-            self.store.put_run(run_id, &run.record)?;
+            records.extend(self.save_run(run)?);
             self.append(records)?;
             answer(&step_id, allowed, run.record.status, &decision)
         };
@@ -628,7 +632,7 @@ impl Engine {
             let mut records = vec![llm];
             records.extend(self.apply_outcome(run, &decision, Some(step_id), "USAGE", now));
             run.record.updated_at_ms = now;
-            self.store.put_run(run_id, &run.record)?;
+            records.extend(self.save_run(run)?);
             self.append(records)?;
             let allowed = matches!(decision.outcome, Action::Continue | Action::Warn);
             answer(step_id, allowed, run.record.status, &decision)
@@ -690,8 +694,9 @@ impl Engine {
                     reasons: vec!["run resumed".to_owned()],
                 }),
             );
-            self.store.put_run(run_id, &run.record)?;
-            self.append(vec![event])?;
+            let mut records = vec![event];
+            records.extend(self.save_run(run)?);
+            self.append(records)?;
             run_view(&run.record)
         };
         self.store.flush().await?;
@@ -768,12 +773,46 @@ impl Engine {
                     }),
                 ));
             }
-            self.store.put_run(run_id, &run.record)?;
+            records.extend(self.save_run(run)?);
             self.append(records)?;
             run_view(&run.record)
         };
         self.store.flush().await?;
         Ok(view)
+    }
+
+    /// Writes the run (not flushed) and, when its status changed since the
+    /// last report, returns the `RUN_STATE` record that says so.
+    fn save_run(&self, run: &mut Run) -> Result<Option<Record>, AgentError> {
+        self.store.put_run(&run.record.run_id, &run.record)?;
+        if run.reported_status == Some(run.record.status) {
+            return Ok(None);
+        }
+        run.reported_status = Some(run.record.status);
+        let r = &run.record;
+        Ok(Some(Record::new(
+            self.slot.tenant_id(),
+            Some(&r.run_id),
+            r.updated_at_ms,
+            RecordBody::RunState(RunState {
+                status: status_str(r.status).to_owned(),
+                termination_reason: r
+                    .termination_reason
+                    .and_then(|t| serde_json::to_value(t).ok())
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+                termination_detail: r.termination_detail.clone(),
+                project_id: r.scope.project_id.clone(),
+                agent_id: r.scope.agent_id.clone(),
+                api_key_id: r.scope.api_key_id.clone(),
+                human_actor_id: r.scope.human_actor_id.clone(),
+                session_id: r.scope.session_id.clone(),
+                steps: r.steps,
+                tokens: r.usage.tokens,
+                cost_micros: r.usage.cost_micros,
+                run_start_snapshot_version: r.run_start_snapshot_version,
+                started_at_ms: r.started_at_ms,
+            }),
+        )))
     }
 
     /// Decides one step of `run` against its bound snapshots and the

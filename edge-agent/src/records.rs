@@ -39,6 +39,41 @@ pub enum RecordBody {
     Incident(Incident),
     /// Something about the edge agent itself.
     SystemRecord(SystemRecord),
+    /// A run's state after it started or changed status (the Activity
+    /// domain's live and completed runs are built from these).
+    RunState(RunState),
+}
+
+/// A run as it stands after a status change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// `running`, `paused`, `succeeded`, `failed`, `failed_policy`,
+    /// `cancelled`, `retry`.
+    pub status: String,
+    /// Why it ended, once it has.
+    pub termination_reason: Option<String>,
+    /// Detail of the ending.
+    pub termination_detail: Option<String>,
+    /// Project.
+    pub project_id: Option<String>,
+    /// The customer's workload agent.
+    pub agent_id: Option<String>,
+    /// API key the workload used.
+    pub api_key_id: Option<String>,
+    /// Human actor.
+    pub human_actor_id: Option<String>,
+    /// Session.
+    pub session_id: Option<String>,
+    /// Steps admitted.
+    pub steps: u64,
+    /// Tokens used (reported).
+    pub tokens: u64,
+    /// Spend, micro-USD (reported).
+    pub cost_micros: u64,
+    /// Snapshot version bound at start.
+    pub run_start_snapshot_version: u64,
+    /// Unix ms.
+    pub started_at_ms: u64,
 }
 
 /// Seed §5.2: one LLM call.

@@ -124,6 +124,8 @@ pub struct Run {
     pub first_token: Option<VerifiedSnapshot>,
     /// Flipped to `true` when the run is killed or cancelled.
     pub cancel: watch::Sender<bool>,
+    /// The status last reported in a `RUN_STATE` record (`None`: never).
+    pub reported_status: Option<RunStatus>,
 }
 
 impl Run {
@@ -133,7 +135,13 @@ impl Run {
     pub fn new(record: RunRecord, run_start: Option<VerifiedSnapshot>) -> Run {
         let (cancel, _) = watch::channel(record.status == RunStatus::Cancelled);
         let first_token = record.first_token_snapshot_version.and(run_start.clone());
-        Run { record, run_start, first_token, cancel }
+        Run { record, run_start, first_token, cancel, reported_status: None }
+    }
+
+    /// A run restored after a restart: its status was reported before.
+    pub fn restored(record: RunRecord, run_start: Option<VerifiedSnapshot>) -> Run {
+        let status = record.status;
+        Run { reported_status: Some(status), ..Run::new(record, run_start) }
     }
 
     /// Ends the run (no-op if it has ended already); fires the cancel

@@ -287,6 +287,40 @@ fn an_agent_joins_over_mtls_and_enforces_a_policy_applied_with_aosctl_in_the_bre
         (agent.health()["components"]["outbox"]["pending_records"] == 0).then_some(())
     });
 
+    // The Activity API: the stopped run is completed with its reason, a
+    // new one is live, and the metrics add up what was delivered.
+    let live_run = agent.start_run();
+    let activity = |what: &str| {
+        let url = format!("http://{}/api/v1/tenants/acme/activity/{what}", node.http);
+        let (status, body) = call_with_key("GET", &url, Some(&op), None);
+        assert_eq!(status, 200, "{what}: {body}");
+        body
+    };
+    let live = wait_for("the live run", Duration::from_secs(30), || {
+        let live = activity("live");
+        (live["runs"].as_array()?.len() == 1).then_some(live)
+    });
+    assert_eq!(live["runs"][0]["run_id"], live_run.as_str(), "{live}");
+    assert_eq!(live["runs"][0]["body"]["agent_id"], "research-bot", "{live}");
+    let completed = activity("completed");
+    assert_eq!(completed["runs"][0]["run_id"], run.as_str(), "{completed}");
+    assert_eq!(completed["runs"][0]["body"]["status"], "failed_policy", "{completed}");
+    assert_eq!(completed["runs"][0]["body"]["termination_reason"], "BUDGET_EXCEEDED", "{completed}");
+    let metrics = activity("metrics");
+    assert_eq!(metrics["runs"], 2, "{metrics}");
+    assert_eq!(metrics["tokens"], 600, "one 600-token call was reported: {metrics}");
+    assert_eq!(metrics["incidents_by_kind"]["TOKEN_LIMIT"], 1, "{metrics}");
+    let signals = activity("signals");
+    let outcomes: Vec<&str> = signals["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["body"]["decision"]["outcome"].as_str())
+        .collect();
+    assert!(outcomes.contains(&"STOP"), "{signals}");
+    let url = format!("http://{}/api/v1/tenants/acme/activity/live?limit=0", node.http);
+    assert_eq!(call_with_key("GET", &url, Some(&op), None).0, 400);
+
     // A revoked token joins nobody, and the refusal is in the ledger.
     let token_id = ctl.ok(&op, &["-o", "json", "agent", "token", "list", "--tenant", "acme"]);
     let token_id: Value = serde_json::from_str(&token_id).unwrap();
@@ -314,6 +348,10 @@ fn with_the_control_plane_down_the_agent_enforces_from_disk_and_delivers_every_r
     ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
     let mut agent = EdgeAgent::start(&dir.path().join("agent"), &gateway, Some(&token));
     wait_for("the pushed snapshot", Duration::from_secs(30), || (agent.snapshot_version() > 0).then_some(()));
+    wait_for("an empty outbox", Duration::from_secs(30), || {
+        (agent.health()["components"]["outbox"]["pending_records"] == 0).then_some(())
+    });
+    let before = records(&node.http, &op).len();
 
     // The control plane goes away (kill -9).
     let _ = node.guard.child.kill();
@@ -338,6 +376,7 @@ fn with_the_control_plane_down_the_agent_enforces_from_disk_and_delivers_every_r
     runs.push(mid.clone());
     let pending = agent.health()["components"]["outbox"]["pending_records"].as_u64().unwrap();
     assert!(pending > 0, "records wait in the outbox");
+    let produced = before + usize::try_from(pending).unwrap();
     assert_eq!(agent.health()["components"]["control_plane"]["status"], "disconnected");
 
     // The control plane returns (same data, same ports): every record
@@ -347,6 +386,7 @@ fn with_the_control_plane_down_the_agent_enforces_from_disk_and_delivers_every_r
         (agent.health()["components"]["outbox"]["pending_records"] == 0).then_some(())
     });
     let held = records(&node.http, &op);
+    assert_eq!(held.len(), produced, "exactly what the agent produced");
     let ids: BTreeSet<&str> = held.iter().map(|r| r["record_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), held.len(), "no duplicates");
     for run in &runs {

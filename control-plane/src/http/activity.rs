@@ -5,7 +5,18 @@
 //!   (every role of the tenant): records in arrival order, paginated by
 //!   `after_seq` (`next_after_seq` in the answer while more match).
 //! - `GET /api/v1/tenants/{tenant}/activity/runs/{run_id}`: one run's
-//!   records (its LLM run records, control events and incidents).
+//!   records (its state changes, LLM run records, control events and
+//!   incidents).
+//! - `GET /api/v1/tenants/{tenant}/activity/{live|completed}?limit=`: runs
+//!   by their latest `RUN_STATE` record, most recently changed first.
+//! - `GET /api/v1/tenants/{tenant}/activity/signals`: control events
+//!   (near-threshold signals and enforcement), paginated like records.
+//! - `GET /api/v1/tenants/{tenant}/activity/metrics`: runs by status,
+//!   tokens, spend, incidents by kind.
+//!
+//! Live and completed runs and metrics are computed from the tenant's
+//! records at query time (a scan): fine for thousands of runs, to be
+//! replaced by maintained aggregates when tenants hold millions.
 
 use aos_cp_state::RecordFilter;
 use axum::extract::{Path, Query, State};
@@ -27,6 +38,10 @@ pub(super) fn routes() -> Router<Node> {
     Router::new()
         .route("/api/v1/tenants/{tenant}/records", get(list_records))
         .route("/api/v1/tenants/{tenant}/activity/runs/{run_id}", get(run_records))
+        .route("/api/v1/tenants/{tenant}/activity/live", get(live_runs))
+        .route("/api/v1/tenants/{tenant}/activity/completed", get(completed_runs))
+        .route("/api/v1/tenants/{tenant}/activity/signals", get(signals))
+        .route("/api/v1/tenants/{tenant}/activity/metrics", get(metrics))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,9 +64,7 @@ async fn list_records(
     headers: HeaderMap,
     query: Result<Query<RecordQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", format!("query: {}", e.body_text()))
-    })?;
+    let Query(q) = query.map_err(|e| bad_query(&e))?;
     let intent = Intent {
         tenant: &tenant,
         roles: READERS,
@@ -59,14 +72,7 @@ async fn list_records(
         target: format!("tenants/{tenant}/records"),
     };
     authorize_read(&node, &headers, &intent, q.consistency).await?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_INPUT",
-            format!("limit: must be 1..={MAX_LIMIT}, got {limit}"),
-        ));
-    }
+    let limit = checked_limit(q.limit)?;
     let filter = RecordFilter {
         kind: q.kind.as_deref(),
         run_id: q.run_id.as_deref(),
@@ -96,6 +102,104 @@ async fn run_records(
         return Err(ApiError::not_found(format!("no records of run `{run_id}` in tenant `{tenant}`")));
     }
     Ok(Json(answer))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    limit: Option<usize>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+type RunsParams = Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>;
+
+async fn live_runs(
+    State(node): State<Node>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    query: RunsParams,
+) -> Result<Json<Value>, ApiError> {
+    runs(&node, &tenant, &headers, query, true).await
+}
+
+async fn completed_runs(
+    State(node): State<Node>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    query: RunsParams,
+) -> Result<Json<Value>, ApiError> {
+    runs(&node, &tenant, &headers, query, false).await
+}
+
+async fn runs(
+    node: &Node,
+    tenant: &str,
+    headers: &HeaderMap,
+    query: RunsParams,
+    live: bool,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| bad_query(&e))?;
+    let which = if live { "live" } else { "completed" };
+    let intent = Intent {
+        tenant,
+        roles: READERS,
+        action: "LIST_RUNS",
+        target: format!("tenants/{tenant}/activity/{which}"),
+    };
+    authorize_read(node, headers, &intent, q.consistency).await?;
+    let limit = checked_limit(q.limit)?;
+    Ok(Json(node.state().read(|s| json!({ "runs": s.0.activity().runs(tenant, live, limit) }))))
+}
+
+async fn signals(
+    State(node): State<Node>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<RecordQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(mut q) = query.map_err(|e| bad_query(&e))?;
+    if q.kind.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+            "kind: signals are CONTROL_EVENT records; use /records for other kinds",
+        ));
+    }
+    q.kind = Some("CONTROL_EVENT".to_owned());
+    list_records(State(node), Path(tenant), headers, Ok(Query(q))).await
+}
+
+async fn metrics(
+    State(node): State<Node>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<super::ReadParams>,
+) -> Result<Json<Value>, ApiError> {
+    let intent = Intent {
+        tenant: &tenant,
+        roles: READERS,
+        action: "GET_ACTIVITY_METRICS",
+        target: format!("tenants/{tenant}/activity/metrics"),
+    };
+    authorize_read(&node, &headers, &intent, params.consistency).await?;
+    Ok(Json(node.state().read(|s| s.0.activity().metrics(&tenant))))
+}
+
+fn bad_query(e: &axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", format!("query: {}", e.body_text()))
+}
+
+fn checked_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+            format!("limit: must be 1..={MAX_LIMIT}, got {limit}"),
+        ));
+    }
+    Ok(limit)
 }
 
 fn page(node: &Node, tenant: &str, filter: &RecordFilter<'_>, limit: usize) -> Value {

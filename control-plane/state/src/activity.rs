@@ -27,6 +27,14 @@ pub const MAX_BATCH: usize = 2_000;
 /// Largest record (encoded JSON) accepted as is; larger ones are kept as
 /// `MALFORMED` with their size and hash.
 pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+/// Kind of the records that carry a run's state.
+pub const RUN_STATE: &str = "RUN_STATE";
+
+/// Whether a `RUN_STATE` record says the run has not ended.
+fn is_live(record: &StoredRecord) -> bool {
+    matches!(record.body.get("status").and_then(Value::as_str), Some("running" | "paused" | "queued"))
+}
+
 /// Longest record id.
 const MAX_RECORD_ID: usize = 128;
 
@@ -111,6 +119,70 @@ impl Activity {
         let page: Vec<&StoredRecord> = matching.by_ref().take(limit).collect();
         let more = matching.next().is_some();
         (page, more)
+    }
+
+    /// The latest `RUN_STATE` record of each run of `tenant_id` whose
+    /// status is live (`running`, `paused`, `queued`) or, with
+    /// `live = false`, ended; most recently changed first, at most `limit`.
+    pub fn runs(&self, tenant_id: &str, live: bool, limit: usize) -> Vec<&StoredRecord> {
+        let Some(tenant) = self.tenants.get(tenant_id) else {
+            return Vec::new();
+        };
+        let mut latest: BTreeMap<&str, &StoredRecord> = BTreeMap::new();
+        for record in tenant.records.iter().filter(|r| r.kind == RUN_STATE) {
+            if let Some(run_id) = record.run_id.as_deref() {
+                latest.insert(run_id, record);
+            }
+        }
+        let mut runs: Vec<&StoredRecord> = latest.into_values().filter(|r| is_live(r) == live).collect();
+        runs.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(b.seq.cmp(&a.seq)));
+        runs.truncate(limit);
+        runs
+    }
+
+    /// Aggregates for the tenant: runs by latest status, tokens and spend
+    /// reported in LLM run records, incidents by kind, records by kind.
+    pub fn metrics(&self, tenant_id: &str) -> Value {
+        let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut incidents: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut latest: BTreeMap<&str, &str> = BTreeMap::new();
+        let (mut tokens, mut cost_micros, mut llm_calls) = (0u64, 0u64, 0u64);
+        for record in self.tenants.get(tenant_id).map_or(&[][..], |t| &t.records[..]) {
+            *by_kind.entry(&record.kind).or_default() += 1;
+            match record.kind.as_str() {
+                "LLM_RUN_RECORD" => {
+                    let n = |f: &str| record.body.get(f).and_then(Value::as_u64).unwrap_or(0);
+                    tokens = tokens.saturating_add(n("input_tokens")).saturating_add(n("output_tokens"));
+                    cost_micros = cost_micros.saturating_add(n("cost_micros"));
+                    llm_calls += 1;
+                }
+                "INCIDENT" => {
+                    let kind = record.body.get("incident_kind").and_then(Value::as_str).unwrap_or("UNKNOWN");
+                    *incidents.entry(kind).or_default() += 1;
+                }
+                RUN_STATE => {
+                    if let (Some(run), Some(status)) =
+                        (record.run_id.as_deref(), record.body.get("status").and_then(Value::as_str))
+                    {
+                        latest.insert(run, status);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut runs_by_status: BTreeMap<&str, u64> = BTreeMap::new();
+        for status in latest.values() {
+            *runs_by_status.entry(status).or_default() += 1;
+        }
+        serde_json::json!({
+            "runs": latest.len(),
+            "runs_by_status": runs_by_status,
+            "llm_calls": llm_calls,
+            "tokens": tokens,
+            "cost_usd": aos_core::money::MicroUsd(cost_micros).to_string().trim_start_matches('$'),
+            "incidents_by_kind": incidents,
+            "records_by_kind": by_kind,
+        })
     }
 
     /// Number of records held for `tenant_id`.

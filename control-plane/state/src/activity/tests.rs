@@ -145,3 +145,47 @@ fn queries_filter_and_page_in_arrival_order() {
     assert_eq!(run0.len(), 13);
     assert!(activity.records(GLOBEX, &RecordFilter::default(), 10).0.is_empty());
 }
+
+#[test]
+fn live_and_completed_runs_come_from_the_latest_run_state_and_metrics_add_up() {
+    let mut h = with_agents();
+    let state = |id: &str, run: &str, status: &str, at: u64| IngestRecord {
+        record_id: id.into(),
+        json: json!({"kind": "RUN_STATE", "run_id": run, "at_ms": at, "status": status}).to_string(),
+    };
+    let llm = |id: &str, run: &str| {
+        IngestRecord {
+        record_id: id.into(),
+        json: json!({"kind": "LLM_RUN_RECORD", "run_id": run, "at_ms": 5, "input_tokens": 10, "output_tokens": 5, "cost_micros": 1500}).to_string(),
+    }
+    };
+    let incident = IngestRecord {
+        record_id: "i1".into(),
+        json: json!({"kind": "INCIDENT", "run_id": "run-b", "at_ms": 6, "incident_kind": "TOKEN_LIMIT"})
+            .to_string(),
+    };
+    let batch = vec![
+        state("s1", "run-a", "running", 1),
+        state("s2", "run-b", "running", 2),
+        llm("l1", "run-a"),
+        llm("l2", "run-b"),
+        incident,
+        state("s3", "run-b", "failed_policy", 7),
+        state("s4", "run-c", "running", 8),
+    ];
+    h.ok(&operator(), ingest("ea-acme", batch));
+    let activity = h.state.activity();
+    let ids = |runs: Vec<&crate::activity::StoredRecord>| {
+        runs.iter().map(|r| r.run_id.clone().unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(activity.runs(ACME, true, 10)), ["run-c", "run-a"], "newest change first");
+    assert_eq!(ids(activity.runs(ACME, false, 10)), ["run-b"]);
+    assert_eq!(ids(activity.runs(ACME, true, 1)), ["run-c"]);
+    assert!(activity.runs(GLOBEX, true, 10).is_empty());
+    let metrics = activity.metrics(ACME);
+    assert_eq!(metrics["runs"], 3);
+    assert_eq!(metrics["runs_by_status"], json!({"running": 2, "failed_policy": 1}));
+    assert_eq!((metrics["llm_calls"].as_u64(), metrics["tokens"].as_u64()), (Some(2), Some(30)));
+    assert_eq!(metrics["cost_usd"], "0.003");
+    assert_eq!(metrics["incidents_by_kind"], json!({"TOKEN_LIMIT": 1}));
+}
