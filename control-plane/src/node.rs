@@ -24,6 +24,9 @@ use crate::signing::KeyRing;
 use aos_proto::agent::agent_gateway_server::AgentGatewayServer;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+/// Most log entries per AppendEntries (see `Node::open`).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
+
 /// What a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -153,6 +156,12 @@ impl Node {
             // Keep a tail behind the snapshot so a briefly lagging follower
             // catches up from the log; further behind, it gets the snapshot.
             max_in_snapshot_log_to_keep: (config.snapshot_every / 5).min(1_000),
+            // openraft gives each AppendEntries one heartbeat interval to
+            // complete. Entries can be large (an ingest entry holds up to
+            // 100 agent records, ~50 KB), so a follower that fell behind
+            // must be sent a few at a time: with the default 300 per
+            // payload it timed out on every attempt and never caught up.
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..openraft::Config::default()
         }
         .validate()

@@ -12,6 +12,8 @@ use super::{ChildGuard, agent, free_port, get_json, log_file, log_tail, post_jso
 
 /// The snapshot signing key every node of the cluster holds (hex).
 pub const SIGNING_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+/// The cluster CA key every node holds (hex).
+pub const CA_KEY: &str = "c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4";
 
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -21,6 +23,8 @@ pub struct AosNode {
     pub id: u64,
     pub http: String,
     pub grpc: String,
+    /// Edge-agent gateway (mutual TLS).
+    pub agents: String,
     pub data_dir: PathBuf,
     bin: PathBuf,
     proc: Option<ChildGuard>,
@@ -32,6 +36,7 @@ impl AosNode {
             id,
             http: format!("127.0.0.1:{}", free_port()?),
             grpc: format!("127.0.0.1:{}", free_port()?),
+            agents: format!("127.0.0.1:{}", free_port()?),
             data_dir: root.join(format!("node{id}")),
             bin: bin.to_owned(),
             proc: None,
@@ -43,10 +48,11 @@ impl AosNode {
     fn spawn(&mut self, init: bool) -> Result<()> {
         let mut cmd = Command::new(&self.bin);
         cmd.args(["start", "--node-id", &self.id.to_string(), "--grpc-addr", &self.grpc])
-            .args(["--http-addr", &self.http])
+            .args(["--http-addr", &self.http, "--agent-addr", &self.agents])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("AOS_SIGNING_KEY", SIGNING_KEY)
+            .env("AOS_CA_KEY", CA_KEY)
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -60,6 +66,11 @@ impl AosNode {
 
     fn log_path(&self) -> PathBuf {
         self.data_dir.with_extension("log")
+    }
+
+    /// The last `max` bytes of the node's log.
+    pub fn log_tail(&self, max: usize) -> String {
+        log_tail(&self.log_path(), max)
     }
 
     /// `kill -9`.

@@ -16,6 +16,9 @@ use crate::write::propose;
 
 /// Acks waiting to be sent on one stream.
 const ACK_BUFFER: usize = 16;
+/// Most records per Raft entry: a batch is committed as several entries so
+/// that each stays small enough to replicate within a heartbeat.
+pub const RECORDS_PER_ENTRY: usize = 100;
 
 /// Starts serving one agent's ingest stream.
 pub fn start(node: Node, agent: EdgeAgentRecord, inbound: Streaming<RecordBatch>) -> PushStream<BatchAck> {
@@ -47,28 +50,42 @@ async fn serve(
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             })
             .collect();
-        let proposal = Proposal {
-            request_id: format!("ingest-{}-{}", agent.agent_id, first_id(&records)),
-            actor: system_actor(),
-            at_ms: crate::now_ms(),
-            command: Command::IngestRecords { edge_agent_id: agent.agent_id.clone(), records },
-        };
-        let committed = propose(node, proposal).await.map_err(unavailable)?;
-        let ack = match committed.result {
-            CommandResult::Applied(applied) => BatchAck {
-                batch_seq: batch.batch_seq,
-                accepted: count(&applied.detail, "accepted"),
-                duplicates: count(&applied.detail, "duplicates"),
-            },
-            CommandResult::Rejected(rejection) => {
-                return Err(Status::invalid_argument(format!(
-                    "batch {} refused: {}{}",
-                    batch.batch_seq,
-                    rejection.message,
-                    rejection.field_errors.iter().map(|e| format!("; {e}")).collect::<String>()
-                )));
+        let mut ack = BatchAck { batch_seq: batch.batch_seq, accepted: 0, duplicates: 0 };
+        // One Raft entry per chunk, proposed together so they pipeline. If
+        // any fails the agent resends the whole batch, and the records
+        // already committed count as duplicates then.
+        let mut proposals = tokio::task::JoinSet::new();
+        for chunk in records.chunks(RECORDS_PER_ENTRY) {
+            let proposal = Proposal {
+                request_id: format!("ingest-{}-{}", agent.agent_id, first_id(chunk)),
+                actor: system_actor(),
+                at_ms: crate::now_ms(),
+                command: Command::IngestRecords {
+                    edge_agent_id: agent.agent_id.clone(),
+                    records: chunk.to_vec(),
+                },
+            };
+            let node = node.clone();
+            proposals.spawn(async move { propose(&node, proposal).await });
+        }
+        while let Some(joined) = proposals.join_next().await {
+            let committed =
+                joined.map_err(|e| Status::internal(format!("ingest task: {e}")))?.map_err(unavailable)?;
+            match committed.result {
+                CommandResult::Applied(applied) => {
+                    ack.accepted += count(&applied.detail, "accepted");
+                    ack.duplicates += count(&applied.detail, "duplicates");
+                }
+                CommandResult::Rejected(rejection) => {
+                    return Err(Status::invalid_argument(format!(
+                        "batch {} refused: {}{}",
+                        batch.batch_seq,
+                        rejection.message,
+                        rejection.field_errors.iter().map(|e| format!("; {e}")).collect::<String>()
+                    )));
+                }
             }
-        };
+        }
         if tx.send(Ok(ack)).await.is_err() {
             return Ok(());
         }

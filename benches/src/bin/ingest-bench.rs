@@ -1,0 +1,268 @@
+//! Record ingest through a 3-node control plane, for `benches/README.md`:
+//! how many edge-agent records per second are committed through Raft and
+//! acknowledged, and whether every one of them is there afterwards.
+//!
+//! ```sh
+//! cargo build --release -p aos-control-plane -p aos-benches
+//! cargo run --release -p aos-benches --bin ingest-bench -- [--agents 1,4,16] [--batch 500] [--duration SECS]
+//! ```
+//!
+//! Each simulated edge agent joins with a real join token (CA pinned,
+//! mutual TLS), opens the `Ingest` stream to one node (agents spread over
+//! the three) and does what the real agent's delivery loop does: one batch
+//! in flight, the next sent when the previous is acked. Records are
+//! `LLM_RUN_RECORD`s of about 400 bytes with unique ids. At the end the
+//! tenant's record count on the control plane must equal the records acked
+//! as accepted (zero loss, zero duplicates).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aos_benches::cluster::aos::AosCluster;
+use aos_benches::cluster::{agent, fmt_duration, percentile, post_json, wait_for};
+use aos_edge_agent::identity::{AgentIdentity, JoinToken, join};
+use aos_proto::agent::agent_gateway_client::AgentGatewayClient;
+use aos_proto::agent::{Record, RecordBatch};
+use serde_json::json;
+
+#[derive(Debug)]
+struct Args {
+    agents: Vec<usize>,
+    batch: usize,
+    duration: Duration,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args { agents: vec![1, 4, 16], batch: 500, duration: Duration::from_secs(5) };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--agents" => {
+                args.agents = value("--agents")?
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>().context("--agents"))
+                    .collect::<Result<_>>()?;
+            }
+            "--batch" => args.batch = value("--batch")?.parse().context("--batch")?,
+            "--duration" => {
+                args.duration =
+                    Duration::try_from_secs_f64(value("--duration")?.parse()?).context("--duration")?;
+            }
+            "-h" | "--help" => {
+                println!("usage: ingest-bench [--agents 1,4,16] [--batch 500] [--duration SECS (5)]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if args.batch == 0 || args.batch > 2_000 || args.agents.contains(&0) {
+        bail!("--batch must be 1..=2000 and every --agents count at least 1");
+    }
+    Ok(args)
+}
+
+fn control_plane_bin() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("no directory")?.join("aos-control-plane");
+    if !bin.is_file() {
+        bail!("{} not found: cargo build --release -p aos-control-plane", bin.display());
+    }
+    Ok(bin)
+}
+
+/// One record as the agent stores it (about 400 bytes of JSON).
+fn record(agent: usize, seq: u64) -> Record {
+    let record_id = format!("rec-bench-{agent}-{seq}");
+    let json = json!({
+        "record_id": record_id,
+        "tenant_id": "bench",
+        "run_id": format!("run-{agent}-{}", seq / 20),
+        "at_ms": 1_790_000_000_000u64 + seq,
+        "kind": "LLM_RUN_RECORD",
+        "step_id": format!("st-{agent}-{seq}"),
+        "model": "gpt-4o-mini",
+        "input_tokens": 900,
+        "output_tokens": 300,
+        "cost_micros": 4_000,
+        "prompt_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "response_hash": "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
+        "prompt": null,
+        "response": null,
+        "outcome": "CONTINUE",
+        "snapshot_version": 3,
+    });
+    Record { record_id, json: json.to_string().into_bytes() }
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    accepted: u64,
+    duplicates: u64,
+    latencies: Vec<Duration>,
+}
+
+/// One simulated agent: batches until `deadline`, one in flight.
+async fn run_agent(
+    identity: AgentIdentity,
+    endpoint: String,
+    index: usize,
+    batch: usize,
+    first_seq: Arc<AtomicU64>,
+    deadline: Instant,
+) -> Result<Outcome> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{endpoint}"))?
+        .tls_config(identity.client_tls())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut client = AgentGatewayClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+    let mut acks = client.ingest(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let mut outcome = Outcome::default();
+    let mut batch_seq = 0u64;
+    while Instant::now() < deadline {
+        let start_seq = first_seq.fetch_add(batch as u64, Ordering::Relaxed);
+        let records = (0..batch as u64).map(|i| record(index, start_seq + i)).collect();
+        batch_seq += 1;
+        let sent = Instant::now();
+        tx.send(RecordBatch { batch_seq, records }).await.context("ingest stream closed")?;
+        let ack = acks.message().await?.context("the node closed the ingest stream")?;
+        outcome.latencies.push(sent.elapsed());
+        if ack.batch_seq != batch_seq {
+            bail!("ack for batch {} while waiting for {batch_seq}", ack.batch_seq);
+        }
+        outcome.accepted += u64::from(ack.accepted);
+        outcome.duplicates += u64::from(ack.duplicates);
+    }
+    Ok(outcome)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let bin = control_plane_bin()?;
+    eprintln!("starting a 3-node AOS cluster …");
+    let cluster = tokio::task::block_in_place(|| AosCluster::start(&bin))?;
+    let http = agent(Duration::from_secs(10));
+    let key = cluster.key.clone();
+    let base = cluster.nodes[0].url("");
+    let (status, text) = post_json(
+        &http,
+        &format!("{base}/api/v1/tenants"),
+        Some(&key),
+        &json!({"tenant_id": "bench", "name": "bench"}),
+    )?;
+    if status != 200 {
+        bail!("create tenant: HTTP {status}: {text}");
+    }
+    let (status, text) =
+        post_json(&http, &format!("{base}/api/v1/tenants/bench/agent-tokens"), Some(&key), &json!({}))?;
+    if status != 200 {
+        bail!("join token: HTTP {status}: {text}");
+    }
+    let created: serde_json::Value = serde_json::from_str(&text)?;
+    let token = JoinToken::parse(created["join_token"].as_str().context("no join_token")?)?;
+    let gateways: Vec<String> = cluster.nodes.iter().map(|n| n.agents.clone()).collect();
+    let most = args.agents.iter().copied().max().unwrap_or(1);
+    let mut identities = Vec::new();
+    for i in 0..most {
+        identities.push(join(&gateways, &token, &format!("bench-{i}")).await?);
+    }
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut rows = Vec::new();
+    let mut total_accepted = 0u64;
+    let mut total_duplicates = 0u64;
+    for &n in &args.agents {
+        eprintln!("{n} agents, batches of {} …", args.batch);
+        let deadline = Instant::now() + args.duration;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for (i, identity) in identities.iter().take(n).enumerate() {
+            let endpoint = gateways[i % gateways.len()].clone();
+            tasks.push(tokio::spawn(run_agent(
+                identity.clone(),
+                endpoint,
+                i,
+                args.batch,
+                Arc::clone(&seq),
+                deadline,
+            )));
+        }
+        let mut outcome = Outcome::default();
+        for task in tasks {
+            let o = task.await??;
+            outcome.accepted += o.accepted;
+            outcome.duplicates += o.duplicates;
+            outcome.latencies.extend(o.latencies);
+        }
+        let elapsed = started.elapsed();
+        outcome.latencies.sort_unstable();
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a rate for display"
+        )]
+        let per_sec = (outcome.accepted as f64 / elapsed.as_secs_f64()) as u64;
+        eprintln!("  {per_sec} records/s");
+        rows.push((
+            n,
+            per_sec,
+            percentile(&outcome.latencies, 50),
+            percentile(&outcome.latencies, 99),
+            outcome.accepted,
+        ));
+        total_accepted += outcome.accepted;
+        total_duplicates += outcome.duplicates;
+    }
+    // Zero loss: every acked record is held, on every node.
+    let mut held = Vec::new();
+    for node in &cluster.nodes {
+        let url = node.url("/api/v1/tenants/bench/activity/metrics");
+        // Linearizable reads: a node without a leader (an election after the
+        // load) answers 503, so ask again until one is there.
+        let metrics = tokio::task::block_in_place(|| {
+            let _ = &cluster;
+            wait_for("the tenant's metrics", Duration::from_secs(60), || {
+                let mut response = http.get(&url).header("Authorization", &format!("Bearer {key}")).call()?;
+                let status = response.status().as_u16();
+                let text = response.body_mut().read_to_string()?;
+                match status {
+                    200 => Ok(Some(serde_json::from_str::<serde_json::Value>(&text)?)),
+                    503 => Ok(None),
+                    _ => bail!("{url}: HTTP {status}: {text}"),
+                }
+            })
+        });
+        let metrics = match metrics {
+            Ok(m) => m,
+            Err(e) => {
+                for n in &cluster.nodes {
+                    eprintln!("--- node {} log ---\n{}", n.id, n.log_tail(3000));
+                }
+                return Err(e);
+            }
+        };
+        held.push(metrics["records_by_kind"]["LLM_RUN_RECORD"].as_u64().unwrap_or(0));
+    }
+    println!("| agents | batch | records/s | batch p50 | batch p99 | records acked |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (n, per_sec, p50, p99, accepted) in rows {
+        println!(
+            "| {n} | {} | {per_sec} | {} | {} | {accepted} |",
+            args.batch,
+            fmt_duration(p50),
+            fmt_duration(p99)
+        );
+    }
+    println!();
+    println!("acked as accepted: {total_accepted}; duplicates: {total_duplicates}; held per node: {held:?}");
+    if held.iter().any(|&h| h != total_accepted) || total_duplicates != 0 {
+        bail!("LOSS OR DUPLICATION: acked {total_accepted}, held {held:?}, duplicates {total_duplicates}");
+    }
+    println!("zero loss: every acked record is held on all three nodes");
+    Ok(())
+}
