@@ -264,6 +264,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         aos_control_plane::dev::DEMO_TENANT,
         &args.data_dir,
         args.agent_listen,
+        args.agent_addr,
     )
     .await
     .context("starting the dev edge agent")?;

@@ -21,9 +21,19 @@ impl Drop for Dev {
     }
 }
 
-fn dev(data_dir: &std::path::Path, http: &str, grpc: &str, agent: &str) -> Dev {
+fn dev(data_dir: &std::path::Path, http: &str, grpc: &str, agent: &str, gateway: &str) -> Dev {
     let child = Command::new(env!("CARGO_BIN_EXE_aos-control-plane"))
-        .args(["dev", "--http-addr", http, "--grpc-addr", grpc, "--agent-listen", agent])
+        .args([
+            "dev",
+            "--http-addr",
+            http,
+            "--grpc-addr",
+            grpc,
+            "--agent-listen",
+            agent,
+            "--agent-addr",
+            gateway,
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .env("RUST_LOG", "warn")
@@ -54,9 +64,10 @@ fn dev_mode_serves_the_demo_tenant_and_survives_a_restart() {
     let http = format!("127.0.0.1:{}", free_port());
     let grpc = format!("127.0.0.1:{}", free_port());
     let agent = format!("127.0.0.1:{}", free_port());
+    let gateway = format!("127.0.0.1:{}", free_port());
     let key_file = data.join("demo-admin.key");
 
-    let first = dev(&data, &http, &grpc, &agent);
+    let first = dev(&data, &http, &grpc, &agent, &gateway);
     let key = wait_for("the demo admin key", Duration::from_secs(30), || {
         std::fs::read_to_string(&key_file).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
     });
@@ -80,6 +91,12 @@ fn dev_mode_serves_the_demo_tenant_and_survives_a_restart() {
     let (_, answer) = call("POST", &steps, None, Some(json!({"estimated_tokens": 60_000})));
     assert_eq!(answer["decision"]["outcome"], "STOP", "the 50k per-run budget stops it: {answer}");
     assert_eq!(answer["decision"]["winning_policy"]["policy_id"], "pol-run-tokens");
+    // The dev agent is a joined edge agent: its records reach the node.
+    wait_for("the stopped run at the control plane", Duration::from_secs(30), || {
+        let url = format!("http://{http}/api/v1/tenants/demo/activity/completed");
+        let (status, body) = call("GET", &url, Some(&key), None);
+        (status == 200 && body["runs"].as_array()?.iter().any(|r| r["run_id"] == run_id)).then_some(())
+    });
     // A policy change reaches the agent.
     let (status, body) = call(
         "POST",
@@ -88,13 +105,38 @@ fn dev_mode_serves_the_demo_tenant_and_survives_a_restart() {
         Some(json!({"reason": "dev test"})),
     );
     assert_eq!(status, 200, "{body}");
-    wait_for("the new snapshot at the agent", Duration::from_secs(30), || {
+    let suspended = wait_for("the new snapshot at the agent", Duration::from_secs(30), || {
         let (_, health) = call("GET", &format!("http://{agent}/health"), None, None);
         health["components"]["snapshot"]["version"].as_u64().filter(|v| *v > version)
     });
+
+    // A second edge agent joins the dev system through its gateway with a
+    // join token made with the demo admin key, and gets the same snapshot.
+    let (status, token) =
+        call("POST", &format!("http://{http}/api/v1/tenants/demo/agent-tokens"), Some(&key), Some(json!({})));
+    assert_eq!(status, 200, "{token}");
+    let remote_listen = format!("127.0.0.1:{}", free_port());
+    let remote_bin =
+        std::path::Path::new(env!("CARGO_BIN_EXE_aos-control-plane")).with_file_name("aos-edge-agent");
+    assert!(remote_bin.is_file(), "{} is missing: run `cargo build --workspace` first", remote_bin.display());
+    let remote = Dev(Command::new(remote_bin)
+        .args(["--control-plane", &gateway, "--listen", &remote_listen])
+        .args(["--join-token", token["join_token"].as_str().unwrap()])
+        .arg("--data-dir")
+        .arg(dir.path().join("remote-agent"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    wait_for("the remote agent's snapshot", Duration::from_secs(30), || {
+        let (_, health) = call("GET", &format!("http://{remote_listen}/health"), None, None);
+        (health["components"]["snapshot"]["version"].as_u64() == Some(suspended)).then_some(())
+    });
+    drop(remote);
     drop(first);
 
-    let _second = dev(&data, &http, &grpc, &agent);
+    let _second = dev(&data, &http, &grpc, &agent, &gateway);
     let again =
         wait_for("the demo policies after restart", Duration::from_secs(30), || policy_ids(&http, &key));
     assert_eq!(again, ids, "a restart keeps the data and does not seed twice");
