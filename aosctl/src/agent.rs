@@ -139,15 +139,24 @@ pub fn run(cmd: AgentCommand, remote: &Remote) -> Result<(), CliError> {
             match remote.output {
                 Output::Json => write_json(&mut out, &answer)?,
                 Output::Table => {
-                    let mut table = Table::new(&["AGENT", "NAME", "ACKED", "LAST NACK", "LAST SYNC"]);
+                    let mut table =
+                        Table::new(&["AGENT", "NAME", "CONNECTED", "ACKED", "LAST NACK", "LAST SYNC"]);
                     for a in answer.get("agents").and_then(Value::as_array).into_iter().flatten() {
                         let nack =
                             a.get("last_nack").filter(|n| !n.is_null()).map_or_else(String::new, |n| {
                                 format!("v{}: {}", cell(n, "version"), text(n, "reason"))
                             });
+                        let connected = match a.get("connected_node").and_then(Value::as_u64) {
+                            Some(node) => format!("node {node}"),
+                            None => a.get("last_seen_ms").and_then(Value::as_u64).map_or_else(
+                                || "never".to_owned(),
+                                |t| format!("no (seen {})", timestamp(t)),
+                            ),
+                        };
                         table.row(vec![
                             cell(a, "agent_id"),
                             cell(a, "name"),
+                            connected,
                             cell(a, "acked_version"),
                             nack,
                             a.get("last_sync_ms").and_then(Value::as_u64).map_or_else(String::new, timestamp),

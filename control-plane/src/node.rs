@@ -127,6 +127,7 @@ struct NodeInner {
     ca: Option<Arc<ClusterCa>>,
     tls_names: Vec<String>,
     data_dir: PathBuf,
+    open_watches: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Node {
@@ -180,6 +181,7 @@ impl Node {
                 ca: config.ca.clone(),
                 tls_names: config.tls_names.clone(),
                 data_dir: config.data_dir.clone(),
+                open_watches: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -202,6 +204,19 @@ impl Node {
     /// The snapshot signing keys this node holds.
     pub fn keys(&self) -> &KeyRing {
         &self.inner.keys
+    }
+
+    /// Snapshot watches this node serves now.
+    pub fn open_watches(&self) -> u64 {
+        self.inner.open_watches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn watch_opened(&self) {
+        self.inner.open_watches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn watch_closed(&self) {
+        self.inner.open_watches.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// This node's data directory.

@@ -16,7 +16,9 @@ use std::time::Duration;
 use aos_core::snapshot::TrustedKeys;
 use aos_proto::agent::agent_gateway_client::AgentGatewayClient;
 use aos_proto::agent::agent_snapshot_message::Kind;
-use aos_proto::agent::{Ack, AgentSnapshotMessage, Hello, Nack, Record as WireRecord, RecordBatch};
+use aos_proto::agent::{
+    Ack, AgentSnapshotMessage, Heartbeat, Hello, Nack, Record as WireRecord, RecordBatch,
+};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,6 +32,9 @@ use crate::snapshots::Offer;
 pub const BATCH_RECORDS: usize = 500;
 /// How long an ingest ack may take before the stream is abandoned.
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the agent tells the node it is alive (the node closes a watch
+/// silent for 30 s).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -152,10 +157,22 @@ async fn watch_once(
     link.status.watch_node.store(node as u64 % link.endpoints.len() as u64 + 1, Ordering::Relaxed);
     tracing::info!(message = "snapshot watch connected", node = %link.endpoints[node % link.endpoints.len()], current_version);
     backoff.reset();
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT_EVERY, HEARTBEAT_EVERY);
     loop {
         let push = tokio::select! {
             push = pushes.message() => push.map_err(|s| s.to_string())?,
             _ = stop.changed() => return Ok(()),
+            _ = heartbeat.tick() => {
+                let live_runs = engine.run_counts().iter().filter(|(s, _)| matches!(**s, "running" | "paused" | "queued")).map(|(_, n)| n).sum();
+                let beat = Heartbeat {
+                    snapshot_version: engine.slot().current().map_or(0, |s| s.version()),
+                    outbox_pending: engine.outbox_stats().0,
+                    live_runs,
+                };
+                tx.send(AgentSnapshotMessage { kind: Some(Kind::Heartbeat(beat)) }).await.map_err(|e| e.to_string())?;
+                continue;
+            }
         };
         let Some(push) = push else {
             return Err("the node closed the watch".to_owned());

@@ -271,6 +271,9 @@ fn an_agent_joins_over_mtls_and_enforces_a_policy_applied_with_aosctl_in_the_bre
     });
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["name"], "test-host");
+    assert_eq!(listed[0]["connected_node"], 1, "{listed:?}");
+    let table = ctl.ok(&op, &["agent", "list", "--tenant", "acme"]);
+    assert!(table.contains("node 1"), "{table}");
     assert!(listed[0]["last_nack"].is_null(), "{listed:?}");
     // …and holds the run's records, committed through Raft.
     let run_records = wait_for("the run's records at the control plane", Duration::from_secs(30), || {
@@ -351,6 +354,23 @@ fn with_the_control_plane_down_the_agent_enforces_from_disk_and_delivers_every_r
     wait_for("an empty outbox", Duration::from_secs(30), || {
         (agent.health()["components"]["outbox"]["pending_records"] == 0).then_some(())
     });
+    // An agent that goes away is shown disconnected.
+    wait_for("the connection on record", Duration::from_secs(30), || {
+        (agents(&ctl, &op).first()?["connected_node"] == 1).then_some(())
+    });
+    agent.kill();
+    wait_for("the disconnection on record", Duration::from_secs(30), || {
+        let listed = agents(&ctl, &op);
+        let a = listed.first()?;
+        (a["connected_node"].is_null() && a["last_seen_ms"].is_u64()).then_some(())
+    });
+    agent.restart();
+    wait_for("the reconnection", Duration::from_secs(30), || {
+        (agents(&ctl, &op).first()?["connected_node"] == 1).then_some(())
+    });
+    wait_for("an empty outbox after the restart", Duration::from_secs(30), || {
+        (agent.health()["components"]["outbox"]["pending_records"] == 0).then_some(())
+    });
     let before = records(&node.http, &op).len();
 
     // The control plane goes away (kill -9).
@@ -399,7 +419,7 @@ fn with_the_control_plane_down_the_agent_enforces_from_disk_and_delivers_every_r
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     let startups =
         held.iter().filter(|r| r["kind"] == "SYSTEM_RECORD" && r["body"]["event"] == "STARTUP").count();
-    assert_eq!(startups, 2, "both agent starts are on record");
+    assert_eq!(startups, 3, "every agent start is on record");
     assert!(held.iter().all(|r| r["kind"] != "MALFORMED"));
 }
 

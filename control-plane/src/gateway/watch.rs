@@ -22,6 +22,10 @@ use crate::write::propose;
 
 /// Pushes waiting to be sent on one stream.
 const PUSH_BUFFER: usize = 4;
+/// A watch silent this long (no heartbeat, ACK or NACK; agents send a
+/// heartbeat every 10 s) is closed: the connection is half-open or the
+/// agent is wedged, and the agent reconnects when it can.
+pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Starts serving one agent's watch; the returned stream carries the
 /// pushes.
@@ -33,7 +37,12 @@ pub fn start(
     let (tx, rx) = mpsc::channel(PUSH_BUFFER);
     tokio::spawn(async move {
         let agent_id = agent.agent_id.clone();
-        if let Err(status) = serve(&node, &agent, inbound, &tx).await {
+        node.watch_opened();
+        connection(&node, &agent, true).await;
+        let result = serve(&node, &agent, inbound, &tx).await;
+        node.watch_closed();
+        connection(&node, &agent, false).await;
+        if let Err(status) = result {
             tracing::info!(message = "snapshot watch ended", agent_id = %agent_id, status = %status.message());
             let _ = tx.send(Err(status)).await;
         }
@@ -63,6 +72,7 @@ async fn serve(
     // What the agent enforces (its Hello, then each ACK).
     let mut agent_version = hello.current_version;
     let mut applied = node.state().subscribe();
+    let mut heard = tokio::time::Instant::now();
     loop {
         let current = node.state().read(|s| s.0.snapshot_version(tenant));
         if current > sent {
@@ -88,6 +98,9 @@ async fn serve(
             }
         }
         tokio::select! {
+            () = tokio::time::sleep_until(heard + SILENCE_LIMIT) => {
+                return Err(Status::unavailable(format!("no heartbeat for {} s", SILENCE_LIMIT.as_secs())));
+            }
             changed = applied.changed() => {
                 if changed.is_err() {
                     return Err(Status::unavailable("this node is shutting down"));
@@ -95,12 +108,24 @@ async fn serve(
             }
             message = inbound.message() => match message? {
                 None => return Ok(()),
+                Some(AgentSnapshotMessage { kind: Some(Kind::Heartbeat(beat)) }) => {
+                    heard = tokio::time::Instant::now();
+                    tracing::debug!(
+                        message = "edge agent heartbeat",
+                        agent_id = %agent.agent_id,
+                        snapshot_version = beat.snapshot_version,
+                        outbox_pending = beat.outbox_pending,
+                        live_runs = beat.live_runs
+                    );
+                }
                 Some(AgentSnapshotMessage { kind: Some(Kind::Ack(ack)) }) => {
+                    heard = tokio::time::Instant::now();
                     agent_version = agent_version.max(ack.version);
                     tracing::debug!(message = "snapshot acked", agent_id = %agent.agent_id, agent_version);
                     record(node, agent, ack.version, None).await;
                 }
                 Some(AgentSnapshotMessage { kind: Some(Kind::Nack(nack)) }) => {
+                    heard = tokio::time::Instant::now();
                     tracing::warn!(
                         message = "edge agent refused a snapshot",
                         agent_id = %agent.agent_id,
@@ -114,6 +139,26 @@ async fn serve(
             },
             () = tx.closed() => return Ok(()),
         }
+    }
+}
+
+/// Commits that the agent opened or left this node's watch; a failure (no
+/// leader) is logged.
+async fn connection(node: &Node, agent: &EdgeAgentRecord, connected: bool) {
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let proposal = aos_cp_state::Proposal {
+        request_id: format!("conn-{}-{}-{}", agent.agent_id, node.id(), hex::encode(nonce)),
+        actor: system_actor(),
+        at_ms: crate::now_ms(),
+        command: aos_cp_state::Command::RecordAgentConnection {
+            agent_id: agent.agent_id.clone(),
+            node_id: node.id(),
+            connected,
+        },
+    };
+    if let Err(e) = propose(node, proposal).await {
+        tracing::warn!(message = "cannot record an agent connection change", agent_id = %agent.agent_id, connected, error = %e);
     }
 }
 

@@ -102,6 +102,13 @@ async fn metrics(State(node): State<Node>) -> Response {
         id,
         u64::try_from(nacking).unwrap_or(u64::MAX),
     );
+    gauge(
+        &mut out,
+        "aos_cp_agent_watches_open",
+        "Snapshot watches this node serves now (edge agents connected to it).",
+        id,
+        node.open_watches(),
+    );
     let mut response = out.into_response();
     response
         .headers_mut()

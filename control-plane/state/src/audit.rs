@@ -75,6 +75,10 @@ pub enum AuditAction {
     SnapshotNacked,
     /// A batch of edge-agent records was committed.
     RecordsIngested,
+    /// An edge agent opened a node's snapshot watch.
+    EdgeAgentConnected,
+    /// An edge agent's snapshot watch on a node ended.
+    EdgeAgentDisconnected,
     /// An actor was refused for lack of authority or for crossing tenants,
     /// by the state machine or (via `RECORD_DENIAL`) by the API layer.
     AccessDenied,
@@ -109,6 +113,8 @@ impl AuditAction {
             AuditAction::SnapshotAcked => "SNAPSHOT_ACKED",
             AuditAction::SnapshotNacked => "SNAPSHOT_NACKED",
             AuditAction::RecordsIngested => "RECORDS_INGESTED",
+            AuditAction::EdgeAgentConnected => "EDGE_AGENT_CONNECTED",
+            AuditAction::EdgeAgentDisconnected => "EDGE_AGENT_DISCONNECTED",
             AuditAction::AccessDenied => "ACCESS_DENIED",
             AuditAction::CommandRejected => "COMMAND_REJECTED",
         }

@@ -179,6 +179,15 @@ pub enum Command {
         /// Why it was refused; `None` for an ACK.
         nack_reason: Option<String>,
     },
+    /// Records that an edge agent opened (or left) a node's snapshot watch.
+    RecordAgentConnection {
+        /// Agent.
+        agent_id: String,
+        /// The node.
+        node_id: u64,
+        /// Opened (`true`) or ended.
+        connected: bool,
+    },
     /// Commits a batch of records from an edge agent (proposed by the
     /// gateway for the authenticated agent; filed under its tenant).
     IngestRecords {
@@ -224,6 +233,7 @@ impl Command {
             Command::RegisterEdgeAgent { .. } => "REGISTER_EDGE_AGENT",
             Command::RecordAgentSync { .. } => "RECORD_AGENT_SYNC",
             Command::IngestRecords { .. } => "INGEST_RECORDS",
+            Command::RecordAgentConnection { .. } => "RECORD_AGENT_CONNECTION",
             Command::RecordDenial { .. } => "RECORD_DENIAL",
         }
     }

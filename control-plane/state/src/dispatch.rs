@@ -123,7 +123,7 @@ impl Subject {
             Command::RegisterEdgeAgent { tenant_id, agent_id, .. } => {
                 (tenant(tenant_id), format!("tenants/{tenant_id}/edge_agents/{agent_id}"), Need::Operator)
             }
-            Command::RecordAgentSync { agent_id, .. } => {
+            Command::RecordAgentSync { agent_id, .. } | Command::RecordAgentConnection { agent_id, .. } => {
                 let owner = domain.edge_agents.agent(agent_id).map(|a| a.tenant_id.clone());
                 (owner, format!("edge_agents/{agent_id}"), Need::Operator)
             }
@@ -252,6 +252,9 @@ pub(crate) fn execute(
         }
         Command::RecordAgentSync { agent_id, version, nack_reason } => {
             edge_agents::record_agent_sync(domain, &ctx, agent_id, *version, nack_reason.as_deref())
+        }
+        Command::RecordAgentConnection { agent_id, node_id, connected } => {
+            edge_agents::record_agent_connection(domain, &ctx, agent_id, *node_id, *connected)
         }
         Command::IngestRecords { edge_agent_id, records } => {
             activity::ingest_records(domain, &ctx, edge_agent_id, records)

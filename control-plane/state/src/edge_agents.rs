@@ -10,6 +10,8 @@
 //!   proposal's time — and records the agent with the fingerprint of the
 //!   client certificate issued to it. From then on the certificate alone
 //!   identifies the agent and its tenant.
+//! - `RECORD_AGENT_CONNECTION` (system): the agent opened or left a node's
+//!   snapshot watch, so every node can tell where it is connected.
 //! - `RECORD_AGENT_SYNC` (system): an ACK or NACK of a snapshot version.
 //!   NACKs are security-relevant (a tampered, wrongly signed or rolled-back
 //!   snapshot), so both are audited.
@@ -95,6 +97,12 @@ pub struct EdgeAgentRecord {
     pub last_nack: Option<Nack>,
     /// Unix ms of its last ACK or NACK.
     pub last_sync_ms: Option<u64>,
+    /// The control-plane node whose snapshot watch it holds now.
+    #[serde(default)]
+    pub connected_node: Option<u64>,
+    /// Unix ms it last connected or disconnected.
+    #[serde(default)]
+    pub last_seen_ms: Option<u64>,
 }
 
 impl EdgeAgents {
@@ -265,6 +273,8 @@ pub(crate) fn register_edge_agent(
         acked_version: None,
         last_nack: None,
         last_sync_ms: None,
+        connected_node: None,
+        last_seen_ms: None,
     };
     let view = to_json(&record);
     agents.by_fingerprint.insert(new.cert_fingerprint.to_owned(), new.agent_id.to_owned());
@@ -312,3 +322,29 @@ pub(crate) fn record_agent_sync(
 
 #[cfg(test)]
 mod tests;
+
+pub(crate) fn record_agent_connection(
+    domain: &mut Domain,
+    ctx: &Ctx<'_>,
+    agent_id: &str,
+    node_id: u64,
+    connected: bool,
+) -> Result<Effect, Refusal> {
+    let Some(agent) = domain.edge_agents.agents.get_mut(agent_id) else {
+        return Err(Refusal::not_found(format!("unknown edge agent `{agent_id}`")));
+    };
+    agent.last_seen_ms = Some(ctx.at_ms);
+    let (action, detail) = if connected {
+        agent.connected_node = Some(node_id);
+        (AuditAction::EdgeAgentConnected, format!("edge agent `{agent_id}` connected to node {node_id}"))
+    } else {
+        // A disconnect reported by a node the agent has already left
+        // must not hide its newer connection.
+        if agent.connected_node == Some(node_id) {
+            agent.connected_node = None;
+        }
+        (AuditAction::EdgeAgentDisconnected, format!("edge agent `{agent_id}` left node {node_id}"))
+    };
+    let result = serde_json::json!({ "connected_node": agent.connected_node });
+    Ok(Effect::new(action, detail).result(result))
+}

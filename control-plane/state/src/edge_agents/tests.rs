@@ -142,3 +142,32 @@ fn acks_and_nacks_are_recorded_and_audited() {
         RejectionCode::NotFound,
     );
 }
+
+#[test]
+fn connections_are_tracked_and_a_late_disconnect_from_an_old_node_is_ignored() {
+    let mut h = Harness::with_tenants();
+    let cmd = token_cmd(&h, ACME, "jt-1", 1);
+    h.ok(&admin(ACME), cmd);
+    h.ok(&operator(), register(ACME, "ea-1", "jt-1", 1));
+    let connection =
+        |node_id, connected| Command::RecordAgentConnection { agent_id: "ea-1".into(), node_id, connected };
+    h.ok(&operator(), connection(1, true));
+    assert_eq!(h.state.audit().last().unwrap().action, AuditAction::EdgeAgentConnected);
+    // The agent moved to node 2 before node 1 noticed it had gone.
+    h.ok(&operator(), connection(2, true));
+    h.ok(&operator(), connection(1, false));
+    let agent = h.state.edge_agents().agent("ea-1").unwrap();
+    assert_eq!(agent.connected_node, Some(2));
+    h.ok(&operator(), connection(2, false));
+    let agent = h.state.edge_agents().agent("ea-1").unwrap();
+    assert_eq!(agent.connected_node, None);
+    assert!(agent.last_seen_ms.is_some());
+    assert_eq!(h.state.audit().last().unwrap().action, AuditAction::EdgeAgentDisconnected);
+    // Only the control plane itself reports connections.
+    h.rejected(&admin(ACME), connection(1, true), RejectionCode::Forbidden);
+    h.rejected(
+        &operator(),
+        Command::RecordAgentConnection { agent_id: "ea-x".into(), node_id: 1, connected: true },
+        RejectionCode::NotFound,
+    );
+}

@@ -56,7 +56,8 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         | Command::ReissueSnapshots { .. }
         | Command::RevokeJoinToken { .. }
         | Command::RecordAgentSync { .. }
-        | Command::IngestRecords { .. } => None,
+        | Command::IngestRecords { .. }
+        | Command::RecordAgentConnection { .. } => None,
         Command::CreateJoinToken { tenant_id, .. } | Command::RegisterEdgeAgent { tenant_id, .. } => {
             Some(tenant_id.as_str())
         }
