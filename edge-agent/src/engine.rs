@@ -183,6 +183,8 @@ pub struct Engine {
     stale_reported: std::sync::atomic::AtomicBool,
     /// Wakes the delivery loop when records are appended.
     outbox_signal: tokio::sync::Notify,
+    /// This start's number (see [`AgentStore::next_boot_epoch`]).
+    boot_epoch: u64,
 }
 
 impl Engine {
@@ -223,6 +225,7 @@ impl Engine {
             runs.insert(record.run_id.clone(), Run::restored(record, current.clone()));
         }
         let (count, bytes) = store.outbox_usage();
+        let boot_epoch = store.next_boot_epoch()?;
         let pii = match PiiScanner::new() {
             Ok(p) => Some(p),
             Err(e) => {
@@ -242,6 +245,7 @@ impl Engine {
             events: Arc::new(EventReactor::with_capacity(event_buffer)),
             stale_reported: std::sync::atomic::AtomicBool::new(false),
             outbox_signal: tokio::sync::Notify::new(),
+            boot_epoch,
         };
         let detail = match &guard {
             BootGuard::Ready => {
@@ -471,6 +475,7 @@ impl Engine {
                 usage: Usage::default(),
                 open_steps: Default::default(),
                 incidents: Default::default(),
+                late_steps: Default::default(),
             };
             let view = run_view(&record);
             let mut run = Run::new(record, Some(snapshot));
@@ -505,8 +510,8 @@ impl Engine {
             _ => Default::default(),
         };
         let now = now_ms();
-        let step_id = random_id("step");
-        let answer = {
+        let step_id = random_id(&format!("step-e{}", self.boot_epoch));
+        let (answer, durable) = {
             let mut guard = self.lock();
             let state = &mut *guard;
             let run = state.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))?;
@@ -550,10 +555,20 @@ impl Engine {
             let mut records = self.apply_outcome(run, &decision, Some(&step_id), "PRE_STEP", now);
             run.record.updated_at_ms = now;
             records.extend(self.save_run(run)?);
+            // A plain admission produces no record and is not fsynced: if
+            // the agent crashes before the next fsync, the step's usage
+            // report is still taken (as a late report, see `report_usage`),
+            // so nothing the workload does goes uncounted; only the
+            // reservation is lost. Anything with a record (WARN and up,
+            // signals, a run ending or pausing) is durable before the
+            // answer leaves.
+            let durable = !records.is_empty();
             self.append(records)?;
-            answer(&step_id, allowed, run.record.status, &decision)
+            (answer(&step_id, allowed, run.record.status, &decision), durable)
         };
-        self.store.flush().await?;
+        if durable {
+            self.store.flush().await?;
+        }
         Ok(answer)
     }
 
@@ -590,13 +605,26 @@ impl Engine {
             let mut guard = self.lock();
             let state = &mut *guard;
             let run = state.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))?;
-            let Some(open) = run.record.open_steps.remove(step_id) else {
-                return Err(EngineError::NotFound(format!(
-                    "run `{run_id}` has no open step `{step_id}` (unknown, refused, or already reported)"
-                )));
-            };
             let session = run.record.scope.session_id.clone();
-            state.counters.subtract(run_id, session.as_deref(), &open.reserved, open.at_ms);
+            let late_report = match run.record.open_steps.remove(step_id) {
+                Some(open) => {
+                    state.counters.subtract(run_id, session.as_deref(), &open.reserved, open.at_ms);
+                    false
+                }
+                // Admitted before a crash that lost the admission: the
+                // call happened, so its usage counts (once).
+                None if step_epoch(step_id).is_some_and(|e| e < self.boot_epoch)
+                    && run.record.late_steps.insert(step_id.to_owned()) =>
+                {
+                    run.record.steps += 1;
+                    true
+                }
+                None => {
+                    return Err(EngineError::NotFound(format!(
+                        "run `{run_id}` has no open step `{step_id}` (unknown, refused, or already reported)"
+                    )));
+                }
+            };
             let step = StepInput {
                 phase: StepPhase::Usage,
                 tokens: Some(tokens),
@@ -627,6 +655,7 @@ impl Engine {
                     response: req.response.clone().filter(|_| inspection.allow_response_logging),
                     outcome: decision.outcome.as_str().to_owned(),
                     snapshot_version: decision.snapshot_version,
+                    late_report,
                 }),
             );
             let mut records = vec![llm];
@@ -974,6 +1003,11 @@ fn answer(step_id: &str, allowed: bool, run_status: RunStatus, decision: &Decisi
     }
 }
 
+/// The boot epoch a step id was issued in (`step-e{epoch}-…`).
+fn step_epoch(step_id: &str) -> Option<u64> {
+    step_id.strip_prefix("step-e")?.split('-').next()?.parse().ok()
+}
+
 fn money(field: &'static str, usd: f64) -> Result<MicroUsd, EngineError> {
     MicroUsd::from_usd(usd).map_err(|e| EngineError::Invalid { field, message: e.to_string() })
 }
@@ -1012,4 +1046,18 @@ fn run_view(record: &RunRecord) -> Value {
         "usage": record.usage,
         "open_steps": record.open_steps.keys().collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step_epoch;
+
+    #[test]
+    fn step_ids_carry_their_boot_epoch() {
+        assert_eq!(step_epoch("step-e7-0a1b2c"), Some(7));
+        assert_eq!(step_epoch(&crate::ids::random_id("step-e12")), Some(12));
+        for bad in ["step-0a1b", "step-e-1", "step-ex-1", "run-e3-1", ""] {
+            assert_eq!(step_epoch(bad), None, "{bad}");
+        }
+    }
 }

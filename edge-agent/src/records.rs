@@ -101,6 +101,10 @@ pub struct LlmRunRecord {
     pub outcome: String,
     /// Snapshot version the decision used.
     pub snapshot_version: u64,
+    /// Reported for a step whose admission the agent lost in a crash
+    /// (admissions are not fsynced; usage reports are).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late_report: bool,
 }
 
 /// A control event (GAP-019).

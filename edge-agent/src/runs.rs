@@ -111,6 +111,10 @@ pub struct RunRecord {
     /// `policy/kind` of incidents already raised (one per run, policy and
     /// kind).
     pub incidents: BTreeSet<String>,
+    /// Steps of an earlier boot whose admission was lost in a crash and
+    /// whose usage was then reported late (so a repeat is refused).
+    #[serde(default)]
+    pub late_steps: BTreeSet<String>,
 }
 
 /// A run in memory: the record plus what is not persisted.

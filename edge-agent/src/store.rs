@@ -4,6 +4,7 @@
 //! | Tree | Key | Value |
 //! |---|---|---|
 //! | `snapshot` | `envelope` | the signed envelope bytes as received |
+//! | `snapshot` | `boot_epoch` | 8-byte big-endian count of starts |
 //! | `snapshot` | `trusted_keys` | JSON list of snapshot keys (hex) pushed by the control plane |
 //! | `runs` | run id | JSON [`crate::runs::RunRecord`] |
 //! | `outbox` | 8-byte big-endian sequence | JSON [`crate::records::Record`] |
@@ -24,6 +25,7 @@ use crate::records::Record;
 
 const SNAPSHOT_KEY: &[u8] = b"envelope";
 const TRUSTED_KEYS_KEY: &[u8] = b"trusted_keys";
+const BOOT_EPOCH_KEY: &[u8] = b"boot_epoch";
 
 /// Handle on the agent's database; cheap to clone.
 #[derive(Clone, Debug)]
@@ -161,6 +163,22 @@ impl AgentStore {
                 Ok((seq, value.to_vec()))
             })
             .collect()
+    }
+
+    /// Counts this start and makes the count durable before returning
+    /// (blocking: called once at start, before serving). Step ids carry
+    /// it, so a step admitted before a crash is told apart from one
+    /// admitted since.
+    pub fn next_boot_epoch(&self) -> Result<u64, AgentError> {
+        let previous = self
+            .snapshot
+            .get(BOOT_EPOCH_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let epoch = previous + 1;
+        self.snapshot.insert(BOOT_EPOCH_KEY, &epoch.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(epoch)
     }
 
     /// The trusted snapshot keys last received from the control plane.
