@@ -369,6 +369,14 @@ impl Engine {
         Ok(offer)
     }
 
+    /// Writes the `SHUTDOWN` system record, durably, on a graceful stop
+    /// (it is delivered after the next start if the link is down).
+    pub async fn record_shutdown(&self, why: &str) -> Result<(), AgentError> {
+        let live = self.lock().runs.values().filter(|r| !r.record.status.is_terminal()).count();
+        self.append(vec![self.system("SHUTDOWN", format!("{why}; {live} runs not ended"))])?;
+        self.store.flush().await
+    }
+
     fn system(&self, event: &str, detail: String) -> Record {
         Record::new(
             self.slot.tenant_id(),

@@ -158,7 +158,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.listen,
         engine.slot().current().map_or_else(|| "none".to_owned(), |s| s.version().to_string())
     );
-    axum::serve(listener, aos_edge_agent::api::router(App { engine, jobs, link }))
+    axum::serve(listener, aos_edge_agent::api::router(App { engine: Arc::clone(&engine), jobs, link }))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving the local API")?;
@@ -166,6 +166,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for task in link_tasks {
         let _ = task.await;
     }
+    engine.record_shutdown("stopped by signal").await.context("recording the shutdown")?;
     if let Err(e) = scheduler.shutdown().await {
         tracing::warn!(message = "scheduler shutdown", error = %e);
     }

@@ -429,3 +429,20 @@ fn a_full_outbox_refuses_new_runs_rather_than_dropping_evidence() {
     assert_eq!(health["components"]["outbox"]["status"], "full", "{health}");
     assert_eq!(health["status"], "degraded");
 }
+
+#[test]
+fn a_graceful_stop_is_on_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = agent_with_policies(dir.path());
+    let (_, health) = agent.get("/health");
+    let pending = health["components"]["outbox"]["pending_records"].as_u64().unwrap();
+    assert!(agent.terminate(), "SIGTERM ends the agent cleanly");
+    agent.snapshot_file = None;
+    agent.restart();
+    let (_, health) = agent.get("/health");
+    assert_eq!(
+        health["components"]["outbox"]["pending_records"],
+        pending + 2,
+        "SHUTDOWN then STARTUP wait for delivery: {health}"
+    );
+}

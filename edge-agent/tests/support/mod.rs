@@ -116,6 +116,15 @@ impl AgentProc {
         }
     }
 
+    /// SIGTERM, then waits for the process to exit; returns whether it
+    /// exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        child.wait().unwrap().success()
+    }
+
     /// Starts again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();
