@@ -19,6 +19,7 @@ pub mod agent;
 pub mod audit;
 pub mod client;
 pub mod cluster;
+pub mod governance;
 pub mod key;
 pub mod output;
 pub mod policy;
@@ -90,6 +91,9 @@ pub enum Command {
     /// Edge agents: join tokens and the agent list with sync status.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// Governance state: the kill switch, degraded mode and emergency halt.
+    #[command(subcommand)]
+    Governance(governance::GovernanceCommand),
 }
 
 /// How to reach the cluster, from the global flags.
@@ -181,6 +185,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Key(cmd) => key::run(cmd, &remote),
         Command::Audit(cmd) => audit::run(cmd, &remote),
         Command::Agent(cmd) => agent::run(cmd, &remote),
+        Command::Governance(cmd) => governance::run(cmd, &remote),
     };
     finish(result)
 }

@@ -38,6 +38,7 @@ use crate::write::{ClusterError, Consistency, propose, read_barrier};
 pub mod activity;
 pub mod actors;
 pub mod agents;
+pub mod governance;
 pub mod keys;
 pub mod metrics;
 pub mod overrides;
@@ -60,6 +61,7 @@ pub fn router(node: Node) -> Router {
         .merge(actors::routes())
         .merge(agents::routes())
         .merge(activity::routes())
+        .merge(governance::routes())
         .merge(policies::routes())
         .merge(overrides::routes())
         .merge(snapshots::routes())

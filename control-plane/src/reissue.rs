@@ -8,6 +8,10 @@
 //! audited as `SNAPSHOTS_REISSUED`) so every node serves the same new
 //! version; only the leader proposes it, and a follower that becomes leader
 //! picks up the schedule at its next tick.
+//!
+//! The same leader loop ends governance settings whose TTL has passed
+//! (`EXPIRE_GOVERNANCE`, audited as `GOVERNANCE_EXPIRED`), checked at least
+//! every 250 ms.
 
 use std::time::Duration;
 
@@ -23,10 +27,14 @@ fn tick(max_staleness_ms: u64) -> Duration {
     Duration::from_millis((max_staleness_ms / 8).clamp(250, 60_000))
 }
 
+/// Longest delay between a governance TTL passing and its expiry being
+/// proposed.
+const GOVERNANCE_TICK: Duration = Duration::from_millis(250);
+
 /// Runs until `stop` flips to true.
 pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
     let max_staleness_ms = node.max_staleness_ms();
-    let mut interval = tokio::time::interval(tick(max_staleness_ms));
+    let mut interval = tokio::time::interval(tick(max_staleness_ms).min(GOVERNANCE_TICK));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -41,6 +49,7 @@ pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
         if !is_leader {
             continue;
         }
+        expire_governance(&node).await;
         let cutoff = crate::now_ms().saturating_sub(max_staleness_ms / 2);
         let due = node.state().read(|s| s.0.snapshots_issued_before(cutoff));
         if due.is_empty() {
@@ -66,6 +75,31 @@ pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
                 tracing::warn!(message = "snapshot reissue not committed; retrying next tick", error = %e)
             }
         }
+    }
+}
+
+/// Proposes `EXPIRE_GOVERNANCE` when a setting's TTL has passed.
+async fn expire_governance(node: &Node) {
+    let now = crate::now_ms();
+    if !node.state().read(|s| s.0.governance().lapsed(now)) {
+        return;
+    }
+    let proposal = Proposal {
+        request_id: format!("governance-expiry-{}-{now}", node.id()),
+        actor: system_actor(),
+        at_ms: now,
+        command: Command::ExpireGovernance {},
+    };
+    match propose(node, proposal).await {
+        Ok(committed) => match committed.result {
+            CommandResult::Applied(_) => {
+                tracing::warn!(message = "governance settings expired back to ENFORCING")
+            }
+            CommandResult::Rejected(r) => {
+                tracing::debug!(message = "governance expiry refused", reason = %r.message)
+            }
+        },
+        Err(e) => tracing::warn!(message = "governance expiry not committed; retrying next tick", error = %e),
     }
 }
 

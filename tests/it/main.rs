@@ -10,5 +10,6 @@
 mod agent_sync;
 mod aosctl_cluster;
 mod audit_offline;
+mod governance;
 mod policy_to_decision;
 mod support;

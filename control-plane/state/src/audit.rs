@@ -75,6 +75,10 @@ pub enum AuditAction {
     SnapshotNacked,
     /// A batch of edge-agent records was committed.
     RecordsIngested,
+    /// The global or a tenant's governance mode changed.
+    GovernanceChanged,
+    /// Governance settings lapsed and returned to ENFORCING.
+    GovernanceExpired,
     /// An edge agent opened a node's snapshot watch.
     EdgeAgentConnected,
     /// An edge agent's snapshot watch on a node ended.
@@ -114,6 +118,8 @@ impl AuditAction {
             AuditAction::SnapshotNacked => "SNAPSHOT_NACKED",
             AuditAction::RecordsIngested => "RECORDS_INGESTED",
             AuditAction::EdgeAgentConnected => "EDGE_AGENT_CONNECTED",
+            AuditAction::GovernanceChanged => "GOVERNANCE_CHANGED",
+            AuditAction::GovernanceExpired => "GOVERNANCE_EXPIRED",
             AuditAction::EdgeAgentDisconnected => "EDGE_AGENT_DISCONNECTED",
             AuditAction::AccessDenied => "ACCESS_DENIED",
             AuditAction::CommandRejected => "COMMAND_REJECTED",

@@ -179,6 +179,20 @@ pub enum Command {
         /// Why it was refused; `None` for an ACK.
         nack_reason: Option<String>,
     },
+    /// Sets the global (`tenant_id: None`) or a tenant's governance mode.
+    SetGovernance {
+        /// The tenant, or `None` for the global setting.
+        tenant_id: Option<String>,
+        /// The mode.
+        mode: crate::governance::GovernanceMode,
+        /// Why (required, audited).
+        reason: String,
+        /// Return to ENFORCING after this many milliseconds.
+        ttl_ms: Option<u64>,
+    },
+    /// Ends every governance setting whose expiry has passed (proposed by
+    /// the leader).
+    ExpireGovernance {},
     /// Records that an edge agent opened (or left) a node's snapshot watch.
     RecordAgentConnection {
         /// Agent.
@@ -234,6 +248,8 @@ impl Command {
             Command::RecordAgentSync { .. } => "RECORD_AGENT_SYNC",
             Command::IngestRecords { .. } => "INGEST_RECORDS",
             Command::RecordAgentConnection { .. } => "RECORD_AGENT_CONNECTION",
+            Command::SetGovernance { .. } => "SET_GOVERNANCE",
+            Command::ExpireGovernance {} => "EXPIRE_GOVERNANCE",
             Command::RecordDenial { .. } => "RECORD_DENIAL",
         }
     }

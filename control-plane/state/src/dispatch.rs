@@ -21,7 +21,7 @@ use crate::command::{Command, Proposal};
 use crate::domain::Domain;
 use crate::effect::{Ctx, Effect, Refusal};
 use crate::keys::{self, NewKey};
-use crate::{activity, edge_agents, overrides, policies, signing_keys, tenants};
+use crate::{activity, edge_agents, governance, overrides, policies, signing_keys, tenants};
 
 /// What a command is about, for authorisation and the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +44,14 @@ enum Need {
     /// One of `roles`, in the subject's tenant (operators act in every
     /// tenant). `what` completes "may not …".
     Roles { roles: &'static [ActorRole], what: &'static str },
+    /// A cluster operator (no tenant) with one of `roles`.
+    ClusterRoles { roles: &'static [ActorRole], what: &'static str },
 }
 
 const ADMIN: &[ActorRole] = &[ActorRole::Admin];
 const POLICY_WRITERS: &[ActorRole] = &[ActorRole::Admin, ActorRole::PolicyAuthor];
 const OVERRIDE_GRANTORS: &[ActorRole] = &[ActorRole::Admin, ActorRole::Sre];
+const GOVERNORS: &[ActorRole] = &[ActorRole::Admin, ActorRole::Sre];
 
 impl Subject {
     /// Describes `command` against the current state.
@@ -131,6 +134,17 @@ impl Subject {
                 let owner = domain.edge_agents.agent(edge_agent_id).map(|a| a.tenant_id.clone());
                 (owner, format!("edge_agents/{edge_agent_id}/records"), Need::Operator)
             }
+            Command::SetGovernance { tenant_id: Some(tenant_id), .. } => (
+                tenant(tenant_id),
+                format!("governance/tenants/{tenant_id}"),
+                roles(GOVERNORS, "change governance state"),
+            ),
+            Command::SetGovernance { tenant_id: None, .. } => (
+                None,
+                "governance/global".to_owned(),
+                Need::ClusterRoles { roles: GOVERNORS, what: "change the global governance state" },
+            ),
+            Command::ExpireGovernance {} => (None, "governance".to_owned(), Need::Operator),
             Command::RecordDenial { tenant_id, target, .. } => {
                 (tenant_id.clone(), target.clone(), Need::Nothing)
             }
@@ -156,6 +170,13 @@ impl Subject {
                     Ok(())
                 }
             }
+            Need::ClusterRoles { roles, what } => match &actor.tenant_id {
+                Some(own) => Err(Refusal::forbidden(format!(
+                    "an actor of tenant `{own}` may not {what} (cluster operators only)"
+                ))),
+                None if roles.contains(&actor.role) => Ok(()),
+                None => Err(Refusal::forbidden(format!("role `{role}` may not {what}"))),
+            },
             Need::Roles { roles, what } => {
                 if let (Some(own), Some(target)) = (&actor.tenant_id, &self.tenant_id)
                     && own != target
@@ -256,6 +277,16 @@ pub(crate) fn execute(
         Command::RecordAgentConnection { agent_id, node_id, connected } => {
             edge_agents::record_agent_connection(domain, &ctx, agent_id, *node_id, *connected)
         }
+        Command::SetGovernance { tenant_id, mode, reason, ttl_ms } => {
+            let new = governance::NewSetting {
+                tenant_id: tenant_id.as_deref(),
+                mode: *mode,
+                reason,
+                ttl_ms: *ttl_ms,
+            };
+            governance::set_governance(domain, &ctx, &new)
+        }
+        Command::ExpireGovernance {} => governance::expire_governance(domain, &ctx),
         Command::IngestRecords { edge_agent_id, records } => {
             activity::ingest_records(domain, &ctx, edge_agent_id, records)
         }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::activity::Activity;
 use crate::edge_agents::EdgeAgents;
 use crate::effect::Refusal;
+use crate::governance::Governance;
 use crate::keys::ApiKeyRecord;
 use crate::overrides::OverrideRecord;
 use crate::policies::PolicyRecord;
@@ -43,6 +44,9 @@ pub(crate) struct Domain {
     /// Records ingested from edge agents.
     #[serde(default)]
     pub(crate) activity: Activity,
+    /// Global and per-tenant governance modes.
+    #[serde(default)]
+    pub(crate) governance: Governance,
 }
 
 /// One tenant and everything it owns.

@@ -48,6 +48,7 @@ mod domain;
 pub mod edge_agents;
 mod effect;
 mod error;
+pub mod governance;
 mod ids;
 pub mod keys;
 pub mod overrides;
@@ -70,6 +71,7 @@ pub use command::{Applied, Command, CommandResult, Proposal, Rejection, Rejectio
 pub use domain::Revocation;
 pub use edge_agents::EdgeAgentRecord;
 pub use error::StateError;
+pub use governance::{Governance, GovernanceMode, GovernanceSetting, effective_mode};
 pub use keys::{ApiKeyRecord, ApiKeySummary};
 pub use overrides::OverrideRecord;
 pub use policies::{PolicyRecord, PolicyVersion};

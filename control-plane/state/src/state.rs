@@ -134,6 +134,11 @@ impl ControlState {
         &self.domain.edge_agents
     }
 
+    /// Global and per-tenant governance modes.
+    pub fn governance(&self) -> &crate::governance::Governance {
+        &self.domain.governance
+    }
+
     /// Records ingested from edge agents.
     pub fn activity(&self) -> &crate::activity::Activity {
         &self.domain.activity

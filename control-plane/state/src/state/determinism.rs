@@ -57,7 +57,9 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         | Command::RevokeJoinToken { .. }
         | Command::RecordAgentSync { .. }
         | Command::IngestRecords { .. }
-        | Command::RecordAgentConnection { .. } => None,
+        | Command::RecordAgentConnection { .. }
+        | Command::ExpireGovernance {} => None,
+        Command::SetGovernance { tenant_id, .. } => tenant_id.as_deref(),
         Command::CreateJoinToken { tenant_id, .. } | Command::RegisterEdgeAgent { tenant_id, .. } => {
             Some(tenant_id.as_str())
         }
