@@ -40,7 +40,8 @@ async fn watch_status(node: &NodeProc, identity: Option<Identity>) -> tonic::Sta
         Ok(c) => c,
         Err(e) => return tonic::Status::unavailable(format!("connect: {e}")),
     };
-    let hello = AgentSnapshotMessage { kind: Some(Kind::Hello(Hello { current_version: 0 })) };
+    let hello =
+        AgentSnapshotMessage { kind: Some(Kind::Hello(Hello { current_version: 0, governance_version: 0 })) };
     match AgentGatewayClient::new(channel).watch_snapshots(tokio_stream::iter(vec![hello])).await {
         Ok(mut stream) => match stream.get_mut().message().await {
             Err(status) => status,

@@ -185,6 +185,7 @@ async fn health(State(app): State<App>) -> Response {
             },
             "scheduler": { "jobs": app.jobs.snapshot() },
             "control_plane": link_health(app.link.as_deref()),
+            "governance": engine.governance(),
         },
     });
     let status = if validated { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use crate::counters::{CounterTable, Usage};
 use crate::error::AgentError;
 use crate::events::{AgentEvent, EventReactor};
+use crate::governance::{GovernanceView, Mode as GovernanceMode};
 use crate::ids::{now_ms, random_id, sha256_hex};
 use crate::records::{
     ControlEvent, Incident, LlmRunRecord, Record, RecordBody, RunState, SystemRecord, incident_kind,
@@ -160,6 +161,10 @@ pub struct StepAnswer {
     pub decision: Value,
     /// Human-readable reasons.
     pub reasons: Vec<String>,
+    /// Present when governance state changed what was enforced
+    /// (`DOWNGRADED` to WARN, or `BYPASSED`), with what it would have been.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub governance: Option<Value>,
 }
 
 #[derive(Debug)]
@@ -185,6 +190,8 @@ pub struct Engine {
     outbox_signal: tokio::sync::Notify,
     /// This start's number (see [`AgentStore::next_boot_epoch`]).
     boot_epoch: u64,
+    /// Governance state in force (pushed by the control plane).
+    governance: std::sync::RwLock<GovernanceView>,
 }
 
 impl Engine {
@@ -226,6 +233,7 @@ impl Engine {
         }
         let (count, bytes) = store.outbox_usage();
         let boot_epoch = store.next_boot_epoch()?;
+        let governance = store.load_governance()?.unwrap_or_default();
         let pii = match PiiScanner::new() {
             Ok(p) => Some(p),
             Err(e) => {
@@ -246,6 +254,7 @@ impl Engine {
             stale_reported: std::sync::atomic::AtomicBool::new(false),
             outbox_signal: tokio::sync::Notify::new(),
             boot_epoch,
+            governance: std::sync::RwLock::new(governance),
         };
         let detail = match &guard {
             BootGuard::Ready => {
@@ -369,6 +378,64 @@ impl Engine {
         Ok(offer)
     }
 
+    /// The governance state in force.
+    pub fn governance(&self) -> GovernanceView {
+        self.governance.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn enforce(&self, decision: &Decision) -> Enforced {
+        let view = self.governance.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outcome = view.enforced(decision.outcome);
+        Enforced { outcome, annotation: view.annotation(decision.outcome, outcome) }
+    }
+
+    /// Applies governance state pushed by the control plane: persisted
+    /// first (kept across restarts and outages), then in force for the
+    /// next decision. Entering HALTED kills every in-flight run at once
+    /// (their cancel signals fire). An older or equal version is ignored.
+    pub async fn apply_governance(&self, view: GovernanceView) -> Result<bool, AgentError> {
+        if view.version <= self.governance().version {
+            return Ok(false);
+        }
+        self.store.save_governance(&view)?;
+        let now = now_ms();
+        let mut records = vec![self.system(
+            "GOVERNANCE_APPLIED",
+            format!(
+                "governance version {} {}: {} (set by {})",
+                view.version,
+                view.mode.as_str(),
+                view.reason,
+                view.set_by
+            ),
+        )];
+        {
+            let mut guard = self.lock();
+            *self.governance.write().unwrap_or_else(std::sync::PoisonError::into_inner) = view.clone();
+            if view.mode == GovernanceMode::Halted {
+                let detail = format!("governance HALTED by {}: {}", view.set_by, view.reason);
+                for run in guard.runs.values_mut().filter(|r| !r.record.status.is_terminal()) {
+                    run.end(
+                        RunStatus::FailedPolicy,
+                        TerminationReason::PolicyBlock,
+                        detail.clone(),
+                        now,
+                        true,
+                    );
+                    run.record.updated_at_ms = now;
+                    self.events.publish(AgentEvent::RunEnded {
+                        run_id: run.record.run_id.clone(),
+                        status: "failed_policy",
+                    });
+                    records.extend(self.save_run(run)?);
+                }
+            }
+        }
+        self.append(records)?;
+        self.store.flush().await?;
+        Ok(true)
+    }
+
     /// Writes the `SHUTDOWN` system record, durably, on a graceful stop
     /// (it is delivered after the next start if the link is down).
     pub async fn record_shutdown(&self, why: &str) -> Result<(), AgentError> {
@@ -446,6 +513,23 @@ impl Engine {
             }
         }
         self.outbox_has_room()?;
+        let governance = self.governance();
+        if matches!(governance.mode, GovernanceMode::Halted | GovernanceMode::Degraded) {
+            return Err(EngineError::Unavailable {
+                code: if governance.mode == GovernanceMode::Halted {
+                    "GOVERNANCE_HALTED"
+                } else {
+                    "GOVERNANCE_DEGRADED"
+                },
+                message: format!(
+                    "governance is {} (version {}, set by {}): {}; new runs are refused",
+                    governance.mode.as_str(),
+                    governance.version,
+                    governance.set_by,
+                    governance.reason
+                ),
+            });
+        }
         if let Some(id) = &req.run_id
             && (id.is_empty() || id.len() > 128 || id.contains('/'))
         {
@@ -552,7 +636,8 @@ impl Engine {
             };
             let session = run.record.scope.session_id.clone();
             let decision = self.decide_for(run, &state.counters, &current, &step, now);
-            let allowed = matches!(decision.outcome, Action::Continue | Action::Warn);
+            let enforced = self.enforce(&decision);
+            let allowed = matches!(enforced.outcome, Action::Continue | Action::Warn);
             if allowed {
                 let reserved =
                     Usage { tokens: req.estimated_tokens, cost_micros: cost.0, requests: 1, db_queries: 0 };
@@ -560,7 +645,7 @@ impl Engine {
                 run.record.open_steps.insert(step_id.clone(), OpenStep { reserved, at_ms: now });
                 run.record.steps += 1;
             }
-            let mut records = self.apply_outcome(run, &decision, Some(&step_id), "PRE_STEP", now);
+            let mut records = self.apply_outcome(run, &decision, &enforced, Some(&step_id), "PRE_STEP", now);
             run.record.updated_at_ms = now;
             records.extend(self.save_run(run)?);
             // A plain admission produces no record and is not fsynced: if
@@ -572,7 +657,7 @@ impl Engine {
             // answer leaves.
             let durable = !records.is_empty();
             self.append(records)?;
-            (answer(&step_id, allowed, run.record.status, &decision), durable)
+            (answer(&step_id, allowed, run.record.status, &decision, &enforced), durable)
         };
         if durable {
             self.store.flush().await?;
@@ -642,6 +727,7 @@ impl Engine {
                 hallucination_score: req.hallucination_score,
             };
             let decision = self.decide_for(run, &state.counters, &current, &step, now);
+            let enforced = self.enforce(&decision);
             // The call happened: its usage counts whatever the decision.
             let actual = Usage { tokens, cost_micros: cost.0, requests: 1, db_queries: 0 };
             state.counters.add(run_id, session.as_deref(), &actual, now);
@@ -667,12 +753,12 @@ impl Engine {
                 }),
             );
             let mut records = vec![llm];
-            records.extend(self.apply_outcome(run, &decision, Some(step_id), "USAGE", now));
+            records.extend(self.apply_outcome(run, &decision, &enforced, Some(step_id), "USAGE", now));
             run.record.updated_at_ms = now;
             records.extend(self.save_run(run)?);
             self.append(records)?;
-            let allowed = matches!(decision.outcome, Action::Continue | Action::Warn);
-            answer(step_id, allowed, run.record.status, &decision)
+            let allowed = matches!(enforced.outcome, Action::Continue | Action::Warn);
+            answer(step_id, allowed, run.record.status, &decision, &enforced)
         };
         self.store.flush().await?;
         Ok(answer)
@@ -729,6 +815,7 @@ impl Engine {
                     phase: "RESUME".to_owned(),
                     decision: json!({"acknowledged_by": acknowledged_by}),
                     reasons: vec!["run resumed".to_owned()],
+                    governance: None,
                 }),
             );
             let mut records = vec![event];
@@ -879,6 +966,7 @@ impl Engine {
         &self,
         run: &mut Run,
         decision: &Decision,
+        enforced: &Enforced,
         step_id: Option<&str>,
         phase: &str,
         now: u64,
@@ -899,10 +987,11 @@ impl Engine {
                     phase: phase.to_owned(),
                     decision: serde_json::to_value(decision).unwrap_or(Value::Null),
                     reasons: decision.reasons(),
+                    governance: enforced.annotation.clone(),
                 }),
             ));
         }
-        match decision.outcome {
+        match enforced.outcome {
             Action::Continue | Action::Warn => {}
             Action::Pause => {
                 if run.record.status == RunStatus::Running {
@@ -919,7 +1008,7 @@ impl Engine {
                 };
                 // Rendered only here: CONTINUE, the common case, formats nothing.
                 let reasons = decision.reasons().join("; ");
-                let kill = decision.outcome == Action::Kill;
+                let kill = enforced.outcome == Action::Kill;
                 if !run.record.status.is_terminal() {
                     self.events
                         .publish(AgentEvent::RunEnded { run_id: run_id.clone(), status: "failed_policy" });
@@ -1001,14 +1090,28 @@ impl Engine {
     }
 }
 
-fn answer(step_id: &str, allowed: bool, run_status: RunStatus, decision: &Decision) -> StepAnswer {
+fn answer(
+    step_id: &str,
+    allowed: bool,
+    run_status: RunStatus,
+    decision: &Decision,
+    enforced: &Enforced,
+) -> StepAnswer {
     StepAnswer {
         step_id: step_id.to_owned(),
         allowed,
         run_status,
         decision: serde_json::to_value(decision).unwrap_or(Value::Null),
         reasons: decision.reasons(),
+        governance: enforced.annotation.clone(),
     }
+}
+
+/// What governance state made of a decision.
+#[derive(Debug)]
+struct Enforced {
+    outcome: Action,
+    annotation: Option<Value>,
 }
 
 /// The boot epoch a step id was issued in (`step-e{epoch}-…`).

@@ -15,6 +15,8 @@
 //! - [`runs`]: run statuses, termination reasons, persisted run records.
 //! - [`records`]: LLM run records, control events, incidents, system
 //!   records.
+//! - [`governance`]: the governance state in force (kill switch, degraded
+//!   mode, halt) and what it does to a decision.
 //! - [`events`]: the event reactor (EVENT path, INV-001), never blocking.
 //! - [`jobs`]: scheduled jobs (GAP-052): stale runs, staleness, heartbeats.
 //! - [`store`]: the sled database (snapshot, runs, outbox).
@@ -34,6 +36,7 @@ pub mod counters;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod governance;
 pub mod identity;
 pub mod ids;
 pub mod jobs;

@@ -25,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::engine::Engine;
+use crate::governance::{GovernanceView, Mode};
 use crate::identity::{AgentIdentity, source_chain};
 use crate::snapshots::Offer;
 
@@ -149,7 +150,8 @@ async fn watch_once(
     let mut client = link.client(node).await?;
     let (tx, rx) = mpsc::channel::<AgentSnapshotMessage>(8);
     let current_version = engine.slot().current().map_or(0, |s| s.version());
-    tx.send(AgentSnapshotMessage { kind: Some(Kind::Hello(Hello { current_version })) })
+    let governance_version = engine.governance().version;
+    tx.send(AgentSnapshotMessage { kind: Some(Kind::Hello(Hello { current_version, governance_version })) })
         .await
         .map_err(|e| e.to_string())?;
     let mut pushes =
@@ -177,7 +179,7 @@ async fn watch_once(
         let Some(push) = push else {
             return Err("the node closed the watch".to_owned());
         };
-        let answer = apply_push(engine, push.version, &push.envelope, &push.trusted_snapshot_keys).await;
+        let answer = apply_push(engine, &push).await;
         match &answer {
             Kind::Ack(_) => link.status.acks.fetch_add(1, Ordering::Relaxed),
             _ => link.status.nacks.fetch_add(1, Ordering::Relaxed),
@@ -186,28 +188,51 @@ async fn watch_once(
     }
 }
 
-/// Verifies and applies one pushed snapshot; the answer to send.
-async fn apply_push(engine: &Engine, version: u64, envelope: &[u8], keys: &[String]) -> Kind {
-    if !keys.is_empty() {
-        let mut trusted = TrustedKeys::new();
-        let mut bad = None;
-        for key in keys {
-            if let Err(e) = trusted.insert_hex(key) {
-                bad = Some(format!("pushed trusted key is invalid: {e}"));
+/// Applies one push — governance state first (it takes effect for the next
+/// decision), then the snapshot — and returns the answer to send.
+async fn apply_push(engine: &Engine, push: &aos_proto::agent::SnapshotPush) -> Kind {
+    let version = push.version;
+    let mut governance_version = 0;
+    if let Some(g) = &push.governance {
+        let Some(mode) = Mode::parse(&g.mode) else {
+            return Kind::Nack(Nack { version, reason: format!("unknown governance mode {:?}", g.mode) });
+        };
+        let view =
+            GovernanceView { version: g.version, mode, reason: g.reason.clone(), set_by: g.set_by.clone() };
+        match engine.apply_governance(view).await {
+            Ok(applied) => {
+                if applied {
+                    tracing::warn!(message = "governance state applied", version = g.version, mode = %g.mode, reason = %g.reason);
+                }
+                governance_version = g.version;
+            }
+            Err(e) => {
+                return Kind::Nack(Nack {
+                    version,
+                    reason: format!("cannot store the governance state: {e}"),
+                });
             }
         }
-        if let Some(reason) = bad {
-            return Kind::Nack(Nack { version, reason });
+    }
+    if push.envelope.is_empty() {
+        return Kind::Ack(Ack { version: 0, governance_version });
+    }
+    if !push.trusted_snapshot_keys.is_empty() {
+        let mut trusted = TrustedKeys::new();
+        for key in &push.trusted_snapshot_keys {
+            if let Err(e) = trusted.insert_hex(key) {
+                return Kind::Nack(Nack { version, reason: format!("pushed trusted key is invalid: {e}") });
+            }
         }
-        if let Err(e) = engine.store().save_trusted_keys(keys).await {
+        if let Err(e) = engine.store().save_trusted_keys(&push.trusted_snapshot_keys).await {
             return Kind::Nack(Nack { version, reason: format!("cannot persist trusted keys: {e}") });
         }
         engine.slot().set_trusted(trusted);
     }
-    match engine.offer_snapshot(envelope).await {
+    match engine.offer_snapshot(&push.envelope).await {
         Ok(Offer::Accepted { version }) => {
             tracing::info!(message = "snapshot applied", version);
-            Kind::Ack(Ack { version })
+            Kind::Ack(Ack { version, governance_version })
         }
         Ok(Offer::Rejected { reason, .. }) => {
             tracing::warn!(message = "snapshot refused", version, reason = %reason);

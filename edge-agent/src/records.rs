@@ -118,6 +118,11 @@ pub struct ControlEvent {
     pub decision: Value,
     /// Human-readable reasons.
     pub reasons: Vec<String>,
+    /// Set when governance state changed what was enforced (DEGRADED:
+    /// downgraded to WARN; DISABLED: BYPASSED), with what it would have
+    /// been.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<Value>,
 }
 
 /// An incident.

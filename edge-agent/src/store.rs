@@ -4,6 +4,7 @@
 //! | Tree | Key | Value |
 //! |---|---|---|
 //! | `snapshot` | `envelope` | the signed envelope bytes as received |
+//! | `snapshot` | `governance` | JSON governance state last applied |
 //! | `snapshot` | `boot_epoch` | 8-byte big-endian count of starts |
 //! | `snapshot` | `trusted_keys` | JSON list of snapshot keys (hex) pushed by the control plane |
 //! | `runs` | run id | JSON [`crate::runs::RunRecord`] |
@@ -26,6 +27,7 @@ use crate::records::Record;
 const SNAPSHOT_KEY: &[u8] = b"envelope";
 const TRUSTED_KEYS_KEY: &[u8] = b"trusted_keys";
 const BOOT_EPOCH_KEY: &[u8] = b"boot_epoch";
+const GOVERNANCE_KEY: &[u8] = b"governance";
 
 /// Handle on the agent's database; cheap to clone.
 #[derive(Clone, Debug)]
@@ -179,6 +181,17 @@ impl AgentStore {
         self.snapshot.insert(BOOT_EPOCH_KEY, &epoch.to_be_bytes())?;
         self.db.flush()?;
         Ok(epoch)
+    }
+
+    /// The governance state last applied, if any.
+    pub fn load_governance(&self) -> Result<Option<crate::governance::GovernanceView>, AgentError> {
+        self.snapshot.get(GOVERNANCE_KEY)?.map(|v| decode("governance state", &v)).transpose()
+    }
+
+    /// Stores the governance state (the caller flushes).
+    pub fn save_governance(&self, view: &crate::governance::GovernanceView) -> Result<(), AgentError> {
+        self.snapshot.insert(GOVERNANCE_KEY, encode("governance state", view)?)?;
+        Ok(())
     }
 
     /// The trusted snapshot keys last received from the control plane.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Ctl, binary, free_port, start_single_node, wait_for};
 
-const POLICY: &str = r"api_version: aos/v1
+pub(crate) const POLICY: &str = r"api_version: aos/v1
 policies:
   - id: pol-run-tokens
     name: Per-run token budget
@@ -28,7 +28,7 @@ policies:
 ";
 
 /// An `aos-edge-agent` process joined (or joining) a control plane.
-struct EdgeAgent {
+pub(crate) struct EdgeAgent {
     child: Option<Child>,
     listen: String,
     data_dir: PathBuf,
@@ -36,7 +36,7 @@ struct EdgeAgent {
 }
 
 impl EdgeAgent {
-    fn spawn(data_dir: &Path, gateway: &str, listen: &str, join_token: Option<&str>) -> Child {
+    pub(crate) fn spawn(data_dir: &Path, gateway: &str, listen: &str, join_token: Option<&str>) -> Child {
         std::fs::create_dir_all(data_dir).unwrap();
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("agent.log")).unwrap();
@@ -55,7 +55,7 @@ impl EdgeAgent {
     }
 
     /// Starts an agent and waits until its local API answers.
-    fn start(data_dir: &Path, gateway: &str, join_token: Option<&str>) -> EdgeAgent {
+    pub(crate) fn start(data_dir: &Path, gateway: &str, join_token: Option<&str>) -> EdgeAgent {
         let listen = format!("127.0.0.1:{}", free_port());
         let child = Self::spawn(data_dir, gateway, &listen, join_token);
         let mut agent = EdgeAgent {
@@ -99,23 +99,23 @@ impl EdgeAgent {
         self.wait_serving();
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.listen)
     }
 
-    fn health(&self) -> Value {
+    pub(crate) fn health(&self) -> Value {
         call("GET", &self.url("/health"), None).1
     }
 
-    fn snapshot_version(&self) -> u64 {
+    pub(crate) fn snapshot_version(&self) -> u64 {
         self.health()["components"]["snapshot"]["version"].as_u64().unwrap_or(0)
     }
 
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) fn post(&self, path: &str, body: Value) -> (u16, Value) {
         call("POST", &self.url(path), Some(body))
     }
 
-    fn start_run(&self) -> String {
+    pub(crate) fn start_run(&self) -> String {
         let (status, run) = self.post("/api/v1/runs", json!({"agent_id": "research-bot"}));
         assert_eq!(status, 201, "{run}");
         run["run_id"].as_str().unwrap().to_owned()
@@ -123,7 +123,7 @@ impl EdgeAgent {
 
     /// A pre-step check and, when allowed, its usage report; the check's
     /// answer.
-    fn step(&self, run: &str, tokens: u64) -> Value {
+    pub(crate) fn step(&self, run: &str, tokens: u64) -> Value {
         let (status, answer) =
             self.post(&format!("/api/v1/runs/{run}/steps"), json!({"estimated_tokens": tokens}));
         assert_eq!(status, 200, "{answer}");
@@ -145,11 +145,11 @@ impl Drop for EdgeAgent {
     }
 }
 
-fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     call_with_key(method, url, None, body)
 }
 
-fn call_with_key(method: &str, url: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+pub(crate) fn call_with_key(method: &str, url: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -182,7 +182,7 @@ fn call_with_key(method: &str, url: &str, key: Option<&str>, body: Option<Value>
 }
 
 /// A tenant `acme`, the example policy file written, and a join token.
-fn tenant_and_token(ctl: &Ctl, op: &str, dir: &Path) -> (PathBuf, String) {
+pub(crate) fn tenant_and_token(ctl: &Ctl, op: &str, dir: &Path) -> (PathBuf, String) {
     ctl.ok(op, &["tenant", "create", "acme", "--name", "Acme"]);
     let policy = dir.join("tokens.yaml");
     std::fs::write(&policy, POLICY).unwrap();
@@ -194,7 +194,7 @@ fn tenant_and_token(ctl: &Ctl, op: &str, dir: &Path) -> (PathBuf, String) {
     (policy, token)
 }
 
-fn agents(ctl: &Ctl, op: &str) -> Vec<Value> {
+pub(crate) fn agents(ctl: &Ctl, op: &str) -> Vec<Value> {
     let listed: Value =
         serde_json::from_str(&ctl.ok(op, &["-o", "json", "agent", "list", "--tenant", "acme"])).unwrap();
     listed["agents"].as_array().cloned().unwrap_or_default()

@@ -88,3 +88,89 @@ fn the_governance_lever_is_scoped_audited_and_expires() {
     assert_eq!(audit.matches("GOVERNANCE_EXPIRED").count(), 1, "{audit}");
     assert!(audit.matches("ACCESS_DENIED").count() >= 3, "{audit}");
 }
+
+#[test]
+fn agents_apply_halt_degrade_and_disable_from_the_very_next_decision() {
+    use crate::agent_sync::{EdgeAgent, agents, call, call_with_key, tenant_and_token};
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = format!("127.0.0.1:{}", crate::support::free_port());
+    let node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
+    let op = node.operator_key.clone();
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    let (policy, token) = tenant_and_token(&ctl, &op, dir.path());
+    ctl.ok(&op, &["tenant", "create", "globex"]);
+    ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
+    let agent = EdgeAgent::start(&dir.path().join("agent"), &gateway, Some(&token));
+    wait_for("the snapshot", Duration::from_secs(30), || (agent.snapshot_version() > 0).then_some(()));
+    let mode = |agent: &EdgeAgent| {
+        agent.health()["components"]["governance"]["mode"].as_str().unwrap_or("").to_owned()
+    };
+
+    // HALT: the in-flight run is killed at once (its cancel signal fires
+    // while nobody steps), new runs are refused with the reason.
+    let in_flight = agent.start_run();
+    assert_eq!(agent.step(&in_flight, 100)["allowed"], true);
+    let cancel_url = agent.url(&format!("/api/v1/runs/{in_flight}/cancellation?wait_ms=30000"));
+    let waiter = std::thread::spawn(move || call("GET", &cancel_url, None));
+    // A halt of another tenant reaches this agent as a new version that
+    // changes nothing for it.
+    ctl.ok(&op, &["governance", "halt", "--tenant", "globex", "--reason", "other tenant"]);
+    let other = state(&ctl, &op, None)["version"].as_u64().unwrap();
+    wait_for("the other tenant's change", Duration::from_secs(30), || {
+        (agent.health()["components"]["governance"]["version"].as_u64()? == other).then_some(())
+    });
+    assert_eq!(mode(&agent), "ENFORCING");
+    let (_, view) = call("GET", &agent.url(&format!("/api/v1/runs/{in_flight}")), None);
+    assert_eq!(view["status"], "running", "{view}");
+    ctl.ok(&op, &["governance", "halt", "--tenant", "acme", "--reason", "runaway agent"]);
+    let (status, cancelled) = waiter.join().unwrap();
+    assert_eq!((status, cancelled["cancelled"].as_bool()), (200, Some(true)), "{cancelled}");
+    assert_eq!(mode(&agent), "HALTED");
+    let (status, view) = call("GET", &agent.url(&format!("/api/v1/runs/{in_flight}")), None);
+    assert_eq!((status, view["status"].as_str()), (200, Some("failed_policy")), "{view}");
+    let (status, refused) = agent.post("/api/v1/runs", serde_json::json!({}));
+    assert_eq!((status, refused["error"]["code"].as_str()), (503, Some("GOVERNANCE_HALTED")), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("runaway agent"), "{refused}");
+    let version = state(&ctl, &op, None)["version"].as_u64().unwrap();
+    wait_for("the governance ACK", Duration::from_secs(30), || {
+        (agents(&ctl, &op).first()?["acked_governance_version"].as_u64()? == version).then_some(())
+    });
+
+    // ENABLE, then DISABLE: a breaching step goes through, BYPASSED.
+    ctl.ok(&op, &["governance", "enable", "--tenant", "acme", "--reason", "fixed"]);
+    wait_for("ENFORCING at the agent", Duration::from_secs(30), || {
+        (mode(&agent) == "ENFORCING").then_some(())
+    });
+    let run = agent.start_run();
+    ctl.ok(&op, &["governance", "disable", "--tenant", "acme", "--reason", "policy bug"]);
+    wait_for("DISABLED at the agent", Duration::from_secs(30), || (mode(&agent) == "DISABLED").then_some(()));
+    assert_eq!(agent.step(&run, 600)["allowed"], true);
+    let bypassed = agent.step(&run, 600);
+    assert_eq!(bypassed["allowed"], true, "{bypassed}");
+    assert_eq!(bypassed["decision"]["outcome"], "STOP", "the decision is still computed: {bypassed}");
+    assert_eq!(bypassed["governance"]["enforced"], "BYPASSED", "{bypassed}");
+    assert_eq!(bypassed["governance"]["would_have_been"], "STOP", "{bypassed}");
+
+    // DEGRADE: new runs refused, the in-flight one continues with WARN.
+    ctl.ok(&op, &["governance", "degrade", "--tenant", "acme", "--reason", "db failover"]);
+    wait_for("DEGRADED at the agent", Duration::from_secs(30), || (mode(&agent) == "DEGRADED").then_some(()));
+    let (status, refused) = agent.post("/api/v1/runs", serde_json::json!({}));
+    assert_eq!((status, refused["error"]["code"].as_str()), (503, Some("GOVERNANCE_DEGRADED")), "{refused}");
+    let downgraded = agent.step(&run, 600);
+    assert_eq!(downgraded["allowed"], true, "{downgraded}");
+    assert_eq!(downgraded["governance"]["enforced"], "DOWNGRADED", "{downgraded}");
+    assert_eq!(downgraded["governance"]["enforced_outcome"], "WARN", "{downgraded}");
+
+    // The bypassed and downgraded decisions reach the control plane
+    // flagged as such.
+    wait_for("the flagged control events", Duration::from_secs(30), || {
+        let url = format!("http://{}/api/v1/tenants/acme/activity/signals?run_id={run}", node.http);
+        let (_, body) = call_with_key("GET", &url, Some(&op), None);
+        let labels: Vec<String> = body["records"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["body"]["governance"]["enforced"].as_str().map(str::to_owned))
+            .collect();
+        (labels.contains(&"BYPASSED".to_owned()) && labels.contains(&"DOWNGRADED".to_owned())).then_some(())
+    });
+}

@@ -10,7 +10,7 @@
 
 use aos_cp_state::EdgeAgentRecord;
 use aos_proto::agent::agent_snapshot_message::Kind;
-use aos_proto::agent::{AgentSnapshotMessage, SnapshotPush};
+use aos_proto::agent::{AgentSnapshotMessage, GovernanceState, SnapshotPush};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -69,25 +69,35 @@ async fn serve(
         agent_version = hello.current_version
     );
     let mut sent = hello.current_version;
+    let mut governance_sent = hello.governance_version;
     // What the agent enforces (its Hello, then each ACK).
     let mut agent_version = hello.current_version;
     let mut applied = node.state().subscribe();
     let mut heard = tokio::time::Instant::now();
     loop {
-        let current = node.state().read(|s| s.0.snapshot_version(tenant));
+        let (current, governance) = node.state().read(|s| {
+            let g = s.0.governance();
+            let (mode, source) = g.effective_setting(tenant);
+            let state = GovernanceState {
+                version: g.version(),
+                mode: mode.as_str().to_owned(),
+                reason: source.reason.clone(),
+                set_by: source.set_by.clone(),
+            };
+            (s.0.snapshot_version(tenant), state)
+        });
+        let mut push = None;
         if current > sent {
             match node.signed_snapshot(tenant) {
                 Ok((version, envelope, _key_id)) => {
                     #[cfg(debug_assertions)]
                     let envelope = super::fault::apply(node, tenant, agent_version, envelope);
-                    let push = SnapshotPush {
+                    push = Some(SnapshotPush {
                         version,
                         envelope,
                         trusted_snapshot_keys: node.trusted_snapshot_keys(),
-                    };
-                    if tx.send(Ok(push)).await.is_err() {
-                        return Ok(());
-                    }
+                        governance: None,
+                    });
                     sent = version;
                 }
                 // No policy change yet: nothing to push.
@@ -96,6 +106,21 @@ async fn serve(
                     return Err(Status::unavailable(format!("cannot issue snapshot {current}: {e}")));
                 }
             }
+        }
+        if governance.version > governance_sent || (push.is_some() && governance.version > 0) {
+            governance_sent = governance.version;
+            let p = push.get_or_insert_with(|| SnapshotPush {
+                version: 0,
+                envelope: Vec::new(),
+                trusted_snapshot_keys: Vec::new(),
+                governance: None,
+            });
+            p.governance = Some(governance);
+        }
+        if let Some(push) = push
+            && tx.send(Ok(push)).await.is_err()
+        {
+            return Ok(());
         }
         tokio::select! {
             () = tokio::time::sleep_until(heard + SILENCE_LIMIT) => {
@@ -121,8 +146,8 @@ async fn serve(
                 Some(AgentSnapshotMessage { kind: Some(Kind::Ack(ack)) }) => {
                     heard = tokio::time::Instant::now();
                     agent_version = agent_version.max(ack.version);
-                    tracing::debug!(message = "snapshot acked", agent_id = %agent.agent_id, agent_version);
-                    record(node, agent, ack.version, None).await;
+                    tracing::debug!(message = "push acked", agent_id = %agent.agent_id, agent_version, governance_version = ack.governance_version);
+                    record(node, agent, ack.version, ack.governance_version, None).await;
                 }
                 Some(AgentSnapshotMessage { kind: Some(Kind::Nack(nack)) }) => {
                     heard = tokio::time::Instant::now();
@@ -133,7 +158,7 @@ async fn serve(
                         version = nack.version,
                         reason = %nack.reason
                     );
-                    record(node, agent, nack.version, Some(nack.reason)).await;
+                    record(node, agent, nack.version, 0, Some(nack.reason)).await;
                 }
                 Some(_) => return Err(Status::invalid_argument("expected Ack or Nack after Hello")),
             },
@@ -164,7 +189,13 @@ async fn connection(node: &Node, agent: &EdgeAgentRecord, connected: bool) {
 
 /// Commits an ACK or NACK. A failure (no leader) is logged: the agent
 /// repeats its answer on its next push or reconnect.
-async fn record(node: &Node, agent: &EdgeAgentRecord, version: u64, nack_reason: Option<String>) {
+async fn record(
+    node: &Node,
+    agent: &EdgeAgentRecord,
+    version: u64,
+    governance_version: u64,
+    nack_reason: Option<String>,
+) {
     let mut nonce = [0u8; 8];
     let _ = getrandom::fill(&mut nonce);
     let proposal = aos_cp_state::Proposal {
@@ -174,6 +205,7 @@ async fn record(node: &Node, agent: &EdgeAgentRecord, version: u64, nack_reason:
         command: aos_cp_state::Command::RecordAgentSync {
             agent_id: agent.agent_id.clone(),
             version,
+            governance_version: (governance_version > 0).then_some(governance_version),
             nack_reason,
         },
     };

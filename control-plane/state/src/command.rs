@@ -174,8 +174,11 @@ pub enum Command {
     RecordAgentSync {
         /// Agent.
         agent_id: String,
-        /// Snapshot version.
+        /// Snapshot version (0: the push carried only governance state).
         version: u64,
+        /// Governance version the agent applied, if the push carried one.
+        #[serde(default)]
+        governance_version: Option<u64>,
         /// Why it was refused; `None` for an ACK.
         nack_reason: Option<String>,
     },

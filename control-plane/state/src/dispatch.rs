@@ -271,8 +271,15 @@ pub(crate) fn execute(
             let new = edge_agents::NewAgent { tenant_id, agent_id, name, token_id, cert_fingerprint };
             edge_agents::register_edge_agent(domain, &ctx, new)
         }
-        Command::RecordAgentSync { agent_id, version, nack_reason } => {
-            edge_agents::record_agent_sync(domain, &ctx, agent_id, *version, nack_reason.as_deref())
+        Command::RecordAgentSync { agent_id, version, governance_version, nack_reason } => {
+            edge_agents::record_agent_sync(
+                domain,
+                &ctx,
+                agent_id,
+                *version,
+                *governance_version,
+                nack_reason.as_deref(),
+            )
         }
         Command::RecordAgentConnection { agent_id, node_id, connected } => {
             edge_agents::record_agent_connection(domain, &ctx, agent_id, *node_id, *connected)

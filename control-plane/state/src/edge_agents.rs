@@ -100,6 +100,9 @@ pub struct EdgeAgentRecord {
     /// The control-plane node whose snapshot watch it holds now.
     #[serde(default)]
     pub connected_node: Option<u64>,
+    /// Highest governance version it applied.
+    #[serde(default)]
+    pub acked_governance_version: Option<u64>,
     /// Unix ms it last connected or disconnected.
     #[serde(default)]
     pub last_seen_ms: Option<u64>,
@@ -274,6 +277,7 @@ pub(crate) fn register_edge_agent(
         last_nack: None,
         last_sync_ms: None,
         connected_node: None,
+        acked_governance_version: None,
         last_seen_ms: None,
     };
     let view = to_json(&record);
@@ -292,6 +296,7 @@ pub(crate) fn record_agent_sync(
     ctx: &Ctx<'_>,
     agent_id: &str,
     version: u64,
+    governance_version: Option<u64>,
     nack_reason: Option<&str>,
 ) -> Result<Effect, Refusal> {
     let Some(agent) = domain.edge_agents.agents.get_mut(agent_id) else {
@@ -300,12 +305,22 @@ pub(crate) fn record_agent_sync(
     agent.last_sync_ms = Some(ctx.at_ms);
     match nack_reason {
         None => {
-            agent.acked_version = Some(agent.acked_version.map_or(version, |v| v.max(version)));
-            Ok(Effect::new(
-                AuditAction::SnapshotAcked,
-                format!("edge agent `{agent_id}` applied snapshot {version}"),
-            )
-            .result(serde_json::json!({ "acked_version": agent.acked_version })))
+            if version > 0 {
+                agent.acked_version = Some(agent.acked_version.map_or(version, |v| v.max(version)));
+            }
+            if let Some(g) = governance_version {
+                agent.acked_governance_version = Some(agent.acked_governance_version.map_or(g, |v| v.max(g)));
+            }
+            let what = match (version, governance_version) {
+                (0, Some(g)) => format!("governance version {g}"),
+                (v, Some(g)) => format!("snapshot {v} and governance version {g}"),
+                (v, None) => format!("snapshot {v}"),
+            };
+            Ok(Effect::new(AuditAction::SnapshotAcked, format!("edge agent `{agent_id}` applied {what}"))
+                .result(serde_json::json!({
+                    "acked_version": agent.acked_version,
+                    "acked_governance_version": agent.acked_governance_version,
+                })))
         }
         Some(reason) => {
             let reason: String = reason.chars().take(crate::ids::MAX_TEXT_LEN).collect();

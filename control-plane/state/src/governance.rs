@@ -144,7 +144,18 @@ impl Governance {
         effective_mode(self.global.mode, self.tenant(tenant_id).map(|s| s.mode))
     }
 
-    /// The earliest expiry at or before `now_ms`, if any setting lapsed.
+    /// The effective mode for a tenant with the setting it comes from
+    /// (the tenant's own when that decides it, else the global one).
+    pub fn effective_setting(&self, tenant_id: &str) -> (GovernanceMode, &GovernanceSetting) {
+        let mode = self.effective(tenant_id);
+        let source = match self.tenant(tenant_id) {
+            Some(own) if own.mode == mode => own,
+            _ => &self.global,
+        };
+        (mode, source)
+    }
+
+    /// Whether any setting's expiry is at or before `now_ms`.
     pub fn lapsed(&self, now_ms: u64) -> bool {
         std::iter::once(&self.global)
             .chain(self.tenants.values())

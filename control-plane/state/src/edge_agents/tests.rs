@@ -119,6 +119,7 @@ fn acks_and_nacks_are_recorded_and_audited() {
     let sync = |version, nack: Option<&str>| Command::RecordAgentSync {
         agent_id: "ea-1".into(),
         version,
+        governance_version: None,
         nack_reason: nack.map(str::to_owned),
     };
     h.ok(&operator(), sync(3, None));
@@ -138,7 +139,12 @@ fn acks_and_nacks_are_recorded_and_audited() {
     assert_eq!(h.state.edge_agents().nacking().count(), 0, "a later ACK clears it");
     h.rejected(
         &operator(),
-        Command::RecordAgentSync { agent_id: "ea-9".into(), version: 1, nack_reason: None },
+        Command::RecordAgentSync {
+            agent_id: "ea-9".into(),
+            version: 1,
+            governance_version: None,
+            nack_reason: None,
+        },
         RejectionCode::NotFound,
     );
 }
