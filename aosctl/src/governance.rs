@@ -43,6 +43,13 @@ pub struct Change {
     /// Return to ENFORCING after this long, e.g. `90s`, `15m`, `2h`.
     #[arg(long)]
     ttl: Option<String>,
+    /// Return only when every connected edge agent concerned has applied
+    /// the new version (or after `--wait-timeout`, failing).
+    #[arg(long)]
+    wait: bool,
+    /// How long `--wait` waits, e.g. `30s`.
+    #[arg(long, default_value = "30s")]
+    wait_timeout: String,
 }
 
 /// Runs a governance subcommand.
@@ -66,6 +73,7 @@ pub fn run(cmd: GovernanceCommand, remote: &Remote) -> Result<(), CliError> {
         GovernanceCommand::Halt(c) => ("halt", c),
     };
     let ttl_seconds = change.ttl.as_deref().map(parse_duration_secs).transpose().map_err(CliError::Usage)?;
+    let wait_timeout = parse_duration_secs(&change.wait_timeout).map_err(CliError::Usage)?;
     let body = json!({ "reason": change.reason, "tenant": change.tenant, "ttl_seconds": ttl_seconds });
     let scope = change.tenant.as_deref().map_or_else(|| "global".to_owned(), |t| format!("tenant `{t}`"));
     let answer = client
@@ -80,7 +88,70 @@ pub fn run(cmd: GovernanceCommand, remote: &Remote) -> Result<(), CliError> {
             cell(&answer, "audit_seq")
         )?,
     }
+    if change.wait {
+        let version = answer["result"]["governance_version"].as_u64().unwrap_or(0);
+        wait_for_agents(&client, &mut out, change.tenant.as_deref(), version, wait_timeout)?;
+    }
     Ok(())
+}
+
+/// Polls the agent lists until every connected agent of the tenant (or of
+/// every tenant) has acknowledged `version`, printing the convergence.
+fn wait_for_agents(
+    client: &crate::client::Client,
+    out: &mut impl Write,
+    tenant: Option<&str>,
+    version: u64,
+    timeout_secs: u64,
+) -> Result<(), CliError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    let mut last = String::new();
+    loop {
+        let tenants: Vec<String> = match tenant {
+            Some(t) => vec![t.to_owned()],
+            None => client
+                .get("/api/v1/tenants", &[])
+                .map_err(CliError::request("listing tenants"))?
+                .get("tenants")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["tenant_id"].as_str().map(str::to_owned))
+                .collect(),
+        };
+        let (mut on, mut laggards) = (0usize, Vec::new());
+        for t in &tenants {
+            let listed = client
+                .get(&format!("/api/v1/tenants/{t}/agents"), &[])
+                .map_err(CliError::request(format!("listing edge agents of tenant `{t}`")))?;
+            for a in listed.get("agents").and_then(Value::as_array).into_iter().flatten() {
+                if a.get("connected_node").is_none_or(Value::is_null) {
+                    continue;
+                }
+                if a["acked_governance_version"].as_u64().is_some_and(|v| v >= version) {
+                    on += 1;
+                } else {
+                    laggards.push(format!("{} ({})", text(a, "agent_id"), text(a, "name")));
+                }
+            }
+        }
+        let line = format!("{on}/{} connected agents on v{version}", on + laggards.len());
+        if line != last {
+            writeln!(out, "{line}")?;
+            last = line;
+        }
+        if laggards.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            writeln!(out, "not yet applied by: {}", laggards.join(", "))?;
+            return Err(CliError::Failed(format!(
+                "{} agents had not applied governance version {version} after {timeout_secs} s",
+                laggards.len()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn state_table(out: &mut impl Write, answer: &Value) -> std::io::Result<()> {

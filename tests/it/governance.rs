@@ -122,7 +122,8 @@ fn agents_apply_halt_degrade_and_disable_from_the_very_next_decision() {
     assert_eq!(mode(&agent), "ENFORCING");
     let (_, view) = call("GET", &agent.url(&format!("/api/v1/runs/{in_flight}")), None);
     assert_eq!(view["status"], "running", "{view}");
-    ctl.ok(&op, &["governance", "halt", "--tenant", "acme", "--reason", "runaway agent"]);
+    let out = ctl.ok(&op, &["governance", "halt", "--tenant", "acme", "--reason", "runaway agent", "--wait"]);
+    assert!(out.contains("1/1 connected agents on v"), "--wait shows the convergence: {out}");
     let (status, cancelled) = waiter.join().unwrap();
     assert_eq!((status, cancelled["cancelled"].as_bool()), (200, Some(true)), "{cancelled}");
     assert_eq!(mode(&agent), "HALTED");
