@@ -216,6 +216,9 @@ impl From<ClusterError> for ApiError {
             ClusterError::NoLeader | ClusterError::LeaderUnreachable { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "LEADER_UNAVAILABLE", e.to_string())
             }
+            ClusterError::CommitTimeout => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMMIT_TIMEOUT", e.to_string())
+            }
             ClusterError::Raft(_) | ClusterError::Codec(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
             }

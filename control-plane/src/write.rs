@@ -47,7 +47,18 @@ pub enum ClusterError {
     /// The request could not be encoded or the reply decoded.
     #[error("codec: {0}")]
     Codec(String),
+    /// The leader accepted the proposal but no quorum committed it in time
+    /// (this node may be cut off from the others). It may still commit if
+    /// the quorum returns: retry with the same `Idempotency-Key`.
+    #[error(
+        "not committed within {} s: no quorum reachable from the leader; it may still commit, so retry with the same Idempotency-Key",
+        COMMIT_TIMEOUT.as_secs()
+    )]
+    CommitTimeout,
 }
+
+/// Longest a proposal waits for its commit on the leader.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A committed command and where it landed.
 #[derive(Debug, Clone)]
@@ -60,7 +71,10 @@ pub struct Committed {
 
 /// Proposes on the leader, forwarding when this node is not it.
 pub async fn propose(node: &Node, proposal: Proposal) -> Result<Committed, ClusterError> {
-    match node.raft().client_write(proposal.clone()).await {
+    let written = tokio::time::timeout(COMMIT_TIMEOUT, node.raft().client_write(proposal.clone()))
+        .await
+        .map_err(|_| ClusterError::CommitTimeout)?;
+    match written {
         Ok(response) => Ok(Committed { log_index: response.log_id.index, result: response.data }),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
             match (forward.leader_id, forward.leader_node) {

@@ -1,0 +1,77 @@
+//! A node cut off from the quorum cannot change anything, governance state
+//! included (issue 5): an isolated follower refuses the write at once and
+//! it never happens; an isolated leader refuses it after the commit timeout
+//! (503 `COMMIT_TIMEOUT`, saying it may still commit if the quorum
+//! returns — the same contract as etcd's timed-out requests).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{NodeProc, call, leader_of, three_node_cluster, wait_for, wait_healthy};
+
+/// Kills every node but `keep`; returns the index kept.
+fn isolate(nodes: &mut [NodeProc], keep: usize) {
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if i != keep {
+            n.kill();
+        }
+    }
+}
+
+fn halt(node: &NodeProc, operator: &str) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let (status, body) = call(
+        "POST",
+        &node.url("/api/v1/ops/governance/halt"),
+        Some(operator),
+        Some(json!({"reason": "from a minority"})),
+    );
+    (status, body, started.elapsed())
+}
+
+#[test]
+fn an_isolated_follower_refuses_governance_changes_and_they_never_happen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, operator) = three_node_cluster(dir.path());
+    let leader = wait_for("a leader", Duration::from_secs(30), || leader_of(&nodes[0], &operator));
+    let follower = nodes.iter().position(|n| n.id != leader).unwrap();
+    isolate(&mut nodes, follower);
+    let (status, body, took) = halt(&nodes[follower], &operator);
+    assert_eq!(status, 503, "{body}");
+    assert!(took < Duration::from_secs(15), "refused in bounded time: {took:?}");
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if i != follower {
+            n.restart();
+        }
+    }
+    for n in nodes.iter_mut() {
+        wait_healthy(n);
+    }
+    let state = wait_for("a linearizable read after healing", Duration::from_secs(30), || {
+        let (status, state) =
+            call("GET", &nodes[follower].url("/api/v1/ops/governance/state"), Some(&operator), None);
+        (status == 200).then_some(state)
+    });
+    assert_eq!(
+        (state["version"].as_u64(), state["global"]["mode"].as_str()),
+        (Some(0), Some("ENFORCING")),
+        "{state}"
+    );
+}
+
+#[test]
+fn an_isolated_leader_answers_503_after_the_commit_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, operator) = three_node_cluster(dir.path());
+    let leader = wait_for("a leader", Duration::from_secs(30), || leader_of(&nodes[0], &operator));
+    let keep = nodes.iter().position(|n| n.id == leader).unwrap();
+    isolate(&mut nodes, keep);
+    let (status, body, took) = halt(&nodes[keep], &operator);
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("COMMIT_TIMEOUT")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Idempotency-Key"), "{body}");
+    assert!(took < Duration::from_secs(15), "refused in bounded time: {took:?}");
+}
