@@ -24,6 +24,9 @@ use crate::signing::KeyRing;
 use aos_proto::agent::agent_gateway_server::AgentGatewayServer;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+/// How long a stopping node lets edge-agent streams end by themselves.
+const GATEWAY_GRACE: Duration = Duration::from_secs(1);
+
 /// Most log entries per AppendEntries (see `Node::open`).
 pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
 
@@ -318,11 +321,18 @@ impl Node {
         let grpc_result = grpc_task.await;
         let http_result = http_task.await;
         let _ = reissue_task.await;
-        if let Some(task) = gateway_task {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(message = "agent gateway stopped with an error", error = %e),
-                Err(e) => tracing::warn!(message = "agent gateway task failed", error = %e),
+        if let Some(mut task) = gateway_task {
+            // Edge agents hold watch and ingest streams open for as long as
+            // they run, so a graceful stop would wait for them forever: give
+            // them a moment, then drop them (they reconnect to another node).
+            match tokio::time::timeout(GATEWAY_GRACE, &mut task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(message = "agent gateway stopped with an error", error = %e),
+                Ok(Err(e)) => tracing::warn!(message = "agent gateway task failed", error = %e),
+                Err(_) => {
+                    tracing::info!(message = "closing the remaining edge-agent streams");
+                    task.abort();
+                }
             }
         }
         if let Err(e) = self.raft().shutdown().await {

@@ -288,6 +288,11 @@ async fn capabilities(State(app): State<App>) -> Json<Value> {
         "outcomes": ["CONTINUE", "WARN", "PAUSE", "STOP", "KILL"],
         "monitors": ["TOKENS", "COST_USD", "REQUESTS", "PII", "HALLUCINATION"],
         "run_statuses": ["queued", "running", "paused", "succeeded", "failed", "failed_policy", "cancelled", "retry"],
+        // GAP-035: what a policy that does not say gets.
+        "default_failure_mode": aos_core::policy::FailureMode::default().as_str(),
+        // INV-005: how several policies' outcomes combine.
+        "conflict_resolution": "most restrictive outcome wins; among equals, higher precedence, then the lowest policy id is credited",
+        "governance": engine.governance(),
     }))
 }
 

@@ -220,7 +220,7 @@ fn records(http: &str, op: &str) -> Vec<Value> {
 fn an_agent_joins_over_mtls_and_enforces_a_policy_applied_with_aosctl_in_the_breaching_step() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = format!("127.0.0.1:{}", free_port());
-    let node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
+    let mut node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
     let op = node.operator_key.clone();
     let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
     let (policy, token) = tenant_and_token(&ctl, &op, dir.path());
@@ -338,6 +338,15 @@ fn an_agent_joins_over_mtls_and_enforces_a_policy_applied_with_aosctl_in_the_bre
     assert!(log.contains("revoked"), "{log}");
     let audit = ctl.ok(&op, &["-o", "json", "audit", "list", "--tenant", "acme"]);
     assert!(audit.contains("JOIN_EDGE_AGENT") && audit.contains("revoked"), "{audit}");
+
+    // A node with an agent connected still stops on SIGTERM: the agent's
+    // long-lived streams are dropped after a grace period.
+    let pid = node.guard.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = wait_for("the node to exit after SIGTERM", Duration::from_secs(15), || {
+        node.guard.child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{status}");
 }
 
 #[test]

@@ -13,3 +13,4 @@ mod audit_offline;
 mod governance;
 mod policy_to_decision;
 mod support;
+mod t0_gate;
