@@ -139,8 +139,15 @@ pub fn run(cmd: AgentCommand, remote: &Remote) -> Result<(), CliError> {
             match remote.output {
                 Output::Json => write_json(&mut out, &answer)?,
                 Output::Table => {
-                    let mut table =
-                        Table::new(&["AGENT", "NAME", "CONNECTED", "ACKED", "LAST NACK", "LAST SYNC"]);
+                    let mut table = Table::new(&[
+                        "AGENT",
+                        "NAME",
+                        "CONNECTED",
+                        "ACKED",
+                        "GOVERNANCE",
+                        "LAST NACK",
+                        "LAST SYNC",
+                    ]);
                     for a in answer.get("agents").and_then(Value::as_array).into_iter().flatten() {
                         let nack =
                             a.get("last_nack").filter(|n| !n.is_null()).map_or_else(String::new, |n| {
@@ -158,6 +165,9 @@ pub fn run(cmd: AgentCommand, remote: &Remote) -> Result<(), CliError> {
                             cell(a, "name"),
                             connected,
                             cell(a, "acked_version"),
+                            a.get("acked_governance_version")
+                                .and_then(Value::as_u64)
+                                .map_or_else(String::new, |v| format!("v{v}")),
                             nack,
                             a.get("last_sync_ms").and_then(Value::as_u64).map_or_else(String::new, timestamp),
                         ]);

@@ -136,6 +136,8 @@ fn agents_apply_halt_degrade_and_disable_from_the_very_next_decision() {
     wait_for("the governance ACK", Duration::from_secs(30), || {
         (agents(&ctl, &op).first()?["acked_governance_version"].as_u64()? == version).then_some(())
     });
+    let table = ctl.ok(&op, &["agent", "list", "--tenant", "acme"]);
+    assert!(table.contains("GOVERNANCE") && table.contains(&format!("v{version}")), "{table}");
 
     // ENABLE, then DISABLE: a breaching step goes through, BYPASSED.
     ctl.ok(&op, &["governance", "enable", "--tenant", "acme", "--reason", "fixed"]);
