@@ -201,6 +201,29 @@ impl Activity {
     }
 }
 
+impl Activity {
+    /// Files a record the control plane itself produced (a CRITICAL system
+    /// record for a governance change) in a tenant's log. Ids are
+    /// deterministic, so every replica files the same record.
+    pub(crate) fn file_system_record(&mut self, tenant_id: &str, record_id: String, at_ms: u64, body: Value) {
+        let tenant = self.tenants.entry(tenant_id.to_owned()).or_default();
+        if !tenant.ids.insert(record_id.clone()) {
+            return;
+        }
+        let seq = tenant.records.len() as u64 + 1;
+        tenant.records.push(StoredRecord {
+            seq,
+            record_id,
+            edge_agent_id: "control-plane".to_owned(),
+            kind: "SYSTEM_RECORD".to_owned(),
+            run_id: None,
+            at_ms,
+            ingested_at_ms: at_ms,
+            body,
+        });
+    }
+}
+
 pub(crate) fn ingest_records(
     domain: &mut Domain,
     ctx: &Ctx<'_>,

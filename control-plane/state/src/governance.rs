@@ -198,27 +198,58 @@ pub(crate) fn set_governance(
         version: governance.version,
     };
     let after = to_json(&setting);
+    let version = governance.version;
     let (before, scope) = match new.tenant_id {
         None => (Some(std::mem::replace(&mut governance.global, setting)), "global".to_owned()),
         Some(tenant_id) => {
             (governance.tenants.insert(tenant_id.to_owned(), setting), format!("tenant `{tenant_id}`"))
         }
     };
+    critical_records(domain, new.tenant_id, ctx.at_ms, version, new.mode, new.reason, &ctx.actor.actor_id);
     let mut effect = Effect::new(
         AuditAction::GovernanceChanged,
-        format!(
-            "governance {scope} set to {} (version {}): {}",
-            new.mode.as_str(),
-            governance.version,
-            new.reason
-        ),
+        format!("governance {scope} set to {} (version {}): {}", new.mode.as_str(), version, new.reason),
     )
     .after(after.clone())
-    .result(serde_json::json!({ "governance_version": governance.version, "setting": after }));
+    .result(serde_json::json!({ "governance_version": version, "setting": after }));
     if let Some(before) = before {
         effect = effect.before(to_json(&before));
     }
     Ok(effect)
+}
+
+/// A CRITICAL system record of the change in the log of every tenant it
+/// concerns (all of them for a global change), so each tenant's logs say
+/// when and why governance changed under it.
+fn critical_records(
+    domain: &mut Domain,
+    tenant_id: Option<&str>,
+    at_ms: u64,
+    version: u64,
+    mode: GovernanceMode,
+    reason: &str,
+    set_by: &str,
+) {
+    let tenants: Vec<String> = match tenant_id {
+        Some(t) => vec![t.to_owned()],
+        None => domain.tenants.keys().cloned().collect(),
+    };
+    let scope = if tenant_id.is_some() { "TENANT" } else { "GLOBAL" };
+    for tenant in tenants {
+        let body = serde_json::json!({
+            "kind": "SYSTEM_RECORD",
+            "event": "GOVERNANCE_CHANGED",
+            "severity": "CRITICAL",
+            "scope": scope,
+            "mode": mode.as_str(),
+            "effective": domain.governance.effective(&tenant).as_str(),
+            "governance_version": version,
+            "reason": reason,
+            "set_by": set_by,
+            "tenant_id": tenant,
+        });
+        domain.activity.file_system_record(&tenant, format!("governance-{version}-{tenant}"), at_ms, body);
+    }
 }
 
 pub(crate) fn expire_governance(domain: &mut Domain, ctx: &Ctx<'_>) -> Result<Effect, Refusal> {

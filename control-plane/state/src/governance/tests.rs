@@ -70,6 +70,18 @@ fn changes_are_versioned_audited_and_scoped() {
     assert_eq!(h.state.governance().version(), 2);
     assert_eq!(h.state.governance().effective(GLOBEX), Degraded);
     assert_eq!(h.state.governance().global().set_by, operator().actor_id);
+    // Each change left a CRITICAL system record in the logs it concerns:
+    // the tenant halt in acme's only, the global change in both.
+    let filter = crate::activity::RecordFilter { kind: Some("SYSTEM_RECORD"), ..Default::default() };
+    let (acme, _) = h.state.activity().records(ACME, &filter, 10);
+    let (globex, _) = h.state.activity().records(GLOBEX, &filter, 10);
+    assert_eq!((acme.len(), globex.len()), (2, 1));
+    assert_eq!(acme[0].body["severity"], "CRITICAL");
+    assert_eq!(
+        (acme[1].body["scope"].as_str(), acme[1].body["effective"].as_str()),
+        (Some("GLOBAL"), Some("HALTED"))
+    );
+    assert_eq!(globex[0].body["effective"], "DEGRADED");
 }
 
 #[test]
