@@ -26,6 +26,10 @@ const PUSH_BUFFER: usize = 4;
 /// heartbeat every 10 s) is closed: the connection is half-open or the
 /// agent is wedged, and the agent reconnects when it can.
 pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A node that has known no leader for this long (cut off from the
+/// quorum) closes its watches, so its agents move to a node that can give
+/// them current state.
+pub const LEADERLESS_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Starts serving one agent's watch; the returned stream carries the
 /// pushes.
@@ -74,6 +78,8 @@ async fn serve(
     let mut agent_version = hello.current_version;
     let mut applied = node.state().subscribe();
     let mut heard = tokio::time::Instant::now();
+    let mut leader_check = tokio::time::interval(std::time::Duration::from_millis(500));
+    let mut leaderless_since: Option<tokio::time::Instant> = None;
     loop {
         let (current, governance) = node.state().read(|s| {
             let g = s.0.governance();
@@ -123,6 +129,20 @@ async fn serve(
             return Ok(());
         }
         tokio::select! {
+            _ = leader_check.tick() => {
+                if node.raft().metrics().borrow().current_leader.is_some() {
+                    leaderless_since = None;
+                } else {
+                    let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= LEADERLESS_LIMIT {
+                        return Err(Status::unavailable(format!(
+                            "node {} has had no leader for {} s; try another node",
+                            node.id(),
+                            LEADERLESS_LIMIT.as_secs()
+                        )));
+                    }
+                }
+            }
             () = tokio::time::sleep_until(heard + SILENCE_LIMIT) => {
                 return Err(Status::unavailable(format!("no heartbeat for {} s", SILENCE_LIMIT.as_secs())));
             }
