@@ -190,6 +190,8 @@ pub struct Engine {
     outbox_signal: tokio::sync::Notify,
     /// This start's number (see [`AgentStore::next_boot_epoch`]).
     boot_epoch: u64,
+    /// `step-e{boot_epoch}`: step ids are this plus a random suffix.
+    step_prefix: String,
     /// Governance state in force (pushed by the control plane).
     governance: std::sync::RwLock<GovernanceView>,
 }
@@ -254,6 +256,7 @@ impl Engine {
             stale_reported: std::sync::atomic::AtomicBool::new(false),
             outbox_signal: tokio::sync::Notify::new(),
             boot_epoch,
+            step_prefix: format!("step-e{boot_epoch}"),
             governance: std::sync::RwLock::new(governance),
         };
         let detail = match &guard {
@@ -602,7 +605,7 @@ impl Engine {
             _ => Default::default(),
         };
         let now = now_ms();
-        let step_id = random_id(&format!("step-e{}", self.boot_epoch));
+        let step_id = random_id(&self.step_prefix);
         let (answer, durable) = {
             let mut guard = self.lock();
             let state = &mut *guard;

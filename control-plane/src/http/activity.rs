@@ -65,13 +65,8 @@ async fn list_records(
     query: Result<Query<RecordQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| bad_query(&e))?;
-    let intent = Intent {
-        tenant: &tenant,
-        roles: READERS,
-        action: "LIST_RECORDS",
-        target: format!("tenants/{tenant}/records"),
-    };
-    authorize_read(&node, &headers, &intent, q.consistency).await?;
+    reader(&node, &headers, &tenant, "LIST_RECORDS", format!("tenants/{tenant}/records"), q.consistency)
+        .await?;
     let limit = checked_limit(q.limit)?;
     let filter = RecordFilter {
         kind: q.kind.as_deref(),
@@ -89,13 +84,15 @@ async fn run_records(
     headers: HeaderMap,
     Query(params): Query<super::ReadParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let intent = Intent {
-        tenant: &tenant,
-        roles: READERS,
-        action: "GET_RUN_RECORDS",
-        target: format!("tenants/{tenant}/activity/runs/{run_id}"),
-    };
-    authorize_read(&node, &headers, &intent, params.consistency).await?;
+    reader(
+        &node,
+        &headers,
+        &tenant,
+        "GET_RUN_RECORDS",
+        format!("tenants/{tenant}/activity/runs/{run_id}"),
+        params.consistency,
+    )
+    .await?;
     let filter = RecordFilter { run_id: Some(&run_id), ..RecordFilter::default() };
     let answer = page(&node, &tenant, &filter, MAX_LIMIT);
     if answer["records"].as_array().is_none_or(Vec::is_empty) {
@@ -141,13 +138,8 @@ async fn runs(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| bad_query(&e))?;
     let which = if live { "live" } else { "completed" };
-    let intent = Intent {
-        tenant,
-        roles: READERS,
-        action: "LIST_RUNS",
-        target: format!("tenants/{tenant}/activity/{which}"),
-    };
-    authorize_read(node, headers, &intent, q.consistency).await?;
+    reader(node, headers, tenant, "LIST_RUNS", format!("tenants/{tenant}/activity/{which}"), q.consistency)
+        .await?;
     let limit = checked_limit(q.limit)?;
     Ok(Json(node.state().read(|s| json!({ "runs": s.0.activity().runs(tenant, live, limit) }))))
 }
@@ -176,14 +168,30 @@ async fn metrics(
     headers: HeaderMap,
     Query(params): Query<super::ReadParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let intent = Intent {
-        tenant: &tenant,
-        roles: READERS,
-        action: "GET_ACTIVITY_METRICS",
-        target: format!("tenants/{tenant}/activity/metrics"),
-    };
-    authorize_read(&node, &headers, &intent, params.consistency).await?;
+    reader(
+        &node,
+        &headers,
+        &tenant,
+        "GET_ACTIVITY_METRICS",
+        format!("tenants/{tenant}/activity/metrics"),
+        params.consistency,
+    )
+    .await?;
     Ok(Json(node.state().read(|s| s.0.activity().metrics(&tenant))))
+}
+
+/// Authorises a read of `tenant`'s activity by any of its roles (denials
+/// audited) after the read barrier.
+async fn reader(
+    node: &Node,
+    headers: &HeaderMap,
+    tenant: &str,
+    action: &'static str,
+    target: String,
+    consistency: Consistency,
+) -> Result<(), ApiError> {
+    let intent = Intent { tenant, roles: READERS, action, target };
+    authorize_read(node, headers, &intent, consistency).await.map(|_| ())
 }
 
 fn bad_query(e: &axum::extract::rejection::QueryRejection) -> ApiError {
