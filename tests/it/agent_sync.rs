@@ -107,6 +107,14 @@ impl EdgeAgent {
         call("GET", &self.url("/health"), None).1
     }
 
+    /// Waits until every record has been delivered (the control plane
+    /// acked it).
+    fn wait_outbox_empty(&self, what: &str, timeout: Duration) {
+        wait_for(what, timeout, || {
+            (self.health()["components"]["outbox"]["pending_records"] == 0).then_some(())
+        });
+    }
+
     pub(crate) fn snapshot_version(&self) -> u64 {
         self.health()["components"]["snapshot"]["version"].as_u64().unwrap_or(0)
     }
@@ -286,9 +294,7 @@ fn an_agent_joins_over_mtls_and_enforces_a_policy_applied_with_aosctl_in_the_bre
     });
     assert_eq!(run_records.iter().filter(|r| r["kind"] == "LLM_RUN_RECORD").count(), 1, "{run_records:?}");
     assert!(run_records.iter().all(|r| r["edge_agent_id"] == identity["edge_agent_id"]));
-    wait_for("an empty outbox", Duration::from_secs(30), || {
-        (agent.health()["components"]["outbox"]["pending_records"] == 0).then_some(())
-    });
+    agent.wait_outbox_empty("an empty outbox", Duration::from_secs(30));
 
     // The Activity API: the stopped run is completed with its reason, a
     // new one is live, and the metrics add up what was delivered.
@@ -360,9 +366,7 @@ fn with_the_control_plane_down_the_agent_enforces_from_disk_and_delivers_every_r
     ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
     let mut agent = EdgeAgent::start(&dir.path().join("agent"), &gateway, Some(&token));
     wait_for("the pushed snapshot", Duration::from_secs(30), || (agent.snapshot_version() > 0).then_some(()));
-    wait_for("an empty outbox", Duration::from_secs(30), || {
-        (agent.health()["components"]["outbox"]["pending_records"] == 0).then_some(())
-    });
+    agent.wait_outbox_empty("an empty outbox", Duration::from_secs(30));
     // An agent that goes away is shown disconnected.
     wait_for("the connection on record", Duration::from_secs(30), || {
         (agents(&ctl, &op).first()?["connected_node"] == 1).then_some(())
@@ -377,9 +381,7 @@ fn with_the_control_plane_down_the_agent_enforces_from_disk_and_delivers_every_r
     wait_for("the reconnection", Duration::from_secs(30), || {
         (agents(&ctl, &op).first()?["connected_node"] == 1).then_some(())
     });
-    wait_for("an empty outbox after the restart", Duration::from_secs(30), || {
-        (agent.health()["components"]["outbox"]["pending_records"] == 0).then_some(())
-    });
+    agent.wait_outbox_empty("an empty outbox after the restart", Duration::from_secs(30));
     let before = records(&node.http, &op).len();
 
     // The control plane goes away (kill -9).
@@ -411,9 +413,7 @@ fn with_the_control_plane_down_the_agent_enforces_from_disk_and_delivers_every_r
     // The control plane returns (same data, same ports): every record
     // arrives, once.
     node.restart();
-    wait_for("an empty outbox", Duration::from_secs(60), || {
-        (agent.health()["components"]["outbox"]["pending_records"] == 0).then_some(())
-    });
+    agent.wait_outbox_empty("an empty outbox", Duration::from_secs(60));
     let held = records(&node.http, &op);
     assert_eq!(held.len(), produced, "exactly what the agent produced");
     let ids: BTreeSet<&str> = held.iter().map(|r| r["record_id"].as_str().unwrap()).collect();

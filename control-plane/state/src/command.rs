@@ -229,6 +229,19 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether the result is kept in the request log for replay by request
+    /// id. Edge-agent traffic (record batches de-duplicated by record id,
+    /// ACK/NACKs and connection changes that are safe to apply twice) is
+    /// not.
+    pub fn replayable(&self) -> bool {
+        !matches!(
+            self,
+            Command::IngestRecords { .. }
+                | Command::RecordAgentSync { .. }
+                | Command::RecordAgentConnection { .. }
+        )
+    }
+
     /// The variant's name as spelled on the wire, e.g. `APPLY_POLICY`.
     pub fn kind(&self) -> &'static str {
         match self {

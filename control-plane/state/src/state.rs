@@ -53,8 +53,11 @@ impl ControlState {
         }
         let result = self.execute(log_index, proposal);
         // An empty request id cannot be a key: every such proposal is
-        // refused on its own, and audited on its own.
-        if !proposal.request_id.is_empty() {
+        // refused on its own, and audited on its own. Edge-agent traffic is
+        // idempotent by content and never replayed by request id, so it is
+        // not remembered: it would push operators' Idempotency-Keys out of
+        // the bounded log within minutes under ingest load.
+        if !proposal.request_id.is_empty() && proposal.command.replayable() {
             self.requests.insert(proposal.request_id.clone(), result.clone());
         }
         result

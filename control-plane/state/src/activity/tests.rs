@@ -189,3 +189,21 @@ fn live_and_completed_runs_come_from_the_latest_run_state_and_metrics_add_up() {
     assert_eq!(metrics["cost_usd"], "0.003");
     assert_eq!(metrics["incidents_by_kind"], json!({"TOKEN_LIMIT": 1}));
 }
+
+#[test]
+fn record_batches_do_not_take_places_in_the_request_log() {
+    let mut h = with_agents();
+    let remembered = h.state.requests().len();
+    let proposal = h.proposal(&operator(), ingest("ea-acme", vec![record("r1", "INCIDENT", "run-1", ACME)]));
+    let first = h.submit(&proposal);
+    assert_eq!(h.state.requests().len(), remembered, "operators' Idempotency-Keys keep their places");
+    // A resend is answered from the records themselves: a duplicate.
+    let again = h.submit(&proposal);
+    match (first, again) {
+        (crate::CommandResult::Applied(a), crate::CommandResult::Applied(b)) => {
+            assert_eq!((a.detail["accepted"].as_u64(), b.detail["duplicates"].as_u64()), (Some(1), Some(1)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.state.activity().count(ACME), 1);
+}
