@@ -60,6 +60,20 @@ fn the_governance_lever_is_scoped_audited_and_expires() {
     }
     let o = ctl.run(&sre, &["governance", "state", "--tenant", "globex"]);
     assert!(!o.status.success(), "a tenant key cannot read another tenant's governance");
+    // Bad requests on the REST lever: unknown action, no reason, unknown field.
+    let url = |action: &str| format!("http://{}/api/v1/ops/governance/{action}", node.http);
+    let post = |action: &str, body: Value| {
+        crate::agent_sync::call_with_key("POST", &url(action), Some(&op), Some(body))
+    };
+    let (status, body) = post("explode", serde_json::json!({"reason": "x"}));
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("enable, degrade, disable, halt"), "{body}");
+    let (status, body) = post("halt", serde_json::json!({}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("reason"), "{body}");
+    let (status, body) = post("halt", serde_json::json!({"reason": "x", "tennant": "acme"}));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(state(&ctl, &op, None)["version"], 1, "nothing changed");
     let o = ctl.run(&op, &["governance", "degrade", "--reason", "x", "--ttl", "15x"]);
     assert!(
         !o.status.success() && crate::support::err(&o).contains("unknown unit"),
