@@ -51,6 +51,7 @@ impl GatewayService {
     /// A certificate unknown locally triggers one read barrier first, so an
     /// agent that just joined through another node is recognised here.
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<EdgeAgentRecord, Status> {
+        self.node.boot_failure().map_err(Status::unavailable)?;
         let certs = request
             .peer_certs()
             .ok_or_else(|| Status::unauthenticated("a client certificate is required: join first"))?;
@@ -78,6 +79,7 @@ pub(crate) fn unavailable(e: ClusterError) -> Status {
 #[tonic::async_trait]
 impl AgentGateway for GatewayService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        self.node.boot_failure().map_err(Status::unavailable)?;
         join::join(&self.node, request.into_inner()).await.map(Response::new)
     }
 

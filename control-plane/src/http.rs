@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::node::Node;
+use crate::node::{LeaderContact, Node};
 use crate::now_ms;
 use crate::raft::NodeId;
 use crate::write::{ClusterError, Consistency, propose, read_barrier};
@@ -66,7 +66,26 @@ pub fn router(node: Node) -> Router {
         .merge(overrides::routes())
         .merge(snapshots::routes())
         .merge(metrics::routes())
+        .layer(axum::middleware::from_fn_with_state(node.clone(), refuse_when_boot_failed))
         .with_state(node)
+}
+
+/// A node that failed its spine checks at start answers everything but
+/// `/health` and `/metrics` with 503 `BOOT_FAILED` naming the failed checks
+/// (see [`crate::spine`]).
+async fn refuse_when_boot_failed(
+    State(node): State<Node>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if path == "/health" || path == "/metrics" {
+        return next.run(request).await;
+    }
+    match node.boot_failure() {
+        Ok(()) => next.run(request).await,
+        Err(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "BOOT_FAILED", why).into_response(),
+    }
 }
 
 /// The OpenAPI document of this API, checked in beside the deployment
@@ -219,6 +238,9 @@ impl From<ClusterError> for ApiError {
             ClusterError::CommitTimeout => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMMIT_TIMEOUT", e.to_string())
             }
+            ClusterError::NoQuorum { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NO_QUORUM", e.to_string())
+            }
             ClusterError::Raft(_) | ClusterError::Codec(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
             }
@@ -367,13 +389,19 @@ fn server_state(state: ServerState) -> &'static str {
 
 async fn health(State(node): State<Node>) -> Response {
     let metrics = node.raft().metrics().borrow().clone();
-    let healthy = metrics.current_leader.is_some() && metrics.state != ServerState::Shutdown;
+    let contact = node.leader_contact();
+    let validated = node.spine().validated();
+    let healthy =
+        validated && matches!(contact, LeaderContact::Usable(_)) && metrics.state != ServerState::Shutdown;
     let body = json!({
-        "status": if healthy { "ok" } else { "degraded" },
+        "status": if !validated { "boot_failed" } else if healthy { "ok" } else { "degraded" },
         "node_id": node.id(),
+        "spine": node.spine().to_json(),
         "raft": {
             "state": server_state(metrics.state),
             "leader": metrics.current_leader,
+            "leader_contact": contact.to_string(),
+            "millis_since_quorum_ack": metrics.millis_since_quorum_ack,
             "term": metrics.current_term,
             "last_applied": metrics.last_applied.map(|l| l.index),
         },

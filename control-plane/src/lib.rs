@@ -36,6 +36,7 @@ pub mod pki;
 pub mod raft;
 pub mod reissue;
 pub mod signing;
+pub mod spine;
 pub mod write;
 
 /// Wall-clock milliseconds, stamped on proposals by the node that accepts

@@ -21,6 +21,7 @@ use crate::raft::service::RaftRpcServer;
 use crate::raft::store::{self, StateReader};
 use crate::raft::{NodeId, Raft};
 use crate::signing::KeyRing;
+use crate::spine::{SpineInputs, SpineReport};
 use aos_proto::agent::agent_gateway_server::AgentGatewayServer;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -29,6 +30,41 @@ const GATEWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Most log entries per AppendEntries (see `Node::open`).
 pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
+
+/// A leader that no quorum has acknowledged for this long counts as cut
+/// off: openraft keeps calling itself leader until it hears a higher term,
+/// so an isolated leader would otherwise go on serving state it can no
+/// longer vouch for. Twenty heartbeats, so a busy 2-core node under load
+/// does not flap.
+pub const QUORUM_CONTACT_LIMIT: Duration = Duration::from_secs(1);
+
+/// How this node sees the cluster's leadership right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderContact {
+    /// A leader is known and, if it is this node, a quorum acknowledged it
+    /// within [`QUORUM_CONTACT_LIMIT`].
+    Usable(NodeId),
+    /// No leader is known (an election, or cut off as a follower).
+    NoLeader,
+    /// This node leads, but no quorum has acknowledged it for this many
+    /// milliseconds (`None`: not once since it was elected).
+    CutOffLeader(Option<u64>),
+}
+
+impl std::fmt::Display for LeaderContact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaderContact::Usable(leader) => write!(f, "leader {leader}"),
+            LeaderContact::NoLeader => f.write_str("no leader known"),
+            LeaderContact::CutOffLeader(Some(ms)) => {
+                write!(f, "this node leads but no quorum has acknowledged it for {ms} ms")
+            }
+            LeaderContact::CutOffLeader(None) => {
+                f.write_str("this node leads but no quorum has acknowledged it yet")
+            }
+        }
+    }
+}
 
 /// What a node needs to start.
 #[derive(Debug, Clone)]
@@ -112,6 +148,9 @@ pub enum SnapshotIssueError {
     /// Encoding or signing failed.
     #[error("signing the snapshot: {0}")]
     Sign(aos_core::SnapshotError),
+    /// This node failed its spine checks at start.
+    #[error("{0}")]
+    BootFailed(String),
 }
 
 /// A running node's handles, shared by the gRPC and HTTP services.
@@ -131,6 +170,7 @@ struct NodeInner {
     tls_names: Vec<String>,
     data_dir: PathBuf,
     open_watches: std::sync::atomic::AtomicU64,
+    spine: SpineReport,
 }
 
 impl std::fmt::Debug for Node {
@@ -170,6 +210,23 @@ impl Node {
         }
         .validate()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let spine = SpineReport::run(&SpineInputs {
+            data_dir: &config.data_dir,
+            state: &state,
+            keys: &config.keys,
+            ca: config.ca.as_deref(),
+            tls_names: &config.tls_names,
+            now_ms: crate::now_ms(),
+        });
+        if spine.validated() {
+            tracing::info!(message = "spine checks passed", node_id = config.node_id);
+        } else {
+            tracing::error!(
+                message = "spine checks failed: this node serves no admin API, agents or snapshots until restarted with the cause fixed (see /health)",
+                node_id = config.node_id,
+                failures = %spine.failures()
+            );
+        }
         let raft = Raft::new(config.node_id, Arc::new(raft_config), GrpcNetwork, log_store, state_machine)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -185,6 +242,7 @@ impl Node {
                 tls_names: config.tls_names.clone(),
                 data_dir: config.data_dir.clone(),
                 open_watches: std::sync::atomic::AtomicU64::new(0),
+                spine,
             }),
         })
     }
@@ -202,6 +260,42 @@ impl Node {
     /// Read access to the applied state.
     pub fn state(&self) -> &StateReader {
         &self.inner.state
+    }
+
+    /// Whether this node has a leader it can rely on (see
+    /// [`LeaderContact`]).
+    pub fn leader_contact(&self) -> LeaderContact {
+        let metrics = self.raft().metrics();
+        let metrics = metrics.borrow();
+        match metrics.current_leader {
+            None => LeaderContact::NoLeader,
+            Some(leader) if leader != self.id() => LeaderContact::Usable(leader),
+            Some(leader) => match metrics.millis_since_quorum_ack {
+                Some(ms) if u128::from(ms) < QUORUM_CONTACT_LIMIT.as_millis() => {
+                    LeaderContact::Usable(leader)
+                }
+                ms => LeaderContact::CutOffLeader(ms),
+            },
+        }
+    }
+
+    /// The spine checks this node ran at start.
+    pub fn spine(&self) -> &SpineReport {
+        &self.inner.spine
+    }
+
+    /// `Err(why)` when this node failed its spine checks and must serve
+    /// nothing from its own entry points.
+    pub fn boot_failure(&self) -> Result<(), String> {
+        if self.inner.spine.validated() {
+            Ok(())
+        } else {
+            Err(format!(
+                "node {} failed its boot spine checks ({}); it serves nothing until restarted with the cause fixed",
+                self.id(),
+                self.inner.spine.failures()
+            ))
+        }
     }
 
     /// The snapshot signing keys this node holds.
@@ -249,6 +343,7 @@ impl Node {
     /// same bytes for the same version (ed25519 is deterministic and the
     /// signer is replicated state).
     pub fn signed_snapshot(&self, tenant_id: &str) -> Result<(u64, Vec<u8>, String), SnapshotIssueError> {
+        self.boot_failure().map_err(SnapshotIssueError::BootFailed)?;
         let (built, active) = self.state().read(|s| {
             (
                 s.0.issued_snapshot(tenant_id, self.max_staleness_ms()),

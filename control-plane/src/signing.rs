@@ -119,6 +119,11 @@ impl KeyRing {
         self.by_id.keys().map(String::as_str)
     }
 
+    /// Every key held, by id.
+    pub fn signers(&self) -> impl Iterator<Item = &SnapshotSigner> {
+        self.by_id.values().map(AsRef::as_ref)
+    }
+
     /// Whether the node holds this key.
     pub fn holds(&self, key_id: &str) -> bool {
         self.by_id.contains_key(key_id)

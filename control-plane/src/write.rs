@@ -18,7 +18,7 @@ use aos_proto::cluster::{ProposeRequest, ReadIndexRequest};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::node::Node;
+use crate::node::{LeaderContact, Node};
 use crate::raft::NodeId;
 
 /// How long a forwarded call or a read barrier may take.
@@ -55,6 +55,15 @@ pub enum ClusterError {
         COMMIT_TIMEOUT.as_secs()
     )]
     CommitTimeout,
+    /// This node leads but has not heard from a quorum for a while (it is
+    /// cut off): the proposal was not made, so nothing can commit.
+    #[error(
+        "this node leads but no quorum has acknowledged it for {since_ms} ms (cut off from the cluster); nothing was written"
+    )]
+    NoQuorum {
+        /// Milliseconds since a quorum last acknowledged this leader.
+        since_ms: u64,
+    },
 }
 
 /// Longest a proposal waits for its commit on the leader.
@@ -71,6 +80,11 @@ pub struct Committed {
 
 /// Proposes on the leader, forwarding when this node is not it.
 pub async fn propose(node: &Node, proposal: Proposal) -> Result<Committed, ClusterError> {
+    // A cut-off leader would only queue the entry and time out: refuse it
+    // at once, before anything is appended.
+    if let LeaderContact::CutOffLeader(Some(since_ms)) = node.leader_contact() {
+        return Err(ClusterError::NoQuorum { since_ms });
+    }
     let written = tokio::time::timeout(COMMIT_TIMEOUT, node.raft().client_write(proposal.clone()))
         .await
         .map_err(|_| ClusterError::CommitTimeout)?;

@@ -136,7 +136,18 @@ fn the_agent_fails_over_to_another_node_and_keeps_receiving_pushes() {
 }
 
 #[test]
-fn a_node_without_a_leader_closes_its_watches() {
+fn a_follower_without_a_leader_closes_its_watches() {
+    a_cut_off_node_closes_its_watches(false);
+}
+
+/// openraft keeps an isolated leader calling itself leader; the node
+/// notices that no quorum acknowledges it and closes its watches too.
+#[test]
+fn a_leader_without_a_quorum_closes_its_watches() {
+    a_cut_off_node_closes_its_watches(true);
+}
+
+fn a_cut_off_node_closes_its_watches(pin_to_leader: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, operator) = three_node_cluster(dir.path());
     let admin = tenant_with_admin(&nodes[0], &operator, "acme");
@@ -144,14 +155,14 @@ fn a_node_without_a_leader_closes_its_watches() {
     let (_, token) =
         call("POST", &nodes[0].url("/api/v1/tenants/acme/agent-tokens"), Some(&admin), Some(json!({})));
     let leader = wait_for("a leader", Duration::from_secs(30), || support::leader_of(&nodes[0], &operator));
-    let follower = nodes.iter().position(|n| n.id != leader).unwrap();
-    // The agent knows only the follower.
+    let pinned = nodes.iter().position(|n| (n.id == leader) == pin_to_leader).unwrap();
+    // The agent knows only that node.
     let listen = format!("127.0.0.1:{}", free_port());
     let data = dir.path().join("agent");
     std::fs::create_dir_all(&data).unwrap();
     let log_path = dir.path().join("agent.log");
     let child = Command::new(agent_binary())
-        .args(["--control-plane", &nodes[follower].agents, "--listen", &listen])
+        .args(["--control-plane", &nodes[pinned].agents, "--listen", &listen])
         .args(["--join-token", token["join_token"].as_str().unwrap()])
         .arg("--data-dir")
         .arg(&data)
@@ -165,20 +176,20 @@ fn a_node_without_a_leader_closes_its_watches() {
     wait_for("the watch", Duration::from_secs(30), || {
         (health(&agent)["components"]["control_plane"]["status"] == "connected").then_some(())
     });
-    // The follower loses the quorum: it closes the watch rather than keep
-    // the agent on state it can no longer vouch for.
+    // The node loses the quorum: it closes the watch rather than keep the
+    // agent on state it can no longer vouch for.
     for (i, n) in nodes.iter_mut().enumerate() {
-        if i != follower {
+        if i != pinned {
             n.kill();
         }
     }
     wait_for("the watch closed by the leaderless node", Duration::from_secs(30), || {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        log.contains("has had no leader").then_some(())
+        log.contains("has had no usable leader").then_some(())
     });
     // Healed, the agent is connected again.
     for (i, n) in nodes.iter_mut().enumerate() {
-        if i != follower {
+        if i != pinned {
             n.restart();
         }
     }

@@ -55,6 +55,12 @@ sys.exit(0 if ok else 1)
 }
 
 cp_health() { get "$CP/health" >/dev/null && echo "$CP answers"; }
+# /health answers 503 with the reasons when a spine check failed: read the
+# body whatever the status.
+cp_spine() {
+    curl -sS --max-time 5 "$CP/health" |
+        json_check '(j["spine"]["validated"] is True, "; ".join("%s %s" % (c["name"], c["status"] if c["status"] == "ok" else "FAILED: " + c["detail"]) for c in j["spine"]["checks"]))'
+}
 agent_component() { # component expression
     get "$AGENT/health" | json_check "$1"
 }
@@ -67,6 +73,7 @@ governance() {
 capabilities() { get "$AGENT/api/v1/capabilities" | json_check "$1"; }
 
 check "control plane health" cp_health
+check "control plane spine checks" cp_spine
 check "edge agent health" agent_component '(j["status"] in ("ok", "degraded"), "status " + j["status"])'
 check "boot guard validated" agent_component '(j["components"]["boot_guard"]["validated"] is True, "reason: %s" % j["components"]["boot_guard"]["reason"])'
 check "policy snapshot fresh" agent_component '(j["components"]["snapshot"]["status"] == "ok", "snapshot %s" % j["components"]["snapshot"])'

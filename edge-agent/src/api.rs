@@ -19,6 +19,10 @@
 //! Errors are JSON `{"error": {"code", "message"}}` with 400 (bad input,
 //! naming the field), 404, 409 (run paused or ended), 503 (boot guard,
 //! stale fail-closed snapshot, outbox full) or 500.
+//!
+//! Every POST takes an optional `Idempotency-Key` header: a retry with the
+//! same key gets the first answer instead of running again (see
+//! [`crate::idempotency`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +67,10 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/runs/{run_id}/cancel", post(cancel))
         .route("/api/v1/runs/{run_id}/end", post(end))
         .route("/api/v1/runs/{run_id}/cancellation", get(cancellation))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::idempotency::IdempotencyCache::shared(),
+            crate::idempotency::layer,
+        ))
         .with_state(app)
 }
 

@@ -21,6 +21,7 @@
 //! - [`jobs`]: scheduled jobs (GAP-052): stale runs, staleness, heartbeats.
 //! - [`store`]: the sled database (snapshot, runs, outbox).
 //! - [`api`]: the local HTTP API for the workload.
+//! - [`idempotency`]: `Idempotency-Key` on the local API's POSTs.
 //! - [`ids`]: ids, clock, hashing.
 //!
 //! - [`identity`]: joining with a join token (CA pinned), the agent's key,
@@ -37,6 +38,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod governance;
+pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod jobs;

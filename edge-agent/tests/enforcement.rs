@@ -446,3 +446,53 @@ fn a_graceful_stop_is_on_record() {
         "SHUTDOWN then STARTUP wait for delivery: {health}"
     );
 }
+
+/// POST with an `Idempotency-Key`: status, body, and whether the answer
+/// was a replay.
+fn post_keyed(agent: &AgentProc, path: &str, key: &str, body: &Value) -> (u16, Value, bool) {
+    let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = client.post(&agent.url(path)).header("Idempotency-Key", key).send_json(body).unwrap();
+    let replayed = response.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_json::<Value>().unwrap_or(Value::Null), replayed)
+}
+
+#[test]
+fn a_retry_with_the_same_idempotency_key_takes_effect_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_with_policies(dir.path());
+    let start = json!({"agent_id": "research-bot", "session_id": "s-idem"});
+    let (status, first, replayed) = post_keyed(&agent, "/api/v1/runs", "start-1", &start);
+    assert_eq!((status, replayed), (201, false), "{first}");
+    let (status, again, replayed) = post_keyed(&agent, "/api/v1/runs", "start-1", &start);
+    assert_eq!((status, replayed), (201, true), "{again}");
+    assert_eq!(first["run_id"], again["run_id"], "one run, not two");
+    let run = first["run_id"].as_str().unwrap();
+
+    let steps = format!("/api/v1/runs/{run}/steps");
+    let (status, a, _) = post_keyed(&agent, &steps, "step-1", &json!({"estimated_tokens": 400}));
+    assert_eq!(status, 200, "{a}");
+    let (status, b, replayed) = post_keyed(&agent, &steps, "step-1", &json!({"estimated_tokens": 400}));
+    assert_eq!((status, replayed), (200, true), "{b}");
+    assert_eq!(a["step_id"], b["step_id"]);
+    let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
+    assert_eq!(view["open_steps"].as_array().map(Vec::len), Some(1), "reserved once: {view}");
+
+    // The same key for another body is a client bug, refused and harmless.
+    let (status, body, _) = post_keyed(&agent, &steps, "step-1", &json!({"estimated_tokens": 900}));
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("IDEMPOTENCY_KEY_REUSED")), "{body}");
+    // A bad key is named.
+    let (status, body, _) = post_keyed(&agent, &steps, &"k".repeat(300), &json!({"estimated_tokens": 1}));
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("INVALID_INPUT")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Idempotency-Key"), "{body}");
+    let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
+    assert_eq!(view["open_steps"].as_array().map(Vec::len), Some(1), "{view}");
+
+    // Without a key, each request runs.
+    for _ in 0..2 {
+        let (status, answer) = step(&agent, run, 10);
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
+    assert_eq!(view["open_steps"].as_array().map(Vec::len), Some(3), "{view}");
+}

@@ -11,6 +11,7 @@ mod agent_sync;
 mod aosctl_cluster;
 mod audit_offline;
 mod governance;
+mod governance_cluster;
 mod policy_to_decision;
 mod support;
 mod t0_gate;

@@ -151,6 +151,131 @@ pub fn start_single_node(root: &Path, extra_args: &[&str]) -> SingleNode {
     SingleNode { guard, http, grpc, data, log, operator_key, extra_args }
 }
 
+/// One node of a [`Cluster`].
+pub struct ClusterNode {
+    pub id: u64,
+    pub http: String,
+    pub grpc: String,
+    /// The edge-agent gateway.
+    pub gateway: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    guard: Option<NodeGuard>,
+}
+
+impl ClusterNode {
+    fn spawn(&mut self, init: bool) {
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut cmd = Command::new(binary("aos-control-plane"));
+        cmd.args(["start", "--node-id", &self.id.to_string(), "--data-dir"])
+            .arg(&self.data)
+            .args(["--grpc-addr", &self.grpc, "--http-addr", &self.http, "--agent-addr", &self.gateway])
+            // Every node holds the same signing key and cluster CA (tests only).
+            .env("AOS_SIGNING_KEY", "5a".repeat(32))
+            .env("AOS_CA_KEY", "c4".repeat(32))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        if init {
+            cmd.arg("--init");
+        }
+        self.guard = Some(NodeGuard { child: cmd.spawn().unwrap() });
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        self.guard = None;
+    }
+
+    /// Starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn(false);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+}
+
+/// Three control-plane nodes (node 1 initialised, 2 and 3 added through
+/// it), each with an edge-agent gateway.
+pub struct Cluster {
+    pub nodes: Vec<ClusterNode>,
+    pub operator_key: String,
+}
+
+impl Cluster {
+    pub fn start(root: &Path) -> Cluster {
+        let mut nodes: Vec<ClusterNode> = (1..=3)
+            .map(|id| ClusterNode {
+                id,
+                http: format!("127.0.0.1:{}", free_port()),
+                grpc: format!("127.0.0.1:{}", free_port()),
+                gateway: format!("127.0.0.1:{}", free_port()),
+                data: root.join(format!("node{id}")),
+                log: root.join(format!("node{id}.log")),
+                guard: None,
+            })
+            .collect();
+        nodes[0].spawn(true);
+        let operator_key = {
+            let first = &mut nodes[0];
+            let log = first.log.clone();
+            let guard = first.guard.as_mut().unwrap();
+            wait_for_key(&first.data.join("operator.key"), guard, &log)
+        };
+        for n in nodes.iter_mut().skip(1) {
+            n.spawn(false);
+        }
+        let cluster = Cluster { nodes, operator_key };
+        for n in &cluster.nodes[1..] {
+            let body = serde_json::json!({"node_id": n.id, "grpc_addr": n.grpc});
+            wait_for("a node added", Duration::from_secs(60), || {
+                let (status, _) = crate::agent_sync::call_with_key(
+                    "POST",
+                    &cluster.nodes[0].url("/api/v1/cluster/nodes"),
+                    Some(&cluster.operator_key),
+                    Some(body.clone()),
+                );
+                (status == 200).then_some(())
+            });
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// Waits until every running node answers `/health` with 200.
+    pub fn wait_healthy(&self) {
+        for n in &self.nodes {
+            if n.guard.is_none() {
+                continue;
+            }
+            wait_for("a healthy node", Duration::from_secs(60), || {
+                (crate::agent_sync::call("GET", &n.url("/health"), None).0 == 200).then_some(())
+            });
+        }
+    }
+
+    /// The leader's id, as node `via` sees it.
+    pub fn leader(&self, via: usize) -> u64 {
+        wait_for("a leader", Duration::from_secs(30), || {
+            let (_, body) = crate::agent_sync::call_with_key(
+                "GET",
+                &self.nodes[via].url("/api/v1/cluster"),
+                Some(&self.operator_key),
+                None,
+            );
+            body["leader"].as_u64()
+        })
+    }
+
+    pub fn ctl(&self) -> Ctl {
+        Ctl { endpoints: self.nodes.iter().map(|n| format!("http://{}", n.http)).collect() }
+    }
+}
+
 /// Waits until `check` returns `Some`, panicking with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

@@ -91,3 +91,48 @@ pub fn put(agent: &ureq::Agent, url: &str, key: &str, value: &str) -> bool {
     let body = json!({"key": B64.encode(key), "value": B64.encode(value)});
     matches!(post_json(agent, url, None, &body), Ok((200, text)) if text.contains("\"header\""))
 }
+
+/// Watches `key` on the member at `client_url` through the JSON gateway's
+/// streaming `POST /v3/watch`, on its own thread: every put's value (parsed
+/// as a number) is sent on `tx` with the instant it arrived. Returns once
+/// the watch is created, so a put made after it is seen.
+pub fn spawn_watcher(
+    client_url: &str,
+    key: &str,
+    watcher: usize,
+    tx: std::sync::mpsc::Sender<(usize, u64, std::time::Instant)>,
+) -> Result<std::thread::JoinHandle<()>> {
+    use std::io::BufRead as _;
+    let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let body = json!({"create_request": {"key": B64.encode(key)}});
+    let response = http.post(&format!("{client_url}/v3/watch")).send_json(&body)?;
+    if response.status() != 200 {
+        anyhow::bail!("etcd watch: HTTP {}", response.status());
+    }
+    let mut lines = std::io::BufReader::new(response.into_body().into_reader()).lines();
+    // The first message confirms the watch.
+    let first = lines.next().ok_or_else(|| anyhow::anyhow!("etcd closed the watch"))??;
+    if !first.contains("\"created\":true") {
+        anyhow::bail!("etcd watch not created: {first}");
+    }
+    Ok(std::thread::spawn(move || {
+        for line in lines {
+            let Ok(line) = line else { return };
+            let at = std::time::Instant::now();
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let Some(events) = message["result"]["events"].as_array() else { continue };
+            for event in events {
+                let value = event["kv"]["value"]
+                    .as_str()
+                    .and_then(|v| B64.decode(v).ok())
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if let Some(value) = value
+                    && tx.send((watcher, value, at)).is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }))
+}

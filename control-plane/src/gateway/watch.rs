@@ -17,7 +17,7 @@ use tonic::{Status, Streaming};
 
 use super::PushStream;
 use crate::bootstrap::system_actor;
-use crate::node::{Node, SnapshotIssueError};
+use crate::node::{LeaderContact, Node, SnapshotIssueError};
 use crate::write::propose;
 
 /// Pushes waiting to be sent on one stream.
@@ -26,9 +26,10 @@ const PUSH_BUFFER: usize = 4;
 /// heartbeat every 10 s) is closed: the connection is half-open or the
 /// agent is wedged, and the agent reconnects when it can.
 pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-/// A node that has known no leader for this long (cut off from the
-/// quorum) closes its watches, so its agents move to a node that can give
-/// them current state.
+/// A node that has had no usable leader for this long — none known, or it
+/// leads without a quorum's acknowledgement (see
+/// [`crate::node::LeaderContact`]) — closes its watches, so its agents
+/// move to a node that can give them current state.
 pub const LEADERLESS_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Starts serving one agent's watch; the returned stream carries the
@@ -130,16 +131,17 @@ async fn serve(
         }
         tokio::select! {
             _ = leader_check.tick() => {
-                if node.raft().metrics().borrow().current_leader.is_some() {
-                    leaderless_since = None;
-                } else {
-                    let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() >= LEADERLESS_LIMIT {
-                        return Err(Status::unavailable(format!(
-                            "node {} has had no leader for {} s; try another node",
-                            node.id(),
-                            LEADERLESS_LIMIT.as_secs()
-                        )));
+                match node.leader_contact() {
+                    LeaderContact::Usable(_) => leaderless_since = None,
+                    contact => {
+                        let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() >= LEADERLESS_LIMIT {
+                            return Err(Status::unavailable(format!(
+                                "node {} has had no usable leader for {} s ({contact}); try another node",
+                                node.id(),
+                                LEADERLESS_LIMIT.as_secs()
+                            )));
+                        }
                     }
                 }
             }

@@ -48,6 +48,20 @@ async fn metrics(State(node): State<Node>) -> Response {
     );
     gauge(
         &mut out,
+        "aos_cp_raft_quorum_contact",
+        "1 when this node has a usable leader (a follower knows one; a leader was acknowledged by a quorum within 1 s).",
+        id,
+        u64::from(matches!(node.leader_contact(), crate::node::LeaderContact::Usable(_))),
+    );
+    gauge(
+        &mut out,
+        "aos_cp_spine_validated",
+        "1 when this node passed its boot spine checks (0: it serves nothing; see /health).",
+        id,
+        u64::from(node.spine().validated()),
+    );
+    gauge(
+        &mut out,
         "aos_cp_raft_last_log_index",
         "Index of the last log entry.",
         id,

@@ -65,6 +65,9 @@ async fn snapshot(
                 e.to_string(),
             ));
         }
+        Err(SnapshotIssueError::BootFailed(why)) => {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "BOOT_FAILED", why));
+        }
         Err(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())),
     };
     let envelope = aos_core::snapshot::Envelope::decode(&bytes)
