@@ -22,6 +22,9 @@ pub enum Role {
     Sre,
     /// Reads everything, changes nothing.
     Auditor,
+    /// A workload's key for the edge agent's local API (no admin API
+    /// access); reaches the tenant's edge agents with the next snapshot.
+    Workload,
 }
 
 impl Role {
@@ -31,6 +34,7 @@ impl Role {
             Role::PolicyAuthor => "policy_author",
             Role::Sre => "sre",
             Role::Auditor => "auditor",
+            Role::Workload => "workload",
         }
     }
 }

@@ -101,7 +101,14 @@ pub async fn start(
     tokio::spawn(async move {
         let _scheduler = scheduler;
         let _keep_links_running = stop_tx;
-        let app = App { engine, jobs, link: Some(link) };
+        // Dev mode serves the demo agent without keys on loopback only.
+        let mode = if listen.ip().is_loopback() {
+            aos_edge_agent::auth::AuthMode::Off
+        } else {
+            aos_edge_agent::auth::AuthMode::Required
+        };
+        let auth = aos_edge_agent::auth::Auth::new(mode, Arc::clone(&engine));
+        let app = App { engine, jobs, link: Some(link), auth };
         if let Err(e) = axum::serve(listener, aos_edge_agent::api::router(app)).await {
             tracing::error!(message = "dev edge agent stopped", error = %e);
         }

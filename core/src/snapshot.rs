@@ -21,7 +21,7 @@ mod verified;
 
 pub use codec::{ENVELOPE_MAGIC, Envelope};
 pub use keys::{KeyError, KeyId, SnapshotSigner, TrustedKeys};
-pub use model::{KnowledgePlane, PlaneDefault, PolicySnapshot, Sensitivity};
+pub use model::{KnowledgePlane, PlaneDefault, PolicySnapshot, Sensitivity, WorkloadKey};
 pub use verified::VerifiedSnapshot;
 
 use sha2::{Digest, Sha256};

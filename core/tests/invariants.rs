@@ -243,7 +243,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..512), with_magic in any::<bool>()) {
-        let input = if with_magic { [b"AOSSNAP\x01".as_slice(), &bytes].concat() } else { bytes };
+        let input = if with_magic { [aos_core::snapshot::ENVELOPE_MAGIC.as_slice(), &bytes].concat() } else { bytes };
         let options = VerifyOptions { tenant_id: TENANT, last_accepted_version: None, now_ms: NOW };
         prop_assert!(verify(&input, &trusted(), &options).is_err());
     }

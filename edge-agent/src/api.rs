@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aos_core::evaluate::{RunScope, StepInput};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -36,6 +36,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::engine::{EndRun, Engine, EngineError, StartRun, StepRequest, UsageReport};
 use crate::ids::now_ms;
 use crate::jobs::JobBoard;
@@ -50,6 +51,8 @@ pub struct App {
     pub jobs: JobBoard,
     /// The link to the control plane, when the agent has one.
     pub link: Option<Arc<crate::link::Link>>,
+    /// Bearer authentication with the snapshot's workload keys.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// Builds the router.
@@ -71,6 +74,8 @@ pub fn router(app: App) -> Router {
             crate::idempotency::IdempotencyCache::shared(),
             crate::idempotency::layer,
         ))
+        // Outermost: a caller is authenticated before anything else runs.
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app.auth), crate::auth::layer))
         .with_state(app)
 }
 
@@ -248,6 +253,12 @@ async fn metrics(State(app): State<App>) -> Response {
     gauge("aos_agent_outbox_pending_bytes", "Bytes of pending records.", "gauge", bytes.to_string());
     gauge("aos_agent_outbox_budget_bytes", "Outbox disk budget.", "gauge", budget.to_string());
     gauge(
+        "aos_agent_auth_refused_total",
+        "Local API calls refused for a missing, unknown or revoked workload key.",
+        "counter",
+        app.auth.refused().to_string(),
+    );
+    gauge(
         "aos_agent_steps_decided_total",
         "Step decisions taken.",
         "counter",
@@ -301,6 +312,10 @@ async fn capabilities(State(app): State<App>) -> Json<Value> {
         // INV-005: how several policies' outcomes combine.
         "conflict_resolution": "most restrictive outcome wins; among equals, higher precedence, then the lowest policy id is credited",
         "governance": engine.governance(),
+        "authentication": match app.auth.mode() {
+            crate::auth::AuthMode::Required => "bearer workload key",
+            crate::auth::AuthMode::Off => "off (loopback development)",
+        },
     }))
 }
 
@@ -319,9 +334,29 @@ async fn simulate(State(app): State<App>, body: axum::body::Bytes) -> Result<Jso
     Ok(Json(engine.simulate(req.scope, req.run_id.as_deref(), req.step)?))
 }
 
-async fn start_run(State(app): State<App>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn start_run(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let engine = &app.engine;
-    let req: StartRun = optional_body(&body)?;
+    let mut req: StartRun = optional_body(&body)?;
+    // The key the caller authenticated with is the run's API key scope
+    // (GAP-004/028); a body naming another one is refused, not trusted.
+    if let Some(key_id) = caller.key_id {
+        match &req.api_key_id {
+            Some(named) if *named != key_id => {
+                return Err(ApiError {
+                    status: StatusCode::FORBIDDEN,
+                    code: "FORBIDDEN",
+                    message: format!(
+                        "api_key_id: names key `{named}` but the request authenticated with key `{key_id}`"
+                    ),
+                });
+            }
+            _ => req.api_key_id = Some(key_id),
+        }
+    }
     let run = engine.start_run(req).await?;
     Ok((StatusCode::CREATED, Json(run)).into_response())
 }

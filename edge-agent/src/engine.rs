@@ -589,6 +589,13 @@ impl Engine {
         state.runs.get(run_id).map(|r| run_view(&r.record)).ok_or_else(|| not_found(run_id))
     }
 
+    /// The API key the run was started with (`Err` when there is no such
+    /// run).
+    pub fn run_api_key(&self, run_id: &str) -> Result<Option<String>, EngineError> {
+        let state = self.lock();
+        state.runs.get(run_id).map(|r| r.record.scope.api_key_id.clone()).ok_or_else(|| not_found(run_id))
+    }
+
     /// The run's cancel signal.
     pub fn cancel_signal(&self, run_id: &str) -> Result<watch::Receiver<bool>, EngineError> {
         let state = self.lock();

@@ -4,7 +4,7 @@
 //!
 //! The first request with a key runs; its answer (any status below 500) is
 //! kept for [`TTL`] and returned, byte for byte, to every repeat of the same
-//! path and key with `Idempotent-Replayed: true`. A repeat while the first
+//! caller, path and key with `Idempotent-Replayed: true`. A repeat while the first
 //! is still running gets 409 `REQUEST_IN_PROGRESS` (retry shortly); the same
 //! key with a different body gets 422 `IDEMPOTENCY_KEY_REUSED`, since it is
 //! a client bug, not a retry. 5xx answers (boot guard, outbox full, store
@@ -199,7 +199,10 @@ pub async fn layer(State(cache): State<Arc<IdempotencyCache>>, request: Request,
             return refuse(StatusCode::BAD_REQUEST, "INVALID_INPUT", format!("cannot read the body: {e}"));
         }
     };
-    let slot = format!("{} {key}", parts.uri.path());
+    // Two callers (workload keys) never share an answer.
+    let caller =
+        parts.extensions.get::<crate::auth::Caller>().and_then(|c| c.key_id.clone()).unwrap_or_default();
+    let slot = format!("{caller} {} {key}", parts.uri.path());
     match cache.begin(&slot, Sha256::digest(&body).into(), Instant::now()) {
         Begin::Run => {}
         Begin::Replay(stored) => {

@@ -21,6 +21,8 @@
 //! - [`jobs`]: scheduled jobs (GAP-052): stale runs, staleness, heartbeats.
 //! - [`store`]: the sled database (snapshot, runs, outbox).
 //! - [`api`]: the local HTTP API for the workload.
+//! - [`auth`]: bearer authentication of the local API with the snapshot's
+//!   workload keys; a run is driven only by the key that started it.
 //! - [`idempotency`]: `Idempotency-Key` on the local API's POSTs.
 //! - [`ids`]: ids, clock, hashing.
 //!
@@ -33,6 +35,7 @@
 //! verified exactly as a pushed one.
 
 pub mod api;
+pub mod auth;
 pub mod counters;
 pub mod engine;
 pub mod error;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use aos_core::snapshot::TrustedKeys;
 use aos_edge_agent::api::App;
+use aos_edge_agent::auth::{Auth, AuthMode};
 use aos_edge_agent::engine::Engine;
 use aos_edge_agent::identity::{AgentIdentity, JoinToken};
 use aos_edge_agent::jobs::{JobBoard, JobsConfig};
@@ -59,6 +60,11 @@ struct Args {
     /// A run with no step for this many seconds is ended as TIMEOUT.
     #[arg(long, env = "AOS_STALE_RUN_AFTER_SECS", default_value_t = 1800)]
     stale_run_after_secs: u64,
+    /// Local API authentication: `required` (a workload API key from the
+    /// tenant's snapshot as `Authorization: Bearer`) or `off` (loopback
+    /// addresses only, for development).
+    #[arg(long, env = "AOS_AGENT_AUTH", value_enum, default_value = "required")]
+    auth: AuthMode,
     /// Cron schedule (with seconds) of the stale-run sweep.
     #[arg(long, env = "AOS_STALE_RUN_SCHEDULE", default_value = "*/30 * * * * *")]
     stale_run_schedule: String,
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    args.auth.check_listen(args.listen).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.data_dir).context("creating the data directory")?;
     let identity = identity(&args).await?;
     let tenant = match (&identity, &args.tenant) {
@@ -158,7 +165,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.listen,
         engine.slot().current().map_or_else(|| "none".to_owned(), |s| s.version().to_string())
     );
-    axum::serve(listener, aos_edge_agent::api::router(App { engine: Arc::clone(&engine), jobs, link }))
+    let auth = Auth::new(args.auth, Arc::clone(&engine));
+    axum::serve(listener, aos_edge_agent::api::router(App { engine: Arc::clone(&engine), jobs, link, auth }))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving the local API")?;

@@ -33,10 +33,17 @@ pub(crate) struct EdgeAgent {
     listen: String,
     data_dir: PathBuf,
     gateway: String,
+    extra: Vec<String>,
 }
 
 impl EdgeAgent {
-    pub(crate) fn spawn(data_dir: &Path, gateway: &str, listen: &str, join_token: Option<&str>) -> Child {
+    pub(crate) fn spawn(
+        data_dir: &Path,
+        gateway: &str,
+        listen: &str,
+        join_token: Option<&str>,
+        extra: &[String],
+    ) -> Child {
         std::fs::create_dir_all(data_dir).unwrap();
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("agent.log")).unwrap();
@@ -45,24 +52,39 @@ impl EdgeAgent {
             .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "info")
+            // Tests that check authentication pass `--auth required`.
+            .env("AOS_AGENT_AUTH", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(token) = join_token {
             cmd.args(["--join-token", token]);
         }
+        cmd.args(extra);
         cmd.spawn().unwrap()
     }
 
     /// Starts an agent and waits until its local API answers.
     pub(crate) fn start(data_dir: &Path, gateway: &str, join_token: Option<&str>) -> EdgeAgent {
+        Self::start_with(data_dir, gateway, join_token, &[])
+    }
+
+    /// [`EdgeAgent::start`] with extra flags.
+    pub(crate) fn start_with(
+        data_dir: &Path,
+        gateway: &str,
+        join_token: Option<&str>,
+        extra: &[&str],
+    ) -> EdgeAgent {
         let listen = format!("127.0.0.1:{}", free_port());
-        let child = Self::spawn(data_dir, gateway, &listen, join_token);
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+        let child = Self::spawn(data_dir, gateway, &listen, join_token, &extra);
         let mut agent = EdgeAgent {
             child: Some(child),
             listen,
             data_dir: data_dir.to_owned(),
             gateway: gateway.to_owned(),
+            extra,
         };
         agent.wait_serving();
         agent
@@ -95,7 +117,7 @@ impl EdgeAgent {
     /// (no join token: the identity is on disk).
     fn restart(&mut self) {
         self.kill();
-        self.child = Some(Self::spawn(&self.data_dir, &self.gateway, &self.listen, None));
+        self.child = Some(Self::spawn(&self.data_dir, &self.gateway, &self.listen, None, &self.extra));
         self.wait_serving();
     }
 
@@ -238,9 +260,10 @@ fn an_agent_joins_over_mtls_and_enforces_a_policy_applied_with_aosctl_in_the_bre
     let (secret, _pin) = token.rsplit_once('.').unwrap();
     let forged = format!("{secret}.{}", "0".repeat(64));
     let bad_dir = dir.path().join("forged");
-    let status = EdgeAgent::spawn(&bad_dir, &gateway, &format!("127.0.0.1:{}", free_port()), Some(&forged))
-        .wait()
-        .unwrap();
+    let status =
+        EdgeAgent::spawn(&bad_dir, &gateway, &format!("127.0.0.1:{}", free_port()), Some(&forged), &[])
+            .wait()
+            .unwrap();
     assert!(!status.success());
     let log = std::fs::read_to_string(bad_dir.join("agent.log")).unwrap();
     assert!(log.contains("pinned"), "{log}");
@@ -336,9 +359,10 @@ fn an_agent_joins_over_mtls_and_enforces_a_policy_applied_with_aosctl_in_the_bre
     let token_id = token_id["tokens"][0]["token_id"].as_str().unwrap().to_owned();
     ctl.ok(&op, &["agent", "token", "revoke", "--tenant", "acme", &token_id, "--reason", "rotated"]);
     let late_dir = dir.path().join("late");
-    let status = EdgeAgent::spawn(&late_dir, &gateway, &format!("127.0.0.1:{}", free_port()), Some(&token))
-        .wait()
-        .unwrap();
+    let status =
+        EdgeAgent::spawn(&late_dir, &gateway, &format!("127.0.0.1:{}", free_port()), Some(&token), &[])
+            .wait()
+            .unwrap();
     assert!(!status.success());
     let log = std::fs::read_to_string(late_dir.join("agent.log")).unwrap();
     assert!(log.contains("revoked"), "{log}");
@@ -490,4 +514,77 @@ fn tampered_unsigned_wrong_key_other_tenant_and_rolled_back_snapshots_are_nacked
     // Every NACK is in the ledger.
     let audit = ctl.ok(&op, &["-o", "json", "audit", "list", "--tenant", "acme"]);
     assert_eq!(audit.matches("SNAPSHOT_NACKED").count(), cases.len(), "{audit}");
+}
+
+/// Bearer authentication of the local API with workload keys from the
+/// snapshot (issue 4): no key, a wrong key or an admin key is 401; a
+/// workload key starts runs that only it may drive; the key is the run's
+/// API key scope; a revoked key stops working once the agent has the next
+/// snapshot; the same key is refused by the admin API.
+#[test]
+fn the_local_api_takes_workload_keys_from_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
+    let op = node.operator_key.clone();
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    let (policy, token) = tenant_and_token(&ctl, &op, dir.path());
+    ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
+    let create = |name: &str, role: &str| -> (String, String) {
+        let out =
+            ctl.ok(&op, &["-o", "json", "key", "create", "--tenant", "acme", "--name", name, "--role", role]);
+        let created: Value = serde_json::from_str(&out).unwrap();
+        (created["key_id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned())
+    };
+    let (wk1, secret1) = create("bot-1", "workload");
+    let (_wk2, secret2) = create("bot-2", "workload");
+    let (_, admin_secret) = create("admin", "admin");
+    let agent =
+        EdgeAgent::start_with(&dir.path().join("agent"), &gateway, Some(&token), &["--auth", "required"]);
+    // The agent has the keys once it has a snapshot that lists both.
+    let runs = agent.url("/api/v1/runs");
+    wait_for("a snapshot with the keys", Duration::from_secs(30), || {
+        (call_with_key("POST", &runs, Some(&secret2), Some(json!({}))).0 == 201).then_some(())
+    });
+
+    let (status, body) = call("POST", &runs, Some(json!({})));
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("UNAUTHENTICATED")), "{body}");
+    let (status, _) = call_with_key("POST", &runs, Some("aos_wrong"), Some(json!({})));
+    assert_eq!(status, 401);
+    let (status, body) = call_with_key("POST", &runs, Some(&admin_secret), Some(json!({})));
+    assert_eq!(status, 401, "an admin key is not a workload key: {body}");
+    // Health and metrics stay open for probes.
+    assert_eq!(call("GET", &agent.url("/health"), None).0, 200);
+
+    let (status, run) =
+        call_with_key("POST", &runs, Some(&secret1), Some(json!({"agent_id": "research-bot"})));
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["run_id"].as_str().unwrap();
+    let (_, view) = call_with_key("GET", &agent.url(&format!("/api/v1/runs/{run_id}")), Some(&secret1), None);
+    assert_eq!(view["scope"]["api_key_id"], wk1.as_str(), "the key is the run's scope: {view}");
+    let steps = agent.url(&format!("/api/v1/runs/{run_id}/steps"));
+    let (status, body) = call_with_key("POST", &steps, Some(&secret2), Some(json!({"estimated_tokens": 1})));
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("FORBIDDEN")), "{body}");
+    let (status, _) = call_with_key("POST", &steps, Some(&secret1), Some(json!({"estimated_tokens": 1})));
+    assert_eq!(status, 200);
+    // Claiming another key in the body is refused.
+    let (status, body) =
+        call_with_key("POST", &runs, Some(&secret1), Some(json!({"api_key_id": "someone-else"})));
+    assert_eq!(status, 403, "{body}");
+    // The admin API refuses the workload key.
+    let (status, _) = call_with_key(
+        "GET",
+        &format!("http://{}/api/v1/tenants/acme/policies", node.http),
+        Some(&secret1),
+        None,
+    );
+    assert_eq!(status, 403);
+
+    // Revoked: refused once the agent has the next snapshot.
+    ctl.ok(&op, &["key", "revoke", "--tenant", "acme", &wk1, "--reason", "leaked"]);
+    wait_for("the revocation at the agent", Duration::from_secs(30), || {
+        (call_with_key("POST", &runs, Some(&secret1), Some(json!({}))).0 == 401).then_some(())
+    });
+    let metrics = crate::support::get_text(&agent.url("/metrics"));
+    assert!(!metrics.contains("aos_agent_auth_refused_total 0\n"), "refusals are counted: {metrics}");
 }

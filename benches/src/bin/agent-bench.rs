@@ -186,7 +186,8 @@ fn main() -> Result<()> {
     let listen = format!("127.0.0.1:{}", free_port()?);
     let log = dir.path().join("agent.log");
     let mut cmd = Command::new(&bin);
-    cmd.args(["--tenant", "bench", "--listen", &listen])
+    // Without keys: the bench measures enforcement, not bearer checks.
+    cmd.args(["--tenant", "bench", "--listen", &listen, "--auth", "off"])
         .args(["--trusted-key", &hex_key(&signer)])
         .arg("--data-dir")
         .arg(dir.path().join("agent"))

@@ -4,6 +4,7 @@
 //! computes; the secret never enters the state. The hash stays out of the
 //! ledger and out of command results: both carry an [`ApiKeySummary`].
 
+use aos_core::FieldError;
 use aos_core::policy::ActorRole;
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +93,9 @@ pub(crate) fn create_api_key(domain: &mut Domain, ctx: &Ctx<'_>, new: NewKey<'_>
     check_id(&mut errors, "key_id", new.key_id);
     check_text(&mut errors, "name", new.name);
     check_sha256_hex(&mut errors, "secret_hash", new.secret_hash);
+    if new.role == ActorRole::Workload && new.tenant_id.is_none() {
+        errors.push(FieldError::new("role", "a `workload` key belongs to a tenant"));
+    }
     Refusal::check(errors)?;
     if domain.api_keys.contains_key(new.key_id) {
         return Err(Refusal::conflict(format!("API key `{}` already exists", new.key_id)));
@@ -114,12 +118,15 @@ pub(crate) fn create_api_key(domain: &mut Domain, ctx: &Ctx<'_>, new: NewKey<'_>
     domain.key_ids_by_hash.insert(new.secret_hash.to_owned(), new.key_id.to_owned());
     domain.api_keys.insert(new.key_id.to_owned(), record);
     let scope = new.tenant_id.map_or_else(|| "cluster operator".to_owned(), |t| format!("tenant `{t}`"));
-    Ok(Effect::new(
+    let effect = Effect::new(
         AuditAction::ApiKeyCreated,
         format!("API key `{}` created for {scope} with role {}", new.key_id, new.role.as_str()),
     )
     .after(summary.clone())
-    .result(summary))
+    .result(summary);
+    // Workload keys travel in the tenant's snapshot: a new one is a new
+    // snapshot version, so edge agents accept it.
+    Ok(if new.role == ActorRole::Workload { effect.touches_snapshot() } else { effect })
 }
 
 /// `REVOKE_API_KEY`.
@@ -142,8 +149,11 @@ pub(crate) fn revoke_api_key(
     record.revoked =
         Some(Revocation { at_ms: ctx.at_ms, by: ctx.actor.actor_id.clone(), reason: reason.to_owned() });
     let after = to_json(&record.summary());
-    Ok(Effect::new(AuditAction::ApiKeyRevoked, format!("API key `{key_id}` revoked: {reason}"))
+    let effect = Effect::new(AuditAction::ApiKeyRevoked, format!("API key `{key_id}` revoked: {reason}"))
         .before(before)
         .after(after.clone())
-        .result(after))
+        .result(after);
+    // A revoked workload key leaves the next snapshot: edge agents refuse
+    // it once they have that version.
+    Ok(if record.role == ActorRole::Workload { effect.touches_snapshot() } else { effect })
 }

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use aos_core::PolicySnapshot;
-use aos_core::policy::{Policy, PolicyStatus};
+use aos_core::policy::{ActorRole, Policy, PolicyStatus};
+use aos_core::snapshot::WorkloadKey;
 
 use crate::audit::{AuditAction, AuditDraft, AuditLedger, AuditOutcome};
 use crate::command::{Applied, CommandResult, Proposal, Rejection};
@@ -277,6 +278,17 @@ impl ControlState {
             .filter(|o| o.is_live(issued_at_ms) && active(&o.policy_override.policy_id))
             .map(|o| o.policy_override.clone())
             .collect();
+        let workload_keys = self
+            .domain
+            .api_keys
+            .values()
+            .filter(|k| {
+                k.role == ActorRole::Workload
+                    && k.tenant_id.as_deref() == Some(tenant_id)
+                    && k.revoked.is_none()
+            })
+            .map(|k| WorkloadKey { key_id: k.key_id.clone(), secret_sha256: k.secret_hash.clone() })
+            .collect();
         Ok(PolicySnapshot::new(
             tenant_id,
             version,
@@ -285,7 +297,8 @@ impl ControlState {
             policies,
             overrides,
             Vec::new(),
-        )?)
+        )?
+        .with_workload_keys(workload_keys)?)
     }
 
     /// The tenant's snapshot as every node issues it: `issued_at` is the time

@@ -2,6 +2,7 @@
 //! `CREATE_PROJECT` and `CREATE_ACTOR` commands. None of these changes what
 //! a tenant's policy snapshot contains, so none bumps its version.
 
+use aos_core::FieldError;
 use aos_core::policy::ActorRole;
 use serde::{Deserialize, Serialize};
 
@@ -138,6 +139,9 @@ pub(crate) fn create_actor(
     let mut errors = Vec::new();
     check_id(&mut errors, "actor_id", actor_id);
     check_text(&mut errors, "display_name", display_name);
+    if role == ActorRole::Workload {
+        errors.push(FieldError::new("role", "`workload` is a role for API keys, not for human actors"));
+    }
     Refusal::check(errors)?;
     if tenant.actors.contains_key(actor_id) {
         return Err(Refusal::conflict(format!("actor `{actor_id}` already exists in tenant `{tenant_id}`")));

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Scope;
 
-/// Roles of human actors.
+/// Roles of actors and API keys.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
 )]
@@ -20,6 +20,10 @@ pub enum ActorRole {
     Sre,
     /// Reads everything, changes nothing.
     Auditor,
+    /// A workload's key for the edge agent's local API: it starts runs and
+    /// reports steps there, and has no access to the admin API. Keys with
+    /// this role travel (as SHA-256 hashes) in the tenant's snapshot.
+    Workload,
 }
 
 impl ActorRole {
@@ -36,6 +40,7 @@ impl ActorRole {
             ActorRole::PolicyAuthor => "policy_author",
             ActorRole::Sre => "sre",
             ActorRole::Auditor => "auditor",
+            ActorRole::Workload => "workload",
         }
     }
 }
@@ -112,5 +117,6 @@ mod tests {
         assert!(ActorRole::Sre.can_grant_override());
         assert!(!ActorRole::PolicyAuthor.can_grant_override());
         assert!(!ActorRole::Auditor.can_grant_override());
+        assert!(!ActorRole::Workload.can_grant_override());
     }
 }

@@ -52,6 +52,18 @@ pub struct KnowledgePlane {
     pub default_policy: PlaneDefault,
 }
 
+/// A workload API key the edge agent accepts on its local API (issue 4):
+/// the control plane's `workload` keys of the tenant, not revoked. Only the
+/// SHA-256 of the secret travels; secrets are 32 random bytes, so the hash
+/// reveals nothing usable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WorkloadKey {
+    /// The key's id (a run's `api_key_id`).
+    pub key_id: String,
+    /// Lowercase hex SHA-256 of the secret.
+    pub secret_sha256: String,
+}
+
 /// One tenant's policy snapshot.
 ///
 /// Build it with [`PolicySnapshot::new`], which validates and puts every
@@ -72,6 +84,8 @@ pub struct PolicySnapshot {
     pub overrides: Vec<PolicyOverride>,
     /// Knowledge planes, sorted by id.
     pub knowledge_planes: Vec<KnowledgePlane>,
+    /// Workload API keys for the edge agent's local API, sorted by id.
+    pub workload_keys: Vec<WorkloadKey>,
 }
 
 impl PolicySnapshot {
@@ -96,9 +110,23 @@ impl PolicySnapshot {
             policies,
             overrides,
             knowledge_planes,
+            workload_keys: Vec::new(),
         };
         snapshot.compile().map_err(SnapshotError::Invalid)?;
         Ok(snapshot)
+    }
+
+    /// The same snapshot carrying `keys` (canonical order, validated).
+    pub fn with_workload_keys(mut self, mut keys: Vec<WorkloadKey>) -> Result<Self, SnapshotError> {
+        keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        self.workload_keys = keys;
+        self.compile().map_err(SnapshotError::Invalid)?;
+        Ok(self)
+    }
+
+    /// The workload key whose secret hashes to `secret_sha256`, if any.
+    pub fn workload_key(&self, secret_sha256: &str) -> Option<&WorkloadKey> {
+        self.workload_keys.iter().find(|k| k.secret_sha256 == secret_sha256)
     }
 
     /// Checks every rule and compiles the policies, in id order.
@@ -193,6 +221,25 @@ impl PolicySnapshot {
                 errors.push(FieldError::at(
                     &path.field("plane_id"),
                     format!("{:?} is duplicated or out of canonical order", plane.plane_id),
+                ));
+            }
+        }
+
+        let keys_path = root.field("workload_keys");
+        for (i, key) in self.workload_keys.iter().enumerate() {
+            let path = keys_path.index(i);
+            check_id(&key.key_id, &path.field("key_id"), &mut errors);
+            if i > 0 && self.workload_keys[i - 1].key_id >= key.key_id {
+                errors.push(FieldError::at(
+                    &path.field("key_id"),
+                    format!("{:?} is duplicated or out of canonical order", key.key_id),
+                ));
+            }
+            let hex = &key.secret_sha256;
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                errors.push(FieldError::at(
+                    &path.field("secret_sha256"),
+                    "must be 64 lowercase hex characters (a SHA-256)",
                 ));
             }
         }

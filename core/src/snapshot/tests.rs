@@ -160,7 +160,7 @@ fn malformed_envelopes_are_refused_without_panicking() {
         ("magic only", ENVELOPE_MAGIC.to_vec()),
         ("truncated", bytes[..bytes.len() - 1].to_vec()),
         ("trailing", [bytes.as_slice(), b"x"].concat()),
-        ("wrong format version", [b"AOSSNAP\x02".as_slice(), &bytes[8..]].concat()),
+        ("wrong format version", [b"AOSSNAP\x01".as_slice(), &bytes[8..]].concat()),
     ] {
         let err = verify(&input, &trusted(), &options(None)).unwrap_err();
         assert!(matches!(err, SnapshotError::Malformed(_)), "{name}: {err:?}");
@@ -295,4 +295,30 @@ fn granted_override_ships_and_verifies() {
         PolicySnapshot::new(TENANT, 2, 0, NOW_MS * 10, snap.policies, vec![o.clone()], vec![]).unwrap();
     let verified = verify(&sign(&with, &signer()).unwrap(), &trusted(), &options(None)).unwrap();
     assert_eq!(verified.snapshot().overrides, vec![o]);
+}
+
+#[test]
+fn workload_keys_travel_signed_in_canonical_order_and_bad_ones_are_named() {
+    let hash = |c: char| c.to_string().repeat(64);
+    let keys = vec![
+        WorkloadKey { key_id: "wk-b".to_owned(), secret_sha256: hash('b') },
+        WorkloadKey { key_id: "wk-a".to_owned(), secret_sha256: hash('a') },
+    ];
+    let snapshot = sample(1).with_workload_keys(keys).unwrap();
+    assert_eq!(snapshot.workload_keys[0].key_id, "wk-a", "sorted by id");
+    let verified = verify(&sign(&snapshot, &signer()).unwrap(), &trusted(), &options(None)).unwrap();
+    assert_eq!(verified.snapshot().workload_key(&hash('b')).map(|k| k.key_id.as_str()), Some("wk-b"));
+    assert!(verified.snapshot().workload_key(&hash('c')).is_none());
+
+    let bad = sample(1)
+        .with_workload_keys(vec![WorkloadKey { key_id: "wk-x".to_owned(), secret_sha256: "ABC".to_owned() }])
+        .unwrap_err();
+    assert!(bad.to_string().contains("workload_keys[0].secret_sha256"), "{bad}");
+    let duplicate = sample(1)
+        .with_workload_keys(vec![
+            WorkloadKey { key_id: "wk-a".to_owned(), secret_sha256: hash('a') },
+            WorkloadKey { key_id: "wk-a".to_owned(), secret_sha256: hash('b') },
+        ])
+        .unwrap_err();
+    assert!(duplicate.to_string().contains("duplicated"), "{duplicate}");
 }

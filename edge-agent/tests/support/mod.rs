@@ -85,6 +85,8 @@ impl AgentProc {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra)
+            // Tests that check authentication pass `--auth required`.
+            .env("AOS_AGENT_AUTH", "off")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -666,3 +666,49 @@ fn rejections_with_field_errors_serialise_cleanly() {
         json!({"path": "policy.limits[0].max", "message": "must not be negative, got -1"})
     );
 }
+
+// --- workload keys (issue 4) -----------------------------------------------
+
+fn workload_key(tenant: Option<&str>, id: &str, n: u64) -> Command {
+    Command::CreateApiKey {
+        tenant_id: tenant.map(str::to_owned),
+        key_id: id.into(),
+        name: format!("workload key {id}"),
+        role: ActorRole::Workload,
+        secret_hash: secret_hash(n),
+    }
+}
+
+#[test]
+fn workload_keys_travel_in_the_tenant_snapshot_until_revoked() {
+    let mut h = Harness::with_tenants();
+    h.ok(&admin(ACME), apply(ACME, active(policy("p1", 1_000))));
+    let v1 = h.state.snapshot_version(ACME);
+    let created = h.ok(&admin(ACME), workload_key(Some(ACME), "wk-1", 7));
+    assert_eq!(created.tenant_snapshot_version, Some(v1 + 1), "a new key is a new snapshot");
+    // An admin key does not travel.
+    h.ok(&admin(ACME), key(Some(ACME), "admin-2", 8));
+    assert_eq!(h.state.snapshot_version(ACME), v1 + 1);
+    let snapshot = h.state.issued_snapshot(ACME, 60_000).unwrap();
+    let keys: Vec<(&str, &str)> =
+        snapshot.workload_keys.iter().map(|k| (k.key_id.as_str(), k.secret_sha256.as_str())).collect();
+    assert_eq!(keys, [("wk-1", secret_hash(7).as_str())]);
+    // Another tenant's snapshot never carries it.
+    h.ok(&admin(GLOBEX), apply(GLOBEX, active(policy("p1", 1_000))));
+    assert!(h.state.issued_snapshot(GLOBEX, 60_000).unwrap().workload_keys.is_empty());
+
+    let revoked =
+        h.ok(&admin(ACME), Command::RevokeApiKey { key_id: "wk-1".into(), reason: "leaked".into() });
+    assert_eq!(revoked.tenant_snapshot_version, Some(v1 + 2));
+    assert!(h.state.issued_snapshot(ACME, 60_000).unwrap().workload_keys.is_empty());
+}
+
+#[test]
+fn workload_is_a_role_for_tenant_keys_only() {
+    let mut h = Harness::with_tenants();
+    let refused = h.rejected(&operator(), workload_key(None, "wk-op", 9), RejectionCode::InvalidInput);
+    assert!(format!("{refused:?}").contains("belongs to a tenant"), "{refused:?}");
+    let refused =
+        h.rejected(&admin(ACME), actor_cmd(ACME, "bot", ActorRole::Workload), RejectionCode::InvalidInput);
+    assert!(format!("{refused:?}").contains("not for human actors"), "{refused:?}");
+}
