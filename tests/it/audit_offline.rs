@@ -64,7 +64,9 @@ fn offline_verify_passes_on_a_copy_and_names_a_tampered_entry() {
 
     // Alter one field of entry 3 inside the stored snapshot.
     {
-        let db = sled::open(copy.join("raft")).unwrap();
+        // No flusher thread: it would hold the database (and its file
+        // lock) for a moment after the drop, racing aosctl's open below.
+        let db = sled::Config::new().path(copy.join("raft")).flush_every_ms(None).open().unwrap();
         let tree = db.open_tree("raft_snapshot").unwrap();
         let data = tree.get("data").unwrap().expect("a stored snapshot");
         let mut snapshot: Value = serde_json::from_slice(&data).unwrap();
