@@ -279,23 +279,23 @@ impl Node {
         }
     }
 
-    /// The spine checks this node ran at start.
-    pub fn spine(&self) -> &SpineReport {
-        &self.inner.spine
+    /// The spine checks this node ran at start, with the live ones.
+    pub fn spine(&self) -> SpineReport {
+        self.inner.spine.with(crate::spine::active_key(self.state(), self.keys()))
     }
 
     /// `Err(why)` when this node failed its spine checks and must serve
     /// nothing from its own entry points.
     pub fn boot_failure(&self) -> Result<(), String> {
-        if self.inner.spine.validated() {
-            Ok(())
-        } else {
-            Err(format!(
-                "node {} failed its boot spine checks ({}); it serves nothing until restarted with the cause fixed",
-                self.id(),
-                self.inner.spine.failures()
-            ))
+        let live = crate::spine::active_key(self.state(), self.keys());
+        if self.inner.spine.validated() && live.ok {
+            return Ok(());
         }
+        Err(format!(
+            "node {} failed its spine checks ({}); it serves nothing until restarted with the cause fixed",
+            self.id(),
+            self.inner.spine.with(live).failures()
+        ))
     }
 
     /// The snapshot signing keys this node holds.

@@ -1,8 +1,10 @@
 //! Boot-time spine checks of a control-plane node (INV-004, GAP-067 on the
 //! control-plane side).
 //!
-//! A node runs them once, when it opens its store. A node that fails any of
-//! them keeps taking part in Raft — consensus safety does not depend on
+//! A node runs them once, when it opens its store — except `active_key`,
+//! which is checked on every use: a node restarted with the wrong key files
+//! only learns which key the cluster signs with as it replays its log. A
+//! node that fails any of them keeps taking part in Raft — consensus safety does not depend on
 //! them, and a cluster must keep its quorum while one node waits for an
 //! operator — but it serves nothing from its own entry points: the admin
 //! API answers 503 `BOOT_FAILED` (all but `/health` and `/metrics`), the
@@ -13,8 +15,9 @@
 //! | Check | Fails when |
 //! |---|---|
 //! | `data_dir` | a probe file cannot be written and synced in the data directory |
-//! | `audit_chain` | the local copy of the audit ledger does not verify (first bad entry named) |
-//! | `signing_keys` | a held key cannot sign a probe snapshot that then verifies, or the cluster signs with a key this node does not hold |
+//! | `audit_chain` | the audit ledger in the state as persisted at open (the last Raft snapshot) does not verify (first bad entry named); entries replayed from the log after it are re-chained as they apply |
+//! | `signing_keys` | a held key cannot sign a probe snapshot that then verifies |
+//! | `active_key` (live) | the cluster signs with a key this node does not hold |
 //! | `cluster_ca` | the gateway's CA cannot issue this node's certificate |
 
 use std::path::Path;
@@ -77,6 +80,13 @@ impl SpineReport {
     /// A report made of the given outcomes (tests, and nodes started
     /// without checks).
     pub fn from_checks(checks: Vec<SpineCheck>) -> SpineReport {
+        SpineReport { checks }
+    }
+
+    /// This report with a live check appended.
+    pub fn with(&self, live: SpineCheck) -> SpineReport {
+        let mut checks = self.checks.clone();
+        checks.push(live);
         SpineReport { checks }
     }
 
@@ -164,17 +174,26 @@ fn signing_keys(inputs: &SpineInputs<'_>) -> Result<String, String> {
             format!("a probe signed with key {} does not verify: {e}", signer.key_id().as_str())
         })?;
     }
-    let held: Vec<&str> = inputs.keys.key_ids().collect();
-    let active = inputs.state.read(|s| s.0.signing_keys().active().map(str::to_owned));
-    match active {
-        Some(active) if !inputs.keys.holds(&active) => Err(format!(
-            "the cluster signs snapshots with key {active}, which this node does not hold (it holds {}); \
-             give it that key (signing.key, --signing-key-file or AOS_SIGNING_KEY) and restart",
-            held.join(", ")
-        )),
-        Some(active) => Ok(format!("{} key(s) sign and verify; holds the active key {active}", held.len())),
-        None => Ok(format!("{} key(s) sign and verify; no active key replicated yet", held.len())),
-    }
+    Ok(format!("{} key(s) sign and verify", inputs.keys.key_ids().count()))
+}
+
+/// The live check: the key the replicated state says signs snapshots is
+/// one this node holds.
+pub fn active_key(state: &StateReader, keys: &KeyRing) -> SpineCheck {
+    let active = state.read(|s| s.0.signing_keys().active().map(str::to_owned));
+    let held: Vec<&str> = keys.key_ids().collect();
+    check(
+        "active_key",
+        match active {
+            Some(active) if !keys.holds(&active) => Err(format!(
+                "the cluster signs snapshots with key {active}, which this node does not hold (it holds {}); \
+                 give it that key (signing.key, --signing-key-file or AOS_SIGNING_KEY) and restart",
+                held.join(", ")
+            )),
+            Some(active) => Ok(format!("holds the active key {active}")),
+            None => Ok("no active key replicated yet".to_owned()),
+        },
+    )
 }
 
 fn cluster_ca(ca: &ClusterCa, inputs: &SpineInputs<'_>) -> Result<String, String> {

@@ -50,11 +50,11 @@ fn a_node_without_the_active_signing_key_serves_nothing_and_says_why() {
     let checks = body["spine"]["checks"].as_array().unwrap();
     let failed: Vec<&str> =
         checks.iter().filter(|c| c["status"] == "failed").map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(failed, ["signing_keys"], "{body}");
-    let detail = checks.iter().find(|c| c["name"] == "signing_keys").unwrap()["detail"].as_str().unwrap();
+    assert_eq!(failed, ["active_key"], "{body}");
+    let detail = checks.iter().find(|c| c["name"] == "active_key").unwrap()["detail"].as_str().unwrap();
     assert!(detail.contains("does not hold"), "{detail}");
     // The other checks ran and passed.
-    for name in ["data_dir", "audit_chain", "cluster_ca"] {
+    for name in ["data_dir", "audit_chain", "signing_keys", "cluster_ca"] {
         let check = checks.iter().find(|c| c["name"] == name).unwrap();
         assert_eq!(check["status"], "ok", "{check}");
     }
@@ -71,7 +71,7 @@ fn a_node_without_the_active_signing_key_serves_nothing_and_says_why() {
         Some(json!({"reason": "from a broken node"})),
     );
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("BOOT_FAILED")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("signing_keys"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("active_key"), "{body}");
     let (status, body) = call("GET", &node.url("/api/v1/tenants"), Some(&operator), None);
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("BOOT_FAILED")), "{body}");
 

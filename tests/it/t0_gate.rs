@@ -49,7 +49,7 @@ fn the_t0_gate_passes_on_the_dev_system_and_names_a_broken_component() {
     let passed = gate(&format!("http://{agent}"));
     let out = String::from_utf8_lossy(&passed.stdout);
     assert!(passed.status.success(), "{out}");
-    assert_eq!(out.matches("PASS ").count(), 10, "{out}");
+    assert_eq!(out.matches("PASS ").count(), 11, "{out}");
     assert!(out.contains("T0 gate passed") && out.contains("default fail_closed"), "{out}");
 
     let dead = format!("http://127.0.0.1:{}", free_port());
@@ -58,5 +58,6 @@ fn the_t0_gate_passes_on_the_dev_system_and_names_a_broken_component() {
     assert_eq!(failed.status.code(), Some(1), "{out}");
     assert!(out.contains("FAIL  edge agent health") && out.contains("FAIL  boot guard validated"), "{out}");
     assert!(out.contains("PASS  control plane health"), "only the broken parts fail: {out}");
+    assert!(out.contains("PASS  control plane spine checks"), "{out}");
     assert!(out.contains("T0 gate FAILED: "), "{out}");
 }
