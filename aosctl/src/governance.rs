@@ -178,7 +178,7 @@ fn state_table(out: &mut impl Write, answer: &Value) -> std::io::Result<()> {
 }
 
 /// `90s`, `15m`, `2h`, `1d` or plain seconds.
-fn parse_duration_secs(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration_secs(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
     let n: u64 =

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod client;
 pub mod cluster;
 pub mod governance;
+pub mod incident;
 pub mod key;
 pub mod output;
 pub mod policy;
@@ -94,6 +95,9 @@ pub enum Command {
     /// Governance state: the kill switch, degraded mode and emergency halt.
     #[command(subcommand)]
     Governance(governance::GovernanceCommand),
+    /// Incidents: list, inspect, acknowledge, resolve, suppress.
+    #[command(subcommand)]
+    Incident(incident::IncidentCommand),
 }
 
 /// How to reach the cluster, from the global flags.
@@ -186,6 +190,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd, &remote),
         Command::Agent(cmd) => agent::run(cmd, &remote),
         Command::Governance(cmd) => governance::run(cmd, &remote),
+        Command::Incident(cmd) => incident::run(cmd, &remote),
     };
     finish(result)
 }

@@ -38,7 +38,9 @@ use crate::write::{ClusterError, Consistency, propose, read_barrier};
 pub mod activity;
 pub mod actors;
 pub mod agents;
+pub mod alerts;
 pub mod governance;
+pub mod incidents;
 pub mod keys;
 pub mod metrics;
 pub mod overrides;
@@ -62,6 +64,8 @@ pub fn router(node: Node) -> Router {
         .merge(agents::routes())
         .merge(activity::routes())
         .merge(governance::routes())
+        .merge(incidents::routes())
+        .merge(alerts::routes())
         .merge(policies::routes())
         .merge(overrides::routes())
         .merge(snapshots::routes())

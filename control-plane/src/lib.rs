@@ -22,8 +22,12 @@
 //!   record ingest.
 //! - [`pki`]: the cluster CA, node server and agent client certificates.
 //! - [`reissue`]: the leader's schedule reissuing snapshots before expiry.
+//! - [`alerting`]: the leader's alert dispatcher (signed webhooks, Slack),
+//!   outcomes committed through Raft.
+//! - [`spine`]: boot-time spine checks; a node failing one serves nothing.
 //! - [`signing`]: the snapshot signing key (env, 0600 file, or generated on init).
 
+pub mod alerting;
 pub mod bootstrap;
 pub mod cluster_service;
 pub mod config;

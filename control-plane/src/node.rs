@@ -386,6 +386,7 @@ impl Node {
         };
         let grpc_stop = wait_for(stop_rx.clone());
         let stop_rx_reissue = stop_rx.clone();
+        let stop_rx_alerts = stop_rx.clone();
         let http_stop = wait_for(stop_rx);
 
         let grpc_server = tonic::transport::Server::builder()
@@ -409,6 +410,7 @@ impl Node {
         let http_server = axum::serve(http, router).with_graceful_shutdown(http_stop);
 
         let reissue_task = tokio::spawn(crate::reissue::run(self.clone(), stop_rx_reissue));
+        let alerts_task = tokio::spawn(crate::alerting::run(self.clone(), stop_rx_alerts));
         let grpc_task = tokio::spawn(grpc_server);
         let http_task = tokio::spawn(async move { http_server.await });
         shutdown.await;
@@ -416,6 +418,7 @@ impl Node {
         let grpc_result = grpc_task.await;
         let http_result = http_task.await;
         let _ = reissue_task.await;
+        let _ = alerts_task.await;
         if let Some(mut task) = gateway_task {
             // Edge agents hold watch and ingest streams open for as long as
             // they run, so a graceful stop would wait for them forever: give

@@ -88,6 +88,9 @@ pub enum PkiError {
 
 /// The cluster CA.
 pub struct ClusterCa {
+    /// Root for derived cluster secrets (webhook signing keys): a hash of
+    /// the seed under its own label, never the key itself.
+    secret_root: [u8; 32],
     key: KeyPair,
     params: CertificateParams,
     cert_der: Vec<u8>,
@@ -133,6 +136,8 @@ impl ClusterCa {
         if seed.len() != 32 {
             return Err(invalid(format!("{} bytes, expected 32", seed.len())));
         }
+        let secret_root: [u8; 32] =
+            Sha256::new().chain_update(b"aos.cluster-secret-root.v1\0").chain_update(&seed).finalize().into();
         let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
         pkcs8.extend_from_slice(&seed);
         let key = KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.into(), &PKCS_ED25519)
@@ -151,7 +156,24 @@ impl ClusterCa {
         let cert = params.self_signed(&key).map_err(|e| PkiError::Generate(e.to_string()))?;
         let cert_der = cert.der().to_vec();
         let sha256 = hex::encode(Sha256::digest(&cert_der));
-        Ok(ClusterCa { cert_pem: cert.pem(), key, params, cert_der, sha256 })
+        Ok(ClusterCa { secret_root, cert_pem: cert.pem(), key, params, cert_der, sha256 })
+    }
+
+    /// A secret derived for `label` (HMAC-SHA256 under the secret root):
+    /// the same on every node holding the CA key, never stored anywhere,
+    /// different for every label.
+    pub fn derive_secret(&self, label: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret_root) else {
+            // HMAC takes keys of any length; unreachable, but never panic.
+            return Sha256::new()
+                .chain_update(self.secret_root)
+                .chain_update(label.as_bytes())
+                .finalize()
+                .into();
+        };
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// The CA certificate, DER.

@@ -321,6 +321,7 @@ impl Engine {
                             incident_kind: "EXECUTION_FAILURE".to_owned(),
                             policy_id: None,
                             summary: format!("run timed out: {detail}"),
+                            inflection: None,
                         }),
                     ));
                 }
@@ -904,6 +905,7 @@ impl Engine {
                         incident_kind: "EXECUTION_FAILURE".to_owned(),
                         policy_id: None,
                         summary: detail,
+                        inflection: None,
                     }),
                 ));
             }
@@ -1035,6 +1037,7 @@ impl Engine {
                             incident_kind: kind.to_owned(),
                             policy_id: policy,
                             summary: reasons,
+                            inflection: Some(inflection(decision, run.record.steps, step_id)),
                         }),
                     ));
                 }
@@ -1149,6 +1152,26 @@ pub fn status_str(status: RunStatus) -> &'static str {
         RunStatus::Cancelled => "cancelled",
         RunStatus::Retry => "retry",
     }
+}
+
+/// The inflection point of a stopping decision (GAP-024): the winning
+/// policy's blocking signal, the step it happened in and the policy
+/// version (with its threshold hash) and snapshot version in force.
+fn inflection(decision: &Decision, steps: u64, step_id: Option<&str>) -> Value {
+    let winner = decision.winning_policy.as_ref();
+    let signal =
+        decision.signals.iter().find(|s| winner.is_some_and(|w| w.policy_id == s.policy_id) && s.blocking);
+    json!({
+        "step_index": steps,
+        "step_id": step_id,
+        "signal": signal.map(|s| s.kind),
+        "window": signal.and_then(|s| s.window),
+        "value": signal.map(|s| s.value),
+        "threshold": signal.map(|s| s.threshold),
+        "snapshot_version": winner.map(|w| w.snapshot_version),
+        "policy_version": winner.map(|w| w.policy_version),
+        "policy_version_hash": winner.map(|w| w.threshold_hash.as_str()),
+    })
 }
 
 fn run_view(record: &RunRecord) -> Value {

@@ -135,6 +135,11 @@ pub struct Incident {
     pub policy_id: Option<String>,
     /// What happened.
     pub summary: String,
+    /// Where the run crossed the line (GAP-024): step index, signal,
+    /// value, threshold, snapshot version, policy version and its
+    /// threshold hash. Absent for failures that are not a policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inflection: Option<serde_json::Value>,
 }
 
 /// A system record.

@@ -224,6 +224,26 @@ pub(crate) fn tenant_and_token(ctl: &Ctl, op: &str, dir: &Path) -> (PathBuf, Str
     (policy, token)
 }
 
+/// A single node with an agent gateway, tenant `acme` with [`POLICY`]
+/// applied, and a join token for it.
+pub(crate) struct Acme {
+    pub(crate) node: crate::support::SingleNode,
+    pub(crate) ctl: Ctl,
+    pub(crate) op: String,
+    pub(crate) gateway: String,
+    pub(crate) token: String,
+}
+
+pub(crate) fn acme_with_policy(dir: &Path) -> Acme {
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let node = start_single_node(dir, &["--agent-addr", &gateway]);
+    let op = node.operator_key.clone();
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    let (policy, token) = tenant_and_token(&ctl, &op, dir);
+    ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
+    Acme { node, ctl, op, gateway, token }
+}
+
 pub(crate) fn agents(ctl: &Ctl, op: &str) -> Vec<Value> {
     let listed: Value =
         serde_json::from_str(&ctl.ok(op, &["-o", "json", "agent", "list", "--tenant", "acme"])).unwrap();
@@ -524,12 +544,7 @@ fn tampered_unsigned_wrong_key_other_tenant_and_rolled_back_snapshots_are_nacked
 #[test]
 fn the_local_api_takes_workload_keys_from_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let gateway = format!("127.0.0.1:{}", free_port());
-    let node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
-    let op = node.operator_key.clone();
-    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
-    let (policy, token) = tenant_and_token(&ctl, &op, dir.path());
-    ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
+    let Acme { node, ctl, op, gateway, token } = acme_with_policy(dir.path());
     let create = |name: &str, role: &str| -> (String, String) {
         let out =
             ctl.ok(&op, &["-o", "json", "key", "create", "--tenant", "acme", "--name", name, "--role", role]);

@@ -8,10 +8,12 @@
 )]
 
 mod agent_sync;
+mod alerts;
 mod aosctl_cluster;
 mod audit_offline;
 mod governance;
 mod governance_cluster;
+mod incidents;
 mod policy_to_decision;
 mod support;
 mod t0_gate;

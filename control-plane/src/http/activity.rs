@@ -182,7 +182,7 @@ async fn metrics(
 
 /// Authorises a read of `tenant`'s activity by any of its roles (denials
 /// audited) after the read barrier.
-async fn reader(
+pub(super) async fn reader(
     node: &Node,
     headers: &HeaderMap,
     tenant: &str,
@@ -194,11 +194,11 @@ async fn reader(
     authorize_read(node, headers, &intent, consistency).await.map(|_| ())
 }
 
-fn bad_query(e: &axum::extract::rejection::QueryRejection) -> ApiError {
+pub(super) fn bad_query(e: &axum::extract::rejection::QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", format!("query: {}", e.body_text()))
 }
 
-fn checked_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(super) fn checked_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::new(

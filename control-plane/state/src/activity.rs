@@ -21,6 +21,7 @@ use aos_core::FieldError;
 use crate::audit::AuditAction;
 use crate::domain::Domain;
 use crate::effect::{Ctx, Effect, Refusal};
+use crate::incidents::Reported;
 
 /// Most records one `INGEST_RECORDS` may carry.
 pub const MAX_BATCH: usize = 2_000;
@@ -250,9 +251,13 @@ pub(crate) fn ingest_records(
     }
     domain.tenant(&tenant_id)?;
     let tenant = domain.activity.tenants.entry(tenant_id.clone()).or_default();
+    let incidents = &mut domain.incidents;
+    let alerts = &mut domain.alerts;
+    let mut alerts_raised = 0u64;
     let mut accepted = 0u64;
     let mut duplicates = 0u64;
     let mut malformed = 0u64;
+    let (mut opened, mut repeated, mut prevented) = (Vec::new(), 0u64, 0u64);
     for record in records {
         if !tenant.ids.insert(record.record_id.clone()) {
             duplicates += 1;
@@ -267,7 +272,7 @@ pub(crate) fn ingest_records(
             malformed += 1;
         }
         let seq = tenant.records.len() as u64 + 1;
-        tenant.records.push(StoredRecord {
+        let stored = StoredRecord {
             seq,
             record_id: record.record_id.clone(),
             edge_agent_id: edge_agent_id.to_owned(),
@@ -276,16 +281,43 @@ pub(crate) fn ingest_records(
             at_ms,
             ingested_at_ms: ctx.at_ms,
             body,
-        });
+        };
+        if stored.kind == "CONTROL_EVENT" {
+            for intent in crate::alerts::intents(&stored.body) {
+                if alerts.raise(&tenant_id, &intent, ctx.at_ms).is_some() {
+                    alerts_raised += 1;
+                }
+            }
+        }
+        if stored.kind == "INCIDENT" {
+            match incidents.report(&tenant_id, &stored, edge_agent_id, ctx.at_ms) {
+                Reported::Opened(id) => opened.push(id),
+                Reported::Repeated(_) => repeated += 1,
+                Reported::Prevented(_) => prevented += 1,
+                Reported::Counted => {}
+            }
+        }
+        tenant.records.push(stored);
         accepted += 1;
     }
-    Ok(Effect::new(
-        AuditAction::RecordsIngested,
-        format!(
-            "{accepted} records from edge agent `{edge_agent_id}` committed ({duplicates} duplicates, {malformed} malformed)"
-        ),
-    )
-    .result(serde_json::json!({ "accepted": accepted, "duplicates": duplicates, "malformed": malformed })))
+    let mut detail = format!(
+        "{accepted} records from edge agent `{edge_agent_id}` committed ({duplicates} duplicates, {malformed} malformed)"
+    );
+    if alerts_raised > 0 {
+        detail.push_str(&format!("; alerts raised: {alerts_raised}"));
+    }
+    if !opened.is_empty() || repeated + prevented > 0 {
+        detail.push_str(&format!(
+            "; incidents opened: [{}], repeats counted: {repeated}, prevented by suppressions: {prevented}",
+            opened.join(", ")
+        ));
+    }
+    Ok(Effect::new(AuditAction::RecordsIngested, detail).result(serde_json::json!({
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "malformed": malformed,
+        "incidents_opened": opened,
+    })))
 }
 
 /// Kind, run, time and body of a record; anything unusable becomes a

@@ -79,6 +79,16 @@ pub enum AuditAction {
     GovernanceChanged,
     /// Governance settings lapsed and returned to ENFORCING.
     GovernanceExpired,
+    /// An incident was acknowledged.
+    IncidentAcknowledged,
+    /// An incident was resolved.
+    IncidentResolved,
+    /// An incident suppression was set.
+    SuppressionCreated,
+    /// A tenant's alert channel was set.
+    AlertChannelSet,
+    /// The alert dispatcher reported a delivery attempt.
+    AlertDelivery,
     /// An edge agent opened a node's snapshot watch.
     EdgeAgentConnected,
     /// An edge agent's snapshot watch on a node ended.
@@ -120,6 +130,11 @@ impl AuditAction {
             AuditAction::EdgeAgentConnected => "EDGE_AGENT_CONNECTED",
             AuditAction::GovernanceChanged => "GOVERNANCE_CHANGED",
             AuditAction::GovernanceExpired => "GOVERNANCE_EXPIRED",
+            AuditAction::IncidentAcknowledged => "INCIDENT_ACKNOWLEDGED",
+            AuditAction::IncidentResolved => "INCIDENT_RESOLVED",
+            AuditAction::SuppressionCreated => "SUPPRESSION_CREATED",
+            AuditAction::AlertChannelSet => "ALERT_CHANNEL_SET",
+            AuditAction::AlertDelivery => "ALERT_DELIVERY",
             AuditAction::EdgeAgentDisconnected => "EDGE_AGENT_DISCONNECTED",
             AuditAction::AccessDenied => "ACCESS_DENIED",
             AuditAction::CommandRejected => "COMMAND_REJECTED",

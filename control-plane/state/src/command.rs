@@ -213,6 +213,54 @@ pub enum Command {
         /// The records.
         records: Vec<crate::activity::IngestRecord>,
     },
+    /// Moves an incident along its lifecycle (acknowledge, resolve).
+    TransitionIncident {
+        /// Tenant.
+        tenant_id: String,
+        /// The incident.
+        incident_id: String,
+        /// The status to enter.
+        to: crate::incidents::IncidentStatus,
+        /// Why, if said.
+        note: Option<String>,
+    },
+    /// Keeps reports crediting a policy and/or of a category from opening
+    /// incidents until a time (each one is filed as a prevention record).
+    CreateSuppression {
+        /// Tenant.
+        tenant_id: String,
+        /// New suppression id.
+        suppression_id: String,
+        /// Only this policy.
+        policy_id: Option<String>,
+        /// Only this category.
+        category: Option<crate::incidents::IncidentCategory>,
+        /// In force until (Unix ms).
+        until_ms: u64,
+        /// Why (required, audited).
+        reason: String,
+    },
+    /// Sets (or replaces) a tenant's webhook, Slack or email alert channel.
+    SetAlertChannel {
+        /// Tenant.
+        tenant_id: String,
+        /// The channel.
+        channel: crate::alerts::Channel,
+        /// URL or address.
+        target: String,
+    },
+    /// The alert dispatcher's outcome for one channel of one alert
+    /// (proposed by the leader; `error: None` means delivered).
+    RecordAlertDelivery {
+        /// Tenant.
+        tenant_id: String,
+        /// The alert.
+        alert_id: String,
+        /// The channel.
+        channel: crate::alerts::Channel,
+        /// Why the attempt failed.
+        error: Option<String>,
+    },
     /// Records that the API layer refused a request (wrong role,
     /// cross-tenant access), so that every denied admin attempt is in the
     /// ledger. Changes nothing else.
@@ -239,6 +287,7 @@ impl Command {
             Command::IngestRecords { .. }
                 | Command::RecordAgentSync { .. }
                 | Command::RecordAgentConnection { .. }
+                | Command::RecordAlertDelivery { .. }
         )
     }
 
@@ -266,6 +315,10 @@ impl Command {
             Command::RecordAgentConnection { .. } => "RECORD_AGENT_CONNECTION",
             Command::SetGovernance { .. } => "SET_GOVERNANCE",
             Command::ExpireGovernance {} => "EXPIRE_GOVERNANCE",
+            Command::TransitionIncident { .. } => "TRANSITION_INCIDENT",
+            Command::CreateSuppression { .. } => "CREATE_SUPPRESSION",
+            Command::SetAlertChannel { .. } => "SET_ALERT_CHANNEL",
+            Command::RecordAlertDelivery { .. } => "RECORD_ALERT_DELIVERY",
             Command::RecordDenial { .. } => "RECORD_DENIAL",
         }
     }

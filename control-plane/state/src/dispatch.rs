@@ -21,7 +21,9 @@ use crate::command::{Command, Proposal};
 use crate::domain::Domain;
 use crate::effect::{Ctx, Effect, Refusal};
 use crate::keys::{self, NewKey};
-use crate::{activity, edge_agents, governance, overrides, policies, signing_keys, tenants};
+use crate::{
+    activity, alerts, edge_agents, governance, incidents, overrides, policies, signing_keys, tenants,
+};
 
 /// What a command is about, for authorisation and the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +147,24 @@ impl Subject {
                 Need::ClusterRoles { roles: GOVERNORS, what: "change the global governance state" },
             ),
             Command::ExpireGovernance {} => (None, "governance".to_owned(), Need::Operator),
+            Command::TransitionIncident { tenant_id, incident_id, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/incidents/{incident_id}"),
+                roles(GOVERNORS, "acknowledge or resolve incidents"),
+            ),
+            Command::CreateSuppression { tenant_id, suppression_id, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/suppressions/{suppression_id}"),
+                roles(GOVERNORS, "suppress incidents"),
+            ),
+            Command::SetAlertChannel { tenant_id, channel, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/alert_channels/{}", channel.as_str()),
+                roles(ADMIN, "configure alert channels"),
+            ),
+            Command::RecordAlertDelivery { tenant_id, alert_id, .. } => {
+                (tenant(tenant_id), format!("tenants/{tenant_id}/alerts/{alert_id}"), Need::Operator)
+            }
             Command::RecordDenial { tenant_id, target, .. } => {
                 (tenant_id.clone(), target.clone(), Need::Nothing)
             }
@@ -296,6 +316,26 @@ pub(crate) fn execute(
         Command::ExpireGovernance {} => governance::expire_governance(domain, &ctx),
         Command::IngestRecords { edge_agent_id, records } => {
             activity::ingest_records(domain, &ctx, edge_agent_id, records)
+        }
+        Command::SetAlertChannel { tenant_id, channel, target } => {
+            alerts::set_alert_channel(domain, tenant_id, *channel, target)
+        }
+        Command::RecordAlertDelivery { tenant_id, alert_id, channel, error } => {
+            alerts::record_alert_delivery(domain, &ctx, tenant_id, alert_id, *channel, error.as_deref())
+        }
+        Command::TransitionIncident { tenant_id, incident_id, to, note } => {
+            incidents::transition_incident(domain, &ctx, tenant_id, incident_id, *to, note.as_deref())
+        }
+        Command::CreateSuppression { tenant_id, suppression_id, policy_id, category, until_ms, reason } => {
+            let new = incidents::NewSuppression {
+                tenant_id,
+                suppression_id,
+                policy_id: policy_id.as_deref(),
+                category: *category,
+                until_ms: *until_ms,
+                reason,
+            };
+            incidents::create_suppression(domain, &ctx, &new)
         }
         Command::RecordDenial { action, target, reason, .. } => Ok(Effect::new(
             AuditAction::AccessDenied,

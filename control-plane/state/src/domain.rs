@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::activity::Activity;
+use crate::alerts::Alerts;
 use crate::edge_agents::EdgeAgents;
 use crate::effect::Refusal;
 use crate::governance::Governance;
+use crate::incidents::Incidents;
 use crate::keys::ApiKeyRecord;
 use crate::overrides::OverrideRecord;
 use crate::policies::PolicyRecord;
@@ -47,6 +49,12 @@ pub(crate) struct Domain {
     /// Global and per-tenant governance modes.
     #[serde(default)]
     pub(crate) governance: Governance,
+    /// Incidents made from agents' reports, suppressions, proposals.
+    #[serde(default)]
+    pub(crate) incidents: Incidents,
+    /// Alerts, their deliveries and the tenants' alert channels.
+    #[serde(default)]
+    pub(crate) alerts: Alerts,
 }
 
 /// One tenant and everything it owns.

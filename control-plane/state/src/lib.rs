@@ -41,6 +41,7 @@
 
 pub mod activity;
 pub mod actor;
+pub mod alerts;
 pub mod audit;
 pub mod command;
 mod dispatch;
@@ -50,6 +51,7 @@ mod effect;
 mod error;
 pub mod governance;
 mod ids;
+pub mod incidents;
 pub mod keys;
 pub mod overrides;
 pub mod policies;
@@ -63,6 +65,7 @@ mod test_support;
 
 pub use activity::{Activity, IngestRecord, RecordFilter, StoredRecord};
 pub use actor::{ActorRef, ActorType};
+pub use alerts::{Alert, AlertStats, Alerts, Channel, ChannelConfig, Delivery, DeliveryStatus};
 pub use audit::{
     AuditAction, AuditEntry, AuditLedger, AuditOutcome, ChainError, GENESIS_HASH, verify_chain,
     verify_chain_after,
@@ -72,6 +75,10 @@ pub use domain::Revocation;
 pub use edge_agents::EdgeAgentRecord;
 pub use error::StateError;
 pub use governance::{Governance, GovernanceMode, GovernanceSetting, effective_mode};
+pub use incidents::{
+    Incident, IncidentCategory, IncidentFilter, IncidentStatus, Incidents, PolicyProposal, Prevention,
+    Severity, Suppression,
+};
 pub use keys::{ApiKeyRecord, ApiKeySummary};
 pub use overrides::OverrideRecord;
 pub use policies::{PolicyRecord, PolicyVersion};

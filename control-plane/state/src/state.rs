@@ -148,6 +148,16 @@ impl ControlState {
         &self.domain.activity
     }
 
+    /// Alerts, their deliveries and the tenants' alert channels.
+    pub fn alerts(&self) -> &crate::alerts::Alerts {
+        &self.domain.alerts
+    }
+
+    /// Incidents, suppressions, preventions and policy proposals.
+    pub fn incidents(&self) -> &crate::incidents::Incidents {
+        &self.domain.incidents
+    }
+
     /// The snapshot signing keys (public halves) and the active signer.
     pub fn signing_keys(&self) -> &crate::signing_keys::SigningKeys {
         &self.domain.signing_keys

@@ -99,6 +99,36 @@ impl Harness {
         h
     }
 
+    /// [`Harness::with_tenants`] plus a registered edge agent per tenant:
+    /// `ea-acme` and `ea-globex`.
+    pub fn with_agents() -> Self {
+        let mut h = Harness::with_tenants();
+        for (tenant, agent, n) in [(ACME, "ea-acme", 1), (GLOBEX, "ea-globex", 2)] {
+            let token = format!("jt-{n}");
+            let expires_at_ms = h.now() + 3_600_000;
+            h.ok(
+                &admin(tenant),
+                Command::CreateJoinToken {
+                    tenant_id: tenant.into(),
+                    token_id: token.clone(),
+                    secret_hash: secret_hash(n),
+                    expires_at_ms,
+                },
+            );
+            h.ok(
+                &operator(),
+                Command::RegisterEdgeAgent {
+                    tenant_id: tenant.into(),
+                    agent_id: agent.into(),
+                    name: "host".into(),
+                    token_id: token,
+                    cert_fingerprint: secret_hash(100 + n),
+                },
+            );
+        }
+        h
+    }
+
     /// The time the next proposal is stamped with.
     pub fn now(&self) -> u64 {
         T0 + self.next_index * 1_000

@@ -8,31 +8,7 @@ use crate::test_support::*;
 use crate::{AuditAction, Command, RejectionCode};
 
 fn with_agents() -> Harness {
-    let mut h = Harness::with_tenants();
-    for (tenant, agent, n) in [(ACME, "ea-acme", 1), (GLOBEX, "ea-globex", 2)] {
-        let token = format!("jt-{n}");
-        let expires_at_ms = h.now() + 3_600_000;
-        h.ok(
-            &admin(tenant),
-            Command::CreateJoinToken {
-                tenant_id: tenant.into(),
-                token_id: token.clone(),
-                secret_hash: secret_hash(n),
-                expires_at_ms,
-            },
-        );
-        h.ok(
-            &operator(),
-            Command::RegisterEdgeAgent {
-                tenant_id: tenant.into(),
-                agent_id: agent.into(),
-                name: "host".into(),
-                token_id: token,
-                cert_fingerprint: secret_hash(100 + n),
-            },
-        );
-    }
-    h
+    Harness::with_agents()
 }
 
 fn record(id: &str, kind: &str, run: &str, tenant_claimed: &str) -> IngestRecord {
@@ -53,13 +29,16 @@ fn redelivered_records_are_counted_once_and_audited_per_batch() {
     let mut h = with_agents();
     let batch = vec![record("r1", "INCIDENT", "run-1", ACME), record("r2", "LLM_RUN_RECORD", "run-1", ACME)];
     let first = h.ok(&operator(), ingest("ea-acme", batch.clone()));
-    assert_eq!(first.detail, json!({"accepted": 2, "duplicates": 0, "malformed": 0}));
+    assert_eq!(first.detail, json!({"accepted": 2, "duplicates": 0, "malformed": 0, "incidents_opened": []}));
     assert_eq!(h.state.audit().last().unwrap().action, AuditAction::RecordsIngested);
     // The ack was lost; the agent sends the batch again plus one more.
     let mut again = batch;
     again.push(record("r3", "CONTROL_EVENT", "run-2", ACME));
     let second = h.ok(&operator(), ingest("ea-acme", again));
-    assert_eq!(second.detail, json!({"accepted": 1, "duplicates": 2, "malformed": 0}));
+    assert_eq!(
+        second.detail,
+        json!({"accepted": 1, "duplicates": 2, "malformed": 0, "incidents_opened": []})
+    );
     assert_eq!(h.state.activity().count(ACME), 3);
 }
 

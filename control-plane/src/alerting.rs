@@ -1,0 +1,198 @@
+//! The alert dispatcher (issue 8, EVENT path): the leader delivers the
+//! pending channel deliveries the state machine's fatigue controller
+//! accepted ([`aos_cp_state::alerts`]) and commits each outcome through
+//! Raft, so a delivery survives a leader change and is retried with
+//! backoff until delivered or dead-lettered — never silently dropped
+//! (GAP-050). Nothing here is on the enforcement path (INV-001): edge
+//! agents enforce before their records even reach the control plane.
+//!
+//! Webhooks are JSON POSTs with `X-AOS-Delivery` (`<alert>:<channel>`,
+//! stable across retries, so receivers can de-duplicate the rare repeat
+//! after a leader change), `X-AOS-Timestamp` and
+//! `X-AOS-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`
+//! under the tenant's webhook secret. The secret is derived from the
+//! cluster CA key and the channel's version (see [`webhook_secret`]): every
+//! node computes the same one and none stores it. Slack channels get a
+//! Slack-compatible `{"text": …}` body (the URL is the secret). Email is
+//! not delivered yet: an email delivery fails with that reason and is
+//! dead-lettered, visibly.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aos_cp_state::{Alert, Channel, ChannelConfig, Command, Proposal};
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use tokio::task::JoinSet;
+
+use crate::bootstrap::system_actor;
+use crate::node::{LeaderContact, Node};
+use crate::write::propose;
+
+/// How often the leader looks for due deliveries.
+const TICK: Duration = Duration::from_millis(250);
+/// Deliveries in flight at once.
+const CONCURRENCY: usize = 16;
+/// Longest one HTTP delivery may take.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tenant's webhook signing secret for channel version `version`, hex:
+/// shown to the tenant admin when the channel is set, used by every node
+/// to sign deliveries.
+pub fn webhook_secret(node: &Node, tenant_id: &str, version: u64) -> Option<String> {
+    let ca = node.ca()?;
+    Some(hex::encode(ca.derive_secret(&format!("aos.webhook.v1\0{tenant_id}\0{version}"))))
+}
+
+/// `sha256=<hex>` over `<timestamp>.<body>`.
+pub fn signature(secret_hex: &str, timestamp: &str, body: &[u8]) -> Option<String> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret_hex.as_bytes()).ok()?;
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Some(format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+}
+
+type Key = (String, String, Channel);
+
+/// Runs until `stop` flips to true.
+pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight: HashSet<Key> = HashSet::new();
+    let mut deliveries: JoinSet<(Key, Result<(), String>)> = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            Some(done) = deliveries.join_next(), if !deliveries.is_empty() => {
+                if let Ok((key, outcome)) = done {
+                    commit(&node, &key, outcome).await;
+                    in_flight.remove(&key);
+                }
+                continue;
+            }
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    return;
+                }
+                continue;
+            }
+        }
+        if node.leader_contact() != LeaderContact::Usable(node.id()) || node.boot_failure().is_err() {
+            continue;
+        }
+        let room = CONCURRENCY.saturating_sub(in_flight.len());
+        if room == 0 {
+            continue;
+        }
+        let due = node.state().read(|s| s.0.alerts().due(crate::now_ms(), CONCURRENCY * 4));
+        for key in due.into_iter().filter(|k| !in_flight.contains(k)).take(room) {
+            let Some((alert, config)) = node.state().read(|s| {
+                let alerts = s.0.alerts();
+                Some((alerts.get(&key.0, &key.1)?.clone(), alerts.channel(&key.0, key.2).cloned()))
+            }) else {
+                continue;
+            };
+            in_flight.insert(key.clone());
+            let secret = config.as_ref().and_then(|c| webhook_secret(&node, &key.0, c.version));
+            deliveries.spawn(async move {
+                let outcome = deliver(&alert, key.2, config.as_ref(), secret.as_deref()).await;
+                (key, outcome)
+            });
+        }
+    }
+}
+
+async fn commit(node: &Node, key: &Key, outcome: Result<(), String>) {
+    if let Err(e) = &outcome {
+        tracing::warn!(message = "alert delivery failed", tenant = %key.0, alert_id = %key.1, channel = key.2.as_str(), error = %e);
+    }
+    let proposal = Proposal {
+        request_id: format!("alert-delivery-{}-{}-{}-{}", key.0, key.1, key.2.as_str(), crate::now_ms()),
+        actor: system_actor(),
+        at_ms: crate::now_ms(),
+        command: Command::RecordAlertDelivery {
+            tenant_id: key.0.clone(),
+            alert_id: key.1.clone(),
+            channel: key.2,
+            error: outcome.err(),
+        },
+    };
+    if let Err(e) = propose(node, proposal).await {
+        // Not committed: the delivery stays PENDING and is tried again.
+        tracing::warn!(message = "cannot record an alert delivery", alert_id = %key.1, error = %e);
+    }
+}
+
+async fn deliver(
+    alert: &Alert,
+    channel: Channel,
+    config: Option<&ChannelConfig>,
+    secret: Option<&str>,
+) -> Result<(), String> {
+    let config =
+        config.ok_or_else(|| format!("the tenant's {} channel is no longer configured", channel.as_str()))?;
+    let delivery_id = format!("{}:{}", alert.alert_id, channel.as_str());
+    let (body, signed) = match channel {
+        Channel::Webhook => {
+            let body = json!({
+                "delivery_id": delivery_id,
+                "tenant_id": alert.tenant_id,
+                "message": alert.message(),
+                "alert": alert,
+            });
+            (body, true)
+        }
+        Channel::Slack => (json!({ "text": format!("[AOS] {}", alert.message()) }), false),
+        Channel::Email => return Err("email delivery is not available on this control plane yet".to_owned()),
+        Channel::Ui => return Ok(()),
+    };
+    let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+    let timestamp = (crate::now_ms() / 1000).to_string();
+    let signature = if signed {
+        let secret = secret.ok_or("this node has no cluster CA key to sign webhooks with")?;
+        Some(signature(secret, &timestamp, &body).ok_or("cannot sign the webhook")?)
+    } else {
+        None
+    };
+    let url = config.target.clone();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(DELIVERY_TIMEOUT))
+            .build()
+            .into();
+        let mut request = agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("User-Agent", "aos-control-plane")
+            .header("X-AOS-Delivery", &delivery_id)
+            .header("X-AOS-Timestamp", &timestamp);
+        if let Some(sig) = &signature {
+            request = request.header("X-AOS-Signature", sig);
+        }
+        match request.send(&body[..]) {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .map_err(|e| format!("delivery task failed: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_depend_on_secret_timestamp_and_body() {
+        let a = signature("s1", "100", b"{}").unwrap();
+        assert!(a.starts_with("sha256=") && a.len() == 7 + 64, "{a}");
+        assert_ne!(a, signature("s2", "100", b"{}").unwrap());
+        assert_ne!(a, signature("s1", "101", b"{}").unwrap());
+        assert_ne!(a, signature("s1", "100", b"{ }").unwrap());
+        assert_eq!(a, signature("s1", "100", b"{}").unwrap());
+    }
+}

@@ -1,0 +1,188 @@
+"""Typed views of what the edge agent answers about a decision.
+
+This module owns the *shape* of a decision as the SDK exposes it
+(:class:`Decision`, :class:`Signal`) and how one is read from the agent's
+JSON (:func:`parse_step_answer`, :func:`parse_simulation`). It neither sends
+requests nor raises policy exceptions: that is :mod:`aos_sdk.decode`.
+
+A step answer from ``POST /api/v1/runs/{run}/steps`` (or ``…/usage``) looks
+like::
+
+    {"step_id": "step-e1-…", "allowed": false, "run_status": "failed_policy",
+     "decision": {"outcome": "STOP", "winning_policy": {"policy_id": "pol-run-tokens", …},
+                  "signals": [{"kind": "TOKENS", "level": {"level": "BREACH"},
+                               "value": 60000, "threshold": 50000, …}], …},
+     "reasons": ["STOP by policy pol-run-tokens v1: TOKENS per run breach, value 60000 vs limit 50000"],
+     "governance": {"enforced": "DOWNGRADED", "enforced_outcome": "WARN", "would_have_been": "STOP", …}}
+
+``governance`` is present only when the tenant's governance state changed
+what was enforced; :attr:`Decision.outcome` is then the *enforced* outcome
+and :attr:`Decision.decided_outcome` what the policies decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Outcomes, least restrictive first (the agent's ``Action``).
+OUTCOMES: tuple[str, ...] = ("CONTINUE", "WARN", "PAUSE", "STOP", "KILL")
+
+#: Run statuses after which the run accepts no step.
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "failed_policy", "cancelled", "retry"})
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One limit or monitor that fired, with the value that fired it."""
+
+    policy_id: str
+    kind: str
+    """``TOKENS``, ``COST_USD``, ``BURN_RATE_USD_PER_HOUR``, ``REQUESTS``, ``PII``, …"""
+    level: str
+    """``NEAR`` or ``BREACH``."""
+    tier: int | None
+    """For ``NEAR``: the highest alert tier (percent of the limit) reached."""
+    value: int
+    """The value including this step (tokens, micro-USD, …, as the agent counts them)."""
+    threshold: int
+    window: Any
+    """The counter window as the agent spells it (``"PER_RUN"``, ``{"ROLLING": {"seconds": 900}}``…)."""
+    blocking: bool
+    overridden: bool
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def is_breach(self) -> bool:
+        """Whether the limit was exceeded (not only approached)."""
+        return self.level == "BREACH"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision of the edge agent: for a step, a usage report or a simulation."""
+
+    outcome: str
+    """The outcome enforced: ``CONTINUE``, ``WARN``, ``PAUSE``, ``STOP`` or ``KILL``."""
+    decided_outcome: str
+    """What the policies decided; differs from :attr:`outcome` when governance
+    state (DEGRADED, DISABLED) downgraded or bypassed it."""
+    allowed: bool
+    """Whether the step may proceed."""
+    policy_id: str | None
+    """The policy credited with the outcome (``None`` when nothing fired)."""
+    policy_version: int | None
+    reasons: tuple[str, ...]
+    """Human-readable lines, one per policy that acted."""
+    signals: tuple[Signal, ...]
+    requires_ack: bool
+    """A PAUSE that needs a named acknowledgement to resume."""
+    governance: Mapping[str, Any] | None
+    """The agent's governance annotation when it changed the outcome."""
+    snapshot_version: int | None
+    step_id: str | None = None
+    """The step id (for the usage report); ``None`` for simulations."""
+    run_status: str | None = None
+    """The run's status after this step."""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The agent's whole answer, as received."""
+
+    @property
+    def run_ended(self) -> bool:
+        """Whether the run ended with this decision."""
+        return self.run_status in TERMINAL_STATUSES
+
+    def summary(self) -> str:
+        """One line: the agent's reasons (which name outcome and policy), else the outcome."""
+        if self.reasons:
+            return "; ".join(self.reasons)
+        return self.outcome + (f" by policy {self.policy_id}" if self.policy_id else "")
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_signal(raw: Mapping[str, Any]) -> Signal:
+    """Reads one signal; the level is ``{"level": "NEAR", "tier": 80}`` on the wire."""
+    level_raw = raw.get("level")
+    if isinstance(level_raw, Mapping):
+        level = str(level_raw.get("level", ""))
+        tier = _int_or_none(level_raw.get("tier"))
+    else:
+        level, tier = str(level_raw or ""), None
+    return Signal(
+        policy_id=str(raw.get("policy_id", "")),
+        kind=str(raw.get("kind", "")),
+        level=level,
+        tier=tier,
+        value=int(raw.get("value") or 0),
+        threshold=int(raw.get("threshold") or 0),
+        window=raw.get("window"),
+        blocking=bool(raw.get("blocking", False)),
+        overridden=bool(raw.get("overridden", False)),
+        raw=raw,
+    )
+
+
+def _decision(
+    decision: Mapping[str, Any],
+    reasons: Any,
+    governance: Mapping[str, Any] | None,
+    *,
+    allowed: bool | None,
+    step_id: str | None,
+    run_status: str | None,
+    raw: Mapping[str, Any],
+) -> Decision:
+    decided = str(decision.get("outcome") or "CONTINUE")
+    enforced = str(governance.get("enforced_outcome") or decided) if governance else decided
+    winner = decision.get("winning_policy")
+    winner = winner if isinstance(winner, Mapping) else {}
+    signals = decision.get("signals") or []
+    return Decision(
+        outcome=enforced,
+        decided_outcome=decided,
+        allowed=allowed if allowed is not None else enforced in ("CONTINUE", "WARN"),
+        policy_id=str(winner["policy_id"]) if winner.get("policy_id") is not None else None,
+        policy_version=_int_or_none(winner.get("policy_version")),
+        reasons=tuple(str(r) for r in (reasons or [])),
+        signals=tuple(parse_signal(s) for s in signals if isinstance(s, Mapping)),
+        requires_ack=bool(decision.get("requires_ack", False)),
+        governance=governance,
+        snapshot_version=_int_or_none(decision.get("snapshot_version")),
+        step_id=step_id,
+        run_status=run_status,
+        raw=raw,
+    )
+
+
+def parse_step_answer(body: Mapping[str, Any]) -> Decision:
+    """Reads the answer of a pre-step check or a usage report."""
+    decision = body.get("decision")
+    governance = body.get("governance")
+    return _decision(
+        decision if isinstance(decision, Mapping) else {},
+        body.get("reasons"),
+        governance if isinstance(governance, Mapping) else None,
+        allowed=bool(body.get("allowed")) if "allowed" in body else None,
+        step_id=str(body["step_id"]) if body.get("step_id") is not None else None,
+        run_status=str(body["run_status"]) if body.get("run_status") is not None else None,
+        raw=body,
+    )
+
+
+def parse_simulation(body: Mapping[str, Any]) -> Decision:
+    """Reads the answer of ``POST /api/v1/runtime/simulate`` (no side effects,
+    no governance annotation: the evaluator's decision as is)."""
+    decision = body.get("decision")
+    return _decision(
+        decision if isinstance(decision, Mapping) else {},
+        body.get("reasons"),
+        None,
+        allowed=None,
+        step_id=None,
+        run_status=None,
+        raw=body,
+    )
