@@ -87,7 +87,8 @@ pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
             continue;
         }
         let due = node.state().read(|s| s.0.alerts().due(crate::now_ms(), CONCURRENCY * 4));
-        for key in due.into_iter().filter(|k| !in_flight.contains(k)).take(room) {
+        let fresh: Vec<Key> = due.into_iter().filter(|k| !in_flight.contains(k)).take(room).collect();
+        for key in fresh {
             let Some((alert, config)) = node.state().read(|s| {
                 let alerts = s.0.alerts();
                 Some((alerts.get(&key.0, &key.1)?.clone(), alerts.channel(&key.0, key.2).cloned()))

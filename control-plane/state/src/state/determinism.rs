@@ -60,6 +60,10 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         | Command::RecordAgentConnection { .. }
         | Command::ExpireGovernance {} => None,
         Command::SetGovernance { tenant_id, .. } => tenant_id.as_deref(),
+        Command::TransitionIncident { tenant_id, .. }
+        | Command::CreateSuppression { tenant_id, .. }
+        | Command::SetAlertChannel { tenant_id, .. }
+        | Command::RecordAlertDelivery { tenant_id, .. } => Some(tenant_id.as_str()),
         Command::CreateJoinToken { tenant_id, .. } | Command::RegisterEdgeAgent { tenant_id, .. } => {
             Some(tenant_id.as_str())
         }
@@ -139,6 +143,25 @@ fn command() -> impl Strategy<Value = Command> {
             reason: "r".into()
         }),
         1 => prop::collection::vec(tenant(), 0..3).prop_map(|tenant_ids| Command::ReissueSnapshots { tenant_ids }),
+        1 => (tenant(), 0u8..3).prop_map(|(tenant_id, n)| Command::SetAlertChannel {
+            tenant_id,
+            channel: crate::alerts::Channel::Webhook,
+            target: format!("https://hooks.example.com/{n}"),
+        }),
+        1 => (tenant(), id(), 0u8..3).prop_map(|(tenant_id, suppression_id, p)| Command::CreateSuppression {
+            tenant_id,
+            suppression_id,
+            policy_id: Some(format!("pol-{p}")),
+            category: None,
+            until_ms: T0 + 3_600_000,
+            reason: "r".into(),
+        }),
+        1 => tenant().prop_map(|tenant_id| Command::TransitionIncident {
+            tenant_id,
+            incident_id: "inc-1".into(),
+            to: crate::incidents::IncidentStatus::Resolved,
+            note: None,
+        }),
     ]
 }
 
