@@ -17,7 +17,8 @@
 //! not delivered yet: an email delivery fails with that reason and is
 //! dead-lettered, visibly.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use aos_cp_state::{Alert, Channel, ChannelConfig, Command, Proposal};
@@ -28,7 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::bootstrap::system_actor;
 use crate::node::{LeaderContact, Node};
-use crate::write::propose;
+use crate::write::{Consistency, propose, read_barrier};
 
 /// How often the leader looks for due deliveries.
 const TICK: Duration = Duration::from_millis(250);
@@ -36,6 +37,8 @@ const TICK: Duration = Duration::from_millis(250);
 const CONCURRENCY: usize = 16;
 /// Longest one HTTP delivery may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wait before trying again a delivery whose outcome could not be committed.
+const COMMIT_RETRY: Duration = Duration::from_secs(2);
 
 /// The tenant's webhook signing secret for channel version `version`, hex:
 /// shown to the tenant admin when the channel is set, used by every node
@@ -60,15 +63,27 @@ type Key = (String, String, Channel);
 pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut in_flight: HashSet<Key> = HashSet::new();
-    let mut deliveries: JoinSet<(Key, Result<(), String>)> = JoinSet::new();
+    // Keys being delivered, by task, so a task that dies still frees its key.
+    let mut in_flight: HashMap<tokio::task::Id, Key> = HashMap::new();
+    // After an outcome that could not be committed: not before this instant.
+    let mut hold: HashMap<Key, tokio::time::Instant> = HashMap::new();
+    let mut deliveries: JoinSet<Result<(), String>> = JoinSet::new();
+    // The term whose earlier entries this node has applied: a new leader
+    // first catches up, so it does not resend what the previous leader
+    // already recorded as delivered.
+    let mut caught_up_term = 0;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            Some(done) = deliveries.join_next(), if !deliveries.is_empty() => {
-                if let Ok((key, outcome)) = done {
-                    commit(&node, &key, outcome).await;
-                    in_flight.remove(&key);
+            Some(done) = deliveries.join_next_with_id(), if !deliveries.is_empty() => {
+                let (id, outcome) = match done {
+                    Ok((id, outcome)) => (id, outcome),
+                    Err(e) => (e.id(), Err(format!("delivery task failed: {e}"))),
+                };
+                if let Some(key) = in_flight.remove(&id)
+                    && !commit(&node, &key, outcome).await
+                {
+                    hold.insert(key, tokio::time::Instant::now() + COMMIT_RETRY);
                 }
                 continue;
             }
@@ -79,15 +94,28 @@ pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
                 continue;
             }
         }
-        if node.leader_contact() != LeaderContact::Usable(node.id()) || node.boot_failure().is_err() {
+        // Only the leader delivers; a boot-failed leader too (webhooks need
+        // the CA, not the snapshot signing key), so deliveries never stall.
+        if node.leader_contact() != LeaderContact::Usable(node.id()) {
             continue;
+        }
+        let term = node.raft().metrics().borrow().current_term;
+        if term != caught_up_term {
+            if let Err(e) = read_barrier(&node, Consistency::Linearizable).await {
+                tracing::debug!(message = "alert dispatcher waiting to catch up", error = %e);
+                continue;
+            }
+            caught_up_term = term;
         }
         let room = CONCURRENCY.saturating_sub(in_flight.len());
         if room == 0 {
             continue;
         }
+        let now = tokio::time::Instant::now();
+        hold.retain(|_, until| *until > now);
+        let busy: HashSet<&Key> = in_flight.values().chain(hold.keys()).collect();
         let due = node.state().read(|s| s.0.alerts().due(crate::now_ms(), CONCURRENCY * 4));
-        let fresh: Vec<Key> = due.into_iter().filter(|k| !in_flight.contains(k)).take(room).collect();
+        let fresh: Vec<Key> = due.into_iter().filter(|k| !busy.contains(k)).take(room).collect();
         for key in fresh {
             let Some((alert, config)) = node.state().read(|s| {
                 let alerts = s.0.alerts();
@@ -95,17 +123,20 @@ pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
             }) else {
                 continue;
             };
-            in_flight.insert(key.clone());
             let secret = config.as_ref().and_then(|c| webhook_secret(&node, &key.0, c.version));
-            deliveries.spawn(async move {
-                let outcome = deliver(&alert, key.2, config.as_ref(), secret.as_deref()).await;
-                (key, outcome)
+            let allow_private = node.alert_private_targets();
+            let channel = key.2;
+            let handle = deliveries.spawn(async move {
+                deliver(&alert, channel, config.as_ref(), secret.as_deref(), allow_private).await
             });
+            in_flight.insert(handle.id(), key);
         }
     }
 }
 
-async fn commit(node: &Node, key: &Key, outcome: Result<(), String>) {
+/// Commits one outcome; `false` when it could not be (the delivery stays
+/// `PENDING` and is tried again after [`COMMIT_RETRY`]).
+async fn commit(node: &Node, key: &Key, outcome: Result<(), String>) -> bool {
     if let Err(e) = &outcome {
         tracing::warn!(message = "alert delivery failed", tenant = %key.0, alert_id = %key.1, channel = key.2.as_str(), error = %e);
     }
@@ -120,9 +151,12 @@ async fn commit(node: &Node, key: &Key, outcome: Result<(), String>) {
             error: outcome.err(),
         },
     };
-    if let Err(e) = propose(node, proposal).await {
-        // Not committed: the delivery stays PENDING and is tried again.
-        tracing::warn!(message = "cannot record an alert delivery", alert_id = %key.1, error = %e);
+    match propose(node, proposal).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(message = "cannot record an alert delivery", alert_id = %key.1, error = %e);
+            false
+        }
     }
 }
 
@@ -131,6 +165,7 @@ async fn deliver(
     channel: Channel,
     config: Option<&ChannelConfig>,
     secret: Option<&str>,
+    allow_private: bool,
 ) -> Result<(), String> {
     let config =
         config.ok_or_else(|| format!("the tenant's {} channel is no longer configured", channel.as_str()))?;
@@ -159,9 +194,12 @@ async fn deliver(
     };
     let url = config.target.clone();
     tokio::task::spawn_blocking(move || {
+        check_target(&url, allow_private)?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(DELIVERY_TIMEOUT))
+            // A redirect could lead anywhere, internal addresses included.
+            .max_redirects(0)
             .build()
             .into();
         let mut request = agent
@@ -176,11 +214,68 @@ async fn deliver(
         match request.send(&body[..]) {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
-            Err(e) => Err(e.to_string()),
+            // The URL may be a credential (Slack's is): never in the error.
+            Err(e) => Err(e.to_string().replace(&url, "<target>")),
         }
     })
     .await
     .map_err(|e| format!("delivery task failed: {e}"))?
+}
+
+/// Refuses targets that resolve to loopback, private, link-local,
+/// shared, unspecified or multicast addresses unless the operator allowed
+/// them (`--alert-private-targets`): a tenant must not be able to make the
+/// leader call services inside the cluster's network. The check resolves
+/// the name itself; the connection resolves it again, so a DNS answer that
+/// changes in between is not covered.
+fn check_target(url: &str, allow_private: bool) -> Result<(), String> {
+    if allow_private {
+        return Ok(());
+    }
+    let uri: ureq::http::Uri = url.parse().map_err(|_| "the target is not a valid URL".to_owned())?;
+    let host = uri.host().ok_or("the target URL has no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    let addrs: Vec<IpAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve the target's host: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    match addrs.iter().find(|ip| !is_public(**ip)) {
+        Some(ip) => Err(format!(
+            "the target resolves to {ip}, a non-public address; refused (the operator may allow it with --alert-private-targets)"
+        )),
+        None if addrs.is_empty() => Err("the target's host resolves to no address".to_owned()),
+        None => Ok(()),
+    }
+}
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -195,5 +290,26 @@ mod tests {
         assert_ne!(a, signature("s1", "101", b"{}").unwrap());
         assert_ne!(a, signature("s1", "100", b"{ }").unwrap());
         assert_eq!(a, signature("s1", "100", b"{}").unwrap());
+    }
+
+    #[test]
+    fn internal_targets_are_refused_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/hook",
+            "http://10.1.2.3/x",
+            "http://192.168.0.10/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]:9000/x",
+            "http://[fd00::1]/x",
+            "http://100.64.0.1/x",
+        ] {
+            let err = check_target(url, false).unwrap_err();
+            assert!(err.contains("non-public"), "{url}: {err}");
+            assert!(check_target(url, true).is_ok(), "{url}");
+        }
+        assert!(is_public("93.184.216.34".parse().unwrap()));
+        assert!(is_public("2606:4700::1111".parse().unwrap()));
+        assert!(check_target("not a url", false).is_err());
     }
 }

@@ -46,6 +46,14 @@ impl ClusterService for ClusterRpcServer {
     async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
         let proposal: Proposal = serde_json::from_slice(&request.into_inner().proposal_json)
             .map_err(|e| Status::invalid_argument(format!("malformed proposal: {e}")))?;
+        // A cut-off leader refuses forwarded writes at once too (the
+        // forwarding node maps UNAVAILABLE to "no leader", a 503).
+        if let crate::node::LeaderContact::CutOffLeader(Some(since_ms)) = self.node.leader_contact() {
+            return Err(Status::unavailable(format!(
+                "leader {} has had no quorum acknowledgement for {since_ms} ms; nothing was written",
+                self.node.id()
+            )));
+        }
         match self.node.raft().client_write(proposal).await {
             Ok(response) => {
                 let result_json = serde_json::to_vec(&response.data)

@@ -92,6 +92,10 @@ pub struct ConfigFile {
     pub ca_key_file: Option<PathBuf>,
     /// Extra host names or IPs for this node's gateway certificate.
     pub tls_names: Option<Vec<String>>,
+    /// Let alert webhooks target loopback, private and link-local
+    /// addresses (off: tenants could otherwise make the leader call
+    /// internal services).
+    pub alert_private_targets: Option<bool>,
 }
 
 impl ConfigFile {
@@ -157,6 +161,8 @@ pub struct StartConfig {
     pub explicit_ca_key_file: Option<PathBuf>,
     /// Extra names for the gateway certificate.
     pub tls_names: Vec<String>,
+    /// Whether alert webhooks may target private addresses.
+    pub alert_private_targets: bool,
     /// The key files given explicitly (flag, env or file); empty means the
     /// default `<data-dir>/signing.key`, which `--init` may create.
     #[serde(skip)]
@@ -253,7 +259,10 @@ impl StartConfig {
         };
         let agent_addr = supplied.agent_addr.or(file.agent_addr);
         let tls_names = supplied.tls_names.or(file.tls_names).unwrap_or_default();
+        let alert_private_targets =
+            supplied.alert_private_targets.or(file.alert_private_targets).unwrap_or(false);
         Ok(StartConfig {
+            alert_private_targets,
             agent_addr,
             ca_key,
             explicit_ca_key_file,

@@ -105,6 +105,11 @@ struct StartArgs {
     /// `aos-control-plane.internal`, so these are optional).
     #[arg(long = "tls-name", env = "AOS_TLS_NAMES", value_delimiter = ',')]
     tls_names: Vec<String>,
+    /// Let tenants' alert webhooks target loopback, private and link-local
+    /// addresses (default: refused, so a tenant cannot make the leader
+    /// call internal services).
+    #[arg(long, env = "AOS_ALERT_PRIVATE_TARGETS")]
+    alert_private_targets: bool,
     /// Initialise a new cluster with this node as its only voter (first
     /// node, first start); creates the operator key.
     #[arg(long)]
@@ -131,6 +136,7 @@ impl StartArgs {
             agent_addr: self.agent_addr,
             ca_key_file: self.ca_key_file.clone(),
             tls_names: (!self.tls_names.is_empty()).then(|| self.tls_names.clone()),
+            alert_private_targets: self.alert_private_targets.then_some(true),
         };
         let key_in_env = std::env::var(SIGNING_KEY_ENV).is_ok_and(|v| !v.trim().is_empty());
         let ca_in_env = std::env::var(CA_KEY_ENV).is_ok_and(|v| !v.trim().is_empty());
@@ -205,6 +211,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         }
     };
     node_config.tls_names.clone_from(&config.tls_names);
+    node_config.alert_private_targets = config.alert_private_targets;
     if let Some(addr) = config.agent_addr {
         node_config.tls_names.push(addr.ip().to_string());
     }
@@ -245,6 +252,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let key_id = keys.primary().key_id().clone();
     let mut config =
         NodeConfig::new(1, args.data_dir.clone(), args.grpc_addr.to_string(), std::sync::Arc::new(keys));
+    // Dev mode is one machine: a webhook receiver on localhost is the
+    // normal way to try alerts.
+    config.alert_private_targets = true;
     let env_ca = std::env::var(CA_KEY_ENV).ok();
     config.ca = Some(std::sync::Arc::new(
         load_ca(env_ca.as_deref(), None, &args.data_dir, true).context("loading the cluster CA")?,

@@ -31,11 +31,11 @@ const GATEWAY_GRACE: Duration = Duration::from_secs(1);
 /// Most log entries per AppendEntries (see `Node::open`).
 pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
 
-/// A leader that no quorum has acknowledged for this long counts as cut
-/// off: openraft keeps calling itself leader until it hears a higher term,
-/// so an isolated leader would otherwise go on serving state it can no
-/// longer vouch for. Twenty heartbeats, so a busy 2-core node under load
-/// does not flap.
+/// A leader that no quorum has acknowledged for this long (or for twenty
+/// heartbeats, when that is longer) counts as cut off: openraft keeps
+/// calling itself leader until it hears a higher term, so an isolated
+/// leader would otherwise go on serving state it can no longer vouch for.
+/// Twenty heartbeats, so a busy 2-core node under load does not flap.
 pub const QUORUM_CONTACT_LIMIT: Duration = Duration::from_secs(1);
 
 /// How this node sees the cluster's leadership right now.
@@ -88,6 +88,8 @@ pub struct NodeConfig {
     pub ca: Option<Arc<ClusterCa>>,
     /// Extra names (hosts, IPs) for this node's gateway certificate.
     pub tls_names: Vec<String>,
+    /// Whether alert webhooks may target loopback/private addresses.
+    pub alert_private_targets: bool,
 }
 
 impl NodeConfig {
@@ -105,6 +107,7 @@ impl NodeConfig {
             snapshot_every: 5_000,
             ca: None,
             tls_names: Vec::new(),
+            alert_private_targets: false,
         }
     }
 }
@@ -171,6 +174,8 @@ struct NodeInner {
     data_dir: PathBuf,
     open_watches: std::sync::atomic::AtomicU64,
     spine: SpineReport,
+    alert_private_targets: bool,
+    quorum_contact_limit: Duration,
 }
 
 impl std::fmt::Debug for Node {
@@ -243,6 +248,8 @@ impl Node {
                 data_dir: config.data_dir.clone(),
                 open_watches: std::sync::atomic::AtomicU64::new(0),
                 spine,
+                alert_private_targets: config.alert_private_targets,
+                quorum_contact_limit: QUORUM_CONTACT_LIMIT.max(config.heartbeat * 20),
             }),
         })
     }
@@ -271,12 +278,17 @@ impl Node {
             None => LeaderContact::NoLeader,
             Some(leader) if leader != self.id() => LeaderContact::Usable(leader),
             Some(leader) => match metrics.millis_since_quorum_ack {
-                Some(ms) if u128::from(ms) < QUORUM_CONTACT_LIMIT.as_millis() => {
+                Some(ms) if u128::from(ms) < self.inner.quorum_contact_limit.as_millis() => {
                     LeaderContact::Usable(leader)
                 }
                 ms => LeaderContact::CutOffLeader(ms),
             },
         }
+    }
+
+    /// Whether alert webhooks may target loopback/private addresses.
+    pub fn alert_private_targets(&self) -> bool {
+        self.inner.alert_private_targets
     }
 
     /// The spine checks this node ran at start, with the live ones.

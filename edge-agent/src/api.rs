@@ -79,6 +79,24 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// A run may be driven only with the workload key it was started with; a
+/// run started without one (authentication off) by any caller. Checked on
+/// the decoded path, after routing, so an encoded id cannot slip by.
+fn authorize_run(app: &App, caller: &Caller, run_id: &str) -> Result<(), ApiError> {
+    let Some(key_id) = &caller.key_id else {
+        return Ok(());
+    };
+    match app.engine.run_api_key(run_id) {
+        Ok(Some(owner)) if owner != *key_id => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "FORBIDDEN",
+            message: format!("run `{run_id}` was started with another API key; only that key may use it"),
+        }),
+        // Unknown runs are the handler's 404.
+        _ => Ok(()),
+    }
+}
+
 /// An error answer.
 #[derive(Debug)]
 struct ApiError {
@@ -328,9 +346,16 @@ struct SimulateBody {
     step: StepInput,
 }
 
-async fn simulate(State(app): State<App>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn simulate(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let engine = &app.engine;
     let req: SimulateBody = required_body(&body)?;
+    if let Some(run_id) = &req.run_id {
+        authorize_run(&app, &caller, run_id)?;
+    }
     Ok(Json(engine.simulate(req.scope, req.run_id.as_deref(), req.step)?))
 }
 
@@ -357,20 +382,31 @@ async fn start_run(
             _ => req.api_key_id = Some(key_id),
         }
     }
+    // Starting an existing run id answers that run: only to its own key.
+    if let Some(run_id) = &req.run_id {
+        authorize_run(&app, &caller, run_id)?;
+    }
     let run = engine.start_run(req).await?;
     Ok((StatusCode::CREATED, Json(run)).into_response())
 }
 
-async fn get_run(State(app): State<App>, Path(run_id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_run(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(run_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_run(&app, &caller, &run_id)?;
     let engine = &app.engine;
     Ok(Json(engine.run(&run_id)?))
 }
 
 async fn pre_step(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    authorize_run(&app, &caller, &run_id)?;
     let engine = &app.engine;
     let req: StepRequest = optional_body(&body)?;
     let answer = engine.pre_step(&run_id, req).await?;
@@ -379,9 +415,11 @@ async fn pre_step(
 
 async fn usage(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path((run_id, step_id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    authorize_run(&app, &caller, &run_id)?;
     let engine = &app.engine;
     let req: UsageReport = optional_body(&body)?;
     let answer = engine.report_usage(&run_id, &step_id, req).await?;
@@ -396,9 +434,11 @@ struct ResumeBody {
 
 async fn resume(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    authorize_run(&app, &caller, &run_id)?;
     let engine = &app.engine;
     let req: ResumeBody = optional_body(&body)?;
     Ok(Json(engine.resume(&run_id, req.acknowledged_by).await?))
@@ -412,9 +452,11 @@ struct CancelBody {
 
 async fn cancel(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    authorize_run(&app, &caller, &run_id)?;
     let engine = &app.engine;
     let req: CancelBody = optional_body(&body)?;
     Ok(Json(engine.cancel(&run_id, req.reason).await?))
@@ -422,9 +464,11 @@ async fn cancel(
 
 async fn end(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    authorize_run(&app, &caller, &run_id)?;
     let engine = &app.engine;
     let req: EndRun = required_body(&body)?;
     Ok(Json(engine.end(&run_id, req).await?))
@@ -440,9 +484,11 @@ struct WaitParams {
 /// or cancelled, or after `wait_ms` (at most 60 s) with `cancelled: false`.
 async fn cancellation(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
     Query(params): Query<WaitParams>,
 ) -> Result<Json<Value>, ApiError> {
+    authorize_run(&app, &caller, &run_id)?;
     let engine = &app.engine;
     let mut signal = engine.cancel_signal(&run_id)?;
     let wait = Duration::from_millis(params.wait_ms.min(60_000));

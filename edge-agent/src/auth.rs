@@ -8,7 +8,8 @@
 //! plane takes effect at the agent with the next snapshot version, and an
 //! agent cut off from the control plane keeps honouring the keys of the
 //! last snapshot it verified. A run records the key it was started with
-//! (`api_key_id` in its scope) and only that key may drive it.
+//! (`api_key_id` in its scope) and only that key may drive it (checked by
+//! the handlers on the decoded run id, `api::authorize_run`).
 //!
 //! [`AuthMode::Off`] exists for development and is refused unless the
 //! listen address is loopback. `/health` and `/metrics` are always open
@@ -114,33 +115,13 @@ impl Auth {
     }
 }
 
-impl Auth {
-    /// A run may be driven only with the key it was started with; a run
-    /// started without one (authentication was off) by any key.
-    fn may_drive(&self, path: &str, caller: Caller) -> Result<Caller, (StatusCode, &'static str, String)> {
-        let (Some(key_id), Some(rest)) = (&caller.key_id, path.strip_prefix("/api/v1/runs/")) else {
-            return Ok(caller);
-        };
-        let run_id = rest.split('/').next().unwrap_or_default();
-        match self.engine.run_api_key(run_id) {
-            Ok(Some(owner)) if owner != *key_id => Err((
-                StatusCode::FORBIDDEN,
-                "FORBIDDEN",
-                format!("run `{run_id}` was started with another API key; only that key may drive it"),
-            )),
-            // Unknown runs are the handler's 404.
-            _ => Ok(caller),
-        }
-    }
-}
-
 /// The middleware.
 pub async fn layer(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if path == "/health" || path == "/metrics" {
         return next.run(request).await;
     }
-    match auth.check(&request).and_then(|caller| auth.may_drive(request.uri().path(), caller)) {
+    match auth.check(&request) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await

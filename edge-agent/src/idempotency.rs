@@ -104,6 +104,15 @@ impl IdempotencyCache {
                 (None, true) => Begin::InProgress,
             };
         }
+        // Items left by abandoned requests are dropped from the front once
+        // the queue is twice the capacity, so it stays bounded.
+        while inner.order.len() >= 2 * CAPACITY
+            && let Some((oldest, at)) = inner.order.pop_front()
+        {
+            if inner.entries.get(&oldest).is_some_and(|e| e.at == at) {
+                inner.entries.remove(&oldest);
+            }
+        }
         while inner.entries.len() >= CAPACITY {
             let Some((oldest, at)) = inner.order.pop_front() else { break };
             // An order item left by an abandoned request may name a key

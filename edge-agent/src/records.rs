@@ -174,6 +174,8 @@ pub fn incident_kind(decision: &Decision) -> &'static str {
         Some(SignalKind::Tokens) => "TOKEN_LIMIT",
         Some(SignalKind::Requests | SignalKind::DbQueries) => "RATE_LIMIT",
         Some(SignalKind::Pii) => "PII_DETECTED",
-        Some(SignalKind::RagAccess | SignalKind::Hallucination) | None => "POLICY_VIOLATION",
+        Some(SignalKind::Hallucination) => "HALLUCINATION",
+        Some(SignalKind::RagAccess) => "CONTENT_POLICY",
+        None => "POLICY_VIOLATION",
     }
 }

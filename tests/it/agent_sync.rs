@@ -582,6 +582,19 @@ fn the_local_api_takes_workload_keys_from_the_snapshot() {
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("FORBIDDEN")), "{body}");
     let (status, _) = call_with_key("POST", &steps, Some(&secret1), Some(json!({"estimated_tokens": 1})));
     assert_eq!(status, 200);
+    // A percent-encoded run id is the same run after routing: still refused.
+    let encoded: String = run_id.bytes().map(|b| format!("%{b:02X}")).collect();
+    let url = agent.url(&format!("/api/v1/runs/{encoded}/cancel"));
+    let (status, body) = call_with_key("POST", &url, Some(&secret2), Some(json!({})));
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("FORBIDDEN")), "{body}");
+    let (_, view) = call_with_key("GET", &agent.url(&format!("/api/v1/runs/{run_id}")), Some(&secret1), None);
+    assert_eq!(view["status"], "running", "{view}");
+    // Nor can another key read it, or start it again by id.
+    let (status, _) =
+        call_with_key("GET", &agent.url(&format!("/api/v1/runs/{run_id}")), Some(&secret2), None);
+    assert_eq!(status, 403);
+    let (status, _) = call_with_key("POST", &runs, Some(&secret2), Some(json!({"run_id": run_id})));
+    assert_eq!(status, 403);
     // Claiming another key in the body is refused.
     let (status, body) =
         call_with_key("POST", &runs, Some(&secret1), Some(json!({"api_key_id": "someone-else"})));

@@ -91,7 +91,8 @@ fn receiver(failures: usize) -> (String, Arc<Mutex<Vec<Received>>>) {
 fn a_near_threshold_alert_reaches_a_flaky_webhook_exactly_once_signed() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = format!("127.0.0.1:{}", free_port());
-    let node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
+    // The receiver is on loopback, which tenants may not target by default.
+    let node = start_single_node(dir.path(), &["--agent-addr", &gateway, "--alert-private-targets"]);
     let op = node.operator_key.clone();
     let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
     ctl.ok(&op, &["tenant", "create", "acme"]);

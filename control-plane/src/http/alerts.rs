@@ -6,9 +6,11 @@
 //!   tenant): newest first, each with its per-channel delivery state.
 //! - `GET /api/v1/tenants/{tenant}/alerts/stats`: received, raised,
 //!   de-duplicated, rate-limited, delivered, dead-lettered.
-//! - `GET /api/v1/tenants/{tenant}/alert-channels`; `POST` (`admin`):
-//!   `{channel: WEBHOOK|SLACK|EMAIL, target}`. Setting a webhook answers
-//!   its signing secret, derived and shown only then.
+//! - `GET /api/v1/tenants/{tenant}/alert-channels` (targets whole for
+//!   admins, host and hash for other roles); `POST` (`admin`):
+//!   `{channel: WEBHOOK|SLACK, target}`. Setting a webhook answers its
+//!   signing secret, derived and shown only then. EMAIL is refused until
+//!   email delivery exists.
 
 use aos_core::policy::ActorRole;
 use aos_cp_state::{Channel, Command};
@@ -86,8 +88,18 @@ async fn channels(
     Query(params): Query<ReadParams>,
 ) -> Result<Json<Value>, ApiError> {
     let target = format!("tenants/{tenant}/alert-channels");
-    reader(&node, &headers, &tenant, "LIST_ALERT_CHANNELS", target, params.consistency).await?;
-    Ok(Json(node.state().read(|s| json!({ "channels": s.0.alerts().channels(&tenant) }))))
+    let intent = Intent { tenant: &tenant, roles: super::READERS, action: "LIST_ALERT_CHANNELS", target };
+    let actor = super::authorize_read(&node, &headers, &intent, params.consistency).await?;
+    // Webhook URLs can be credentials: only admins see them whole.
+    let whole = actor.role == ActorRole::Admin;
+    let listed: Vec<Value> = node.state().read(|s| {
+        s.0.alerts()
+            .channels(&tenant)
+            .into_iter()
+            .map(|c| if whole { json!(c) } else { json!(c.redacted()) })
+            .collect()
+    });
+    Ok(Json(json!({ "channels": listed })))
 }
 
 #[derive(Debug, Deserialize)]

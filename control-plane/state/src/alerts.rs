@@ -188,6 +188,25 @@ pub struct ChannelConfig {
     pub version: u64,
 }
 
+impl ChannelConfig {
+    /// The config as non-admins and the ledger see it: scheme and host of
+    /// the target, and a hash of the whole.
+    pub fn redacted(&self) -> ChannelConfig {
+        use sha2::Digest;
+        let hash = hex::encode(sha2::Sha256::digest(self.target.as_bytes()));
+        let host = self
+            .target
+            .split_once("://")
+            .map(|(scheme, rest)| format!("{scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or("")))
+            .unwrap_or_default();
+        ChannelConfig {
+            channel: self.channel,
+            target: format!("{host}/… (sha256 {})", &hash[..16]),
+            version: self.version,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct TenantAlerts {
     alerts: BTreeMap<u64, Alert>,
@@ -276,6 +295,11 @@ impl Alerts {
         if !channels.contains(&Channel::Ui) {
             channels.insert(0, Channel::Ui);
         }
+        // A policy's WEBHOOK notification goes to the tenant's Slack-style
+        // webhook too, when one is configured.
+        if channels.contains(&Channel::Webhook) && tenant.channels.contains_key(&Channel::Slack) {
+            channels.push(Channel::Slack);
+        }
         channels.sort();
         channels.dedup();
         let window = at_ms - at_ms % RATE_WINDOW_MS;
@@ -297,7 +321,16 @@ impl Alerts {
                     pending(channel, DeliveryStatus::Pending, at_ms)
                 } else {
                     tenant.stats.rate_limited += 1;
-                    let rollup = match slot.1 {
+                    // A roll-up already sent (its window closed before this
+                    // late proposal committed) is not added to: a new one
+                    // carries the rest, so every count is delivered.
+                    let open_rollup = slot.1.filter(|n| {
+                        tenant
+                            .alerts
+                            .get(n)
+                            .is_some_and(|a| a.deliveries.iter().all(|d| d.status == DeliveryStatus::Pending))
+                    });
+                    let rollup = match open_rollup {
                         Some(n) => n,
                         None => {
                             tenant.next += 1;
@@ -445,9 +478,10 @@ fn delivered(channel: Channel, at_ms: u64) -> Delivery {
     Delivery { delivered_at_ms: Some(at_ms), ..pending(channel, DeliveryStatus::Delivered, at_ms) }
 }
 
-/// Backoff before attempt `attempts + 1`: 1 s, 2 s, 4 s … capped at 60 s.
-pub fn backoff_ms(attempts: u32) -> u64 {
-    1_000u64.saturating_mul(1u64 << attempts.min(6)).min(60_000)
+/// Backoff after failed attempt `failed + 1`: 1 s, 2 s, 4 s … capped at
+/// 60 s.
+pub fn backoff_ms(failed: u32) -> u64 {
+    1_000u64.saturating_mul(1u64 << failed.min(6)).min(60_000)
 }
 
 /// `SET_ALERT_CHANNEL`.
@@ -466,28 +500,26 @@ pub(crate) fn set_alert_channel(
                 errors.push(FieldError::new("target", "must be an http(s) URL of at most 2000 characters"));
             }
         }
-        Channel::Email => {
-            let ok = target.len() <= 254
-                && target.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
-                && !target.chars().any(|c| c.is_whitespace() || c == ',' || c == ';');
-            if !ok {
-                errors.push(FieldError::new("target", "must be one email address"));
-            }
-        }
+        Channel::Email => errors.push(FieldError::new(
+            "channel",
+            "EMAIL delivery is not available on this control plane yet; use WEBHOOK or SLACK",
+        )),
     }
     Refusal::check(errors)?;
     let tenant = domain.alerts.tenants.entry(tenant_id.to_owned()).or_default();
     let version = tenant.channels.get(&channel).map_or(1, |c| c.version + 1);
-    let before = tenant.channels.get(&channel).map(to_json);
+    // A webhook URL can be a credential (Slack's is): the ledger keeps its
+    // host and a hash, never the URL.
+    let before = tenant.channels.get(&channel).map(|c| to_json(&c.redacted()));
     let config = ChannelConfig { channel, target: target.to_owned(), version };
-    let after = to_json(&config);
+    let after = to_json(&config.redacted());
     tenant.channels.insert(channel, config);
     let mut effect = Effect::new(
         AuditAction::AlertChannelSet,
         format!("alert channel {} of tenant `{tenant_id}` set (version {version})", channel.as_str()),
     )
     .after(after.clone())
-    .result(after);
+    .result(to_json(&config));
     if let Some(before) = before {
         effect = effect.before(before);
     }
@@ -542,7 +574,7 @@ pub(crate) fn record_alert_delivery(
             )
         }
         Some(e) => {
-            delivery.next_attempt_ms = ctx.at_ms + backoff_ms(delivery.attempts);
+            delivery.next_attempt_ms = ctx.at_ms.saturating_add(backoff_ms(delivery.attempts - 1));
             delivery.last_error = Some(e.chars().take(500).collect());
             format!("alert `{alert_id}` {} attempt {} failed: {e}", channel.as_str(), delivery.attempts)
         }

@@ -41,6 +41,10 @@ use crate::serde_compat::to_json;
 
 /// How many source record ids an incident keeps (the first ones).
 const MAX_SOURCE_RECORDS: usize = 32;
+/// Prevention records kept per tenant (the newest; `prevented` counts all).
+pub const MAX_PREVENTIONS: usize = 10_000;
+/// Largest inflection object kept (encoded bytes).
+const MAX_INFLECTION_BYTES: usize = 4_096;
 /// Longest a suppression may last: 30 days.
 pub const MAX_SUPPRESSION_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 
@@ -66,6 +70,8 @@ pub enum IncidentCategory {
     ExecutionSuccess,
     /// A response not grounded in the run's evidence (GAP-023).
     Hallucination,
+    /// Any other policy stop (a rule without a more specific category).
+    PolicyViolation,
 }
 
 impl IncidentCategory {
@@ -86,6 +92,7 @@ impl IncidentCategory {
             IncidentCategory::SafetyViolation => "SAFETY_VIOLATION",
             IncidentCategory::ExecutionSuccess => "EXECUTION_SUCCESS",
             IncidentCategory::Hallucination => "HALLUCINATION",
+            IncidentCategory::PolicyViolation => "POLICY_VIOLATION",
         }
     }
 
@@ -95,7 +102,8 @@ impl IncidentCategory {
             IncidentCategory::ExecutionSuccess | IncidentCategory::RateLimit => Severity::Low,
             IncidentCategory::ExecutionFailure
             | IncidentCategory::TokenLimit
-            | IncidentCategory::Hallucination => Severity::Medium,
+            | IncidentCategory::Hallucination
+            | IncidentCategory::PolicyViolation => Severity::Medium,
             IncidentCategory::BudgetExceeded
             | IncidentCategory::ContentPolicy
             | IncidentCategory::PiiDetected => Severity::High,
@@ -324,12 +332,18 @@ impl Incidents {
             tenant.successes += 1;
             return Reported::Counted;
         }
-        let policy_id = text("policy_id").map(str::to_owned);
+        // Agent-supplied ids are held to the policy id rules, so a bad
+        // record cannot fill the state with made-up keys.
+        let policy_id =
+            text("policy_id").filter(|p| aos_core::compile::id_problem(p).is_none()).map(str::to_owned);
         if let Some(suppression) =
             tenant.suppressions.values_mut().find(|s| s.matches(policy_id.as_deref(), category, at_ms))
         {
             suppression.prevented += 1;
             let id = suppression.suppression_id.clone();
+            if tenant.preventions.len() >= MAX_PREVENTIONS {
+                tenant.preventions.remove(0);
+            }
             tenant.preventions.push(Prevention {
                 suppression_id: id.clone(),
                 record_id: record.record_id.clone(),
@@ -345,7 +359,14 @@ impl Incidents {
             (Some(run), None) => format!("{run}\u{1f}category:{}", category.as_str()),
             (None, _) => format!("record:{}", record.record_id),
         };
-        if let Some(existing) = tenant.by_key.get(&key).and_then(|id| tenant.incidents.get_mut(id)) {
+        // A resolved incident is history: the same violation again is a
+        // new incident.
+        if let Some(existing) = tenant
+            .by_key
+            .get(&key)
+            .and_then(|id| tenant.incidents.get_mut(id))
+            .filter(|i| i.status != IncidentStatus::Resolved)
+        {
             existing.reports += 1;
             existing.last_seen_ms = existing.last_seen_ms.max(record.at_ms);
             existing.edge_agent_ids.insert(edge_agent_id.to_owned());
@@ -400,7 +421,10 @@ impl Incidents {
             reports: 1,
             edge_agent_ids: BTreeSet::from([edge_agent_id.to_owned()]),
             record_ids: vec![record.record_id.clone()],
-            inflection: body.get("inflection").filter(|v| v.is_object()).cloned(),
+            inflection: body
+                .get("inflection")
+                .filter(|v| v.is_object() && v.to_string().len() <= MAX_INFLECTION_BYTES)
+                .map(without_floats),
             proposal_id,
             history: vec![Transition {
                 status: IncidentStatus::Open,
@@ -458,6 +482,20 @@ impl Incidents {
     /// `EXECUTION_SUCCESS` reports counted.
     pub fn successes(&self, tenant_id: &str) -> u64 {
         self.tenants.get(tenant_id).map_or(0, |t| t.successes)
+    }
+}
+
+/// The value with every non-integer number turned into its decimal text:
+/// floats do not survive a JSON round trip through a Raft snapshot bit for
+/// bit, and the incident is hashed into the audit chain when it changes.
+fn without_floats(value: &Value) -> Value {
+    match value {
+        Value::Number(n) if n.as_i64().is_none() && n.as_u64().is_none() => Value::String(n.to_string()),
+        Value::Array(items) => Value::Array(items.iter().map(without_floats).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), without_floats(v))).collect())
+        }
+        other => other.clone(),
     }
 }
 

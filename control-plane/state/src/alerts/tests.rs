@@ -141,10 +141,60 @@ fn unconfigured_channels_are_skipped_and_channels_are_validated() {
         target: target.into(),
     };
     h.rejected(&admin(ACME), set(Channel::Webhook, "ftp://x"), RejectionCode::InvalidInput);
-    h.rejected(&admin(ACME), set(Channel::Email, "not an address"), RejectionCode::InvalidInput);
+    // Email is not delivered yet, so it cannot be configured.
+    h.rejected(&admin(ACME), set(Channel::Email, "ops@example.com"), RejectionCode::InvalidInput);
     h.rejected(&admin(ACME), set(Channel::Ui, "x"), RejectionCode::InvalidInput);
-    h.rejected(&sre(ACME), set(Channel::Email, "ops@example.com"), RejectionCode::Forbidden);
-    h.ok(&admin(ACME), set(Channel::Email, "ops@example.com"));
-    h.ok(&admin(ACME), set(Channel::Email, "oncall@example.com"));
-    assert_eq!(h.state.alerts().channel(ACME, Channel::Email).unwrap().version, 2);
+    h.rejected(&sre(ACME), set(Channel::Slack, "https://hooks.slack.example/T1"), RejectionCode::Forbidden);
+    h.ok(&admin(ACME), set(Channel::Slack, "https://hooks.slack.example/T1/secret-path"));
+    h.ok(&admin(ACME), set(Channel::Slack, "https://hooks.slack.example/T2/secret-path"));
+    assert_eq!(h.state.alerts().channel(ACME, Channel::Slack).unwrap().version, 2);
+    // The ledger keeps the host, never the URL's secret path.
+    let entry = h.state.audit().last().unwrap();
+    let recorded = format!("{:?} {:?}", entry.before, entry.after);
+    assert!(recorded.contains("hooks.slack.example") && !recorded.contains("secret-path"), "{recorded}");
+    // A WEBHOOK notification now reaches the Slack channel too.
+    h.ok(
+        &operator(),
+        Command::IngestRecords {
+            edge_agent_id: "ea-acme".into(),
+            records: vec![control_event("r2", "q", 80)],
+        },
+    );
+    let alert = h.state.alerts().get(ACME, "al-2").unwrap();
+    let slack = alert.deliveries.iter().find(|d| d.channel == Channel::Slack).unwrap();
+    assert_eq!(slack.status, DeliveryStatus::Pending);
+}
+
+#[test]
+fn a_late_proposal_after_the_roll_up_was_sent_gets_a_new_roll_up() {
+    let mut h = Harness::with_agents();
+    webhook(&mut h);
+    let records: Vec<IngestRecord> =
+        (0..25).map(|i| control_event(&format!("r{i}"), &format!("pol-{i}"), 80)).collect();
+    h.ok(&operator(), Command::IngestRecords { edge_agent_id: "ea-acme".into(), records });
+    let first = h.state.alerts().list(ACME, 100).into_iter().find(|a| a.tier == "ROLLUP").unwrap().clone();
+    assert_eq!(first.occurrences, 5);
+    h.ok(
+        &operator(),
+        Command::RecordAlertDelivery {
+            tenant_id: ACME.into(),
+            alert_id: first.alert_id.clone(),
+            channel: Channel::Webhook,
+            error: None,
+        },
+    );
+    // More in the same window, committed after the roll-up went out.
+    let late: Vec<IngestRecord> =
+        (25..28).map(|i| control_event(&format!("r{i}"), &format!("pol-{i}"), 80)).collect();
+    h.ok(&operator(), Command::IngestRecords { edge_agent_id: "ea-acme".into(), records: late });
+    let rollups: Vec<u64> = h
+        .state
+        .alerts()
+        .list(ACME, 100)
+        .into_iter()
+        .filter(|a| a.tier == "ROLLUP")
+        .map(|a| a.occurrences)
+        .collect();
+    assert_eq!(rollups, [3, 5], "the sent one keeps its count; the rest go in a new one");
+    assert_eq!(h.state.alerts().stats(ACME).rate_limited, 8);
 }

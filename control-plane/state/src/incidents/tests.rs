@@ -191,4 +191,29 @@ fn the_lifecycle_is_audited_and_cannot_go_back() {
         note: None,
     };
     h.rejected(&sre(ACME), unknown, RejectionCode::NotFound);
+    // The same violation after resolution is a new incident.
+    let again =
+        h.ok(&operator(), ingest("ea-acme", vec![incident("r2", "run-1", Some("pol-a"), "TOKEN_LIMIT")]));
+    assert_eq!(again.detail["incidents_opened"], json!(["inc-2"]));
+}
+
+#[test]
+fn floats_in_the_inflection_are_kept_as_text_and_bad_policy_ids_dropped() {
+    let mut h = Harness::with_agents();
+    let record = IngestRecord {
+        record_id: "r1".into(),
+        json: json!({
+            "record_id": "r1", "kind": "INCIDENT", "run_id": "run-1", "at_ms": 1,
+            "incident_kind": "POLICY_VIOLATION", "policy_id": "bad id with spaces",
+            "inflection": {"value": 0.000_120_889_959_805_806_41, "threshold": 3},
+        })
+        .to_string(),
+    };
+    h.ok(&operator(), ingest("ea-acme", vec![record]));
+    let inc = h.state.incidents().get(ACME, "inc-1").unwrap();
+    assert_eq!(inc.category, IncidentCategory::PolicyViolation);
+    assert_eq!(inc.policy_id, None);
+    let inflection = inc.inflection.as_ref().unwrap();
+    assert!(inflection["value"].is_string(), "{inflection}");
+    assert_eq!(inflection["threshold"], 3);
 }
