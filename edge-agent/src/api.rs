@@ -368,7 +368,7 @@ async fn start_run(
     let mut req: StartRun = optional_body(&body)?;
     // The key the caller authenticated with is the run's API key scope
     // (GAP-004/028); a body naming another one is refused, not trusted.
-    if let Some(key_id) = caller.key_id {
+    if let Some(key_id) = caller.key_id.clone() {
         match &req.api_key_id {
             Some(named) if *named != key_id => {
                 return Err(ApiError {

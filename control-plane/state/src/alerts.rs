@@ -513,13 +513,14 @@ pub(crate) fn set_alert_channel(
     let before = tenant.channels.get(&channel).map(|c| to_json(&c.redacted()));
     let config = ChannelConfig { channel, target: target.to_owned(), version };
     let after = to_json(&config.redacted());
+    let result = to_json(&config);
     tenant.channels.insert(channel, config);
     let mut effect = Effect::new(
         AuditAction::AlertChannelSet,
         format!("alert channel {} of tenant `{tenant_id}` set (version {version})", channel.as_str()),
     )
     .after(after.clone())
-    .result(to_json(&config));
+    .result(result);
     if let Some(before) = before {
         effect = effect.before(before);
     }
