@@ -305,7 +305,7 @@ async fn deny_in(
     reason: &str,
 ) -> ApiError {
     let proposal = Proposal {
-        request_id: request_id(&HeaderMap::new()),
+        request_id: request_id(&HeaderMap::new(), actor),
         actor: actor.clone(),
         at_ms: now_ms(),
         command: Command::RecordDenial {
@@ -321,10 +321,13 @@ async fn deny_in(
     ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", reason.to_owned())
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+/// The proposal's request id: the caller's `Idempotency-Key` scoped to the
+/// caller (so one tenant's key can never replay — and read — another
+/// caller's answer), or a random id.
+fn request_id(headers: &HeaderMap, actor: &ActorRef) -> String {
     if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty())
     {
-        return key.to_owned();
+        return format!("{}:{key}", actor.actor_id);
     }
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
@@ -341,7 +344,7 @@ async fn commit(
     actor: ActorRef,
     command: Command,
 ) -> Result<Response, ApiError> {
-    let body = commit_with_id(node, request_id(headers), actor, command).await?;
+    let body = commit_with_id(node, request_id(headers, &actor), actor, command).await?;
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 

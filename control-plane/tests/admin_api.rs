@@ -139,16 +139,17 @@ fn tenant_admin_api_end_to_end() {
     assert!(!listed.contains(&hex::encode(Sha256::digest(admin.as_bytes()))), "the hash must not be listed");
     assert!(keys["keys"][0].get("secret").is_none() && keys["keys"][0].get("secret_hash").is_none());
     // Idempotency-Key: a retried create returns the original result.
-    let create_project = || {
+    let create_project_as = |key: &str, project: &str| {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let mut response = agent
             .post(&format!("{}/api/v1/tenants/acme/projects", api.base))
-            .header("Authorization", &format!("Bearer {admin}"))
+            .header("Authorization", &format!("Bearer {key}"))
             .header("Idempotency-Key", "create-web-1")
-            .send_json(json!({"project_id": "web", "name": "Web"}))
+            .send_json(json!({"project_id": project, "name": "Web"}))
             .unwrap();
         (response.status().as_u16(), response.body_mut().read_json::<Value>().unwrap())
     };
+    let create_project = || create_project_as(&admin, "web");
     let (first_status, first) = create_project();
     let (second_status, second) = create_project();
     assert_eq!((first_status, second_status), (200, 200), "{first} {second}");
@@ -156,6 +157,13 @@ fn tenant_admin_api_end_to_end() {
     let (status, projects) = api.get("/api/v1/tenants/acme/projects", &admin);
     assert_eq!(status, 200);
     assert_eq!(projects["projects"].as_array().map(Vec::len), Some(1), "{projects}");
+    // Another caller's same Idempotency-Key is its own request: never a
+    // replay of (and a window into) the first caller's answer.
+    let (_, other_admin) = api.create_key(&admin, "acme", "acme-admin-2", "admin");
+    let (status, other) = create_project_as(&other_admin, "api");
+    assert_eq!(status, 200, "{other}");
+    assert_ne!(other["audit_seq"], first["audit_seq"], "{other}");
+    assert_eq!(other["result"]["project_id"], "api", "{other}");
     let (status, body) = api.post("/api/v1/tenants/acme/projects", &admin, json!({"project_id": "web"}));
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("name"), "names the missing field: {body}");

@@ -110,7 +110,9 @@ impl IntoResponse for ApiError {
         let mut response =
             (self.status, Json(json!({"error": {"code": self.code, "message": self.message}})))
                 .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        // A governance refusal is a decision, not a transient fault: no
+        // Retry-After, so clients do not retry it.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && !self.code.starts_with("GOVERNANCE_") {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         response

@@ -146,6 +146,11 @@ fn agents_apply_halt_degrade_and_disable_from_the_very_next_decision() {
     let (status, refused) = agent.post("/api/v1/runs", serde_json::json!({}));
     assert_eq!((status, refused["error"]["code"].as_str()), (503, Some("GOVERNANCE_HALTED")), "{refused}");
     assert!(refused["error"]["message"].as_str().unwrap().contains("runaway agent"), "{refused}");
+    // A refusal is a decision, not a fault: no Retry-After invites a retry.
+    let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let response = client.post(&agent.url("/api/v1/runs")).send_json(serde_json::json!({})).unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().get("retry-after").is_none());
     let version = state(&ctl, &op, None)["version"].as_u64().unwrap();
     wait_for("the governance ACK", Duration::from_secs(30), || {
         (agents(&ctl, &op).first()?["acked_governance_version"].as_u64()? == version).then_some(())

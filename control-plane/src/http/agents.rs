@@ -74,7 +74,7 @@ async fn create_token(
         secret_hash: hash.clone(),
         expires_at_ms,
     };
-    let mut answer = commit_with_id(&node, request_id(&headers), actor, command).await?;
+    let mut answer = commit_with_id(&node, request_id(&headers, &actor), actor, command).await?;
     let log_index = answer["log_index"].as_u64().unwrap_or(0);
     wait_applied(&node, log_index).await?;
     // A replayed Idempotency-Key answers with the original token, whose

@@ -125,7 +125,7 @@ async fn set_channel(
     let Json(req) = body.map_err(|e| bad_body(&e))?;
     let channel = req.channel;
     let command = Command::SetAlertChannel { tenant_id: tenant.clone(), channel, target: req.target };
-    let mut answer = commit_with_id(&node, request_id(&headers), actor, command).await?;
+    let mut answer = commit_with_id(&node, request_id(&headers, &actor), actor, command).await?;
     if channel == Channel::Webhook {
         let version = answer["result"]["version"].as_u64().unwrap_or(0);
         match crate::alerting::webhook_secret(&node, &tenant, version) {

@@ -76,7 +76,7 @@ async fn create(
         role: req.role,
         secret_hash: hash.clone(),
     };
-    let mut answer = commit_with_id(&node, request_id(&headers), actor, command).await?;
+    let mut answer = commit_with_id(&node, request_id(&headers, &actor), actor, command).await?;
     // A replayed Idempotency-Key returns the original result, registered
     // with another secret: this secret is then worthless and not shown.
     let log_index = answer["log_index"].as_u64().unwrap_or(0);

@@ -91,8 +91,8 @@ async fn apply_all(
     for policy in policies {
         let policy_id = policy.id.clone();
         let request_id = match idempotency_key {
-            Some(key) => format!("{key}/{policy_id}"),
-            None => request_id(headers),
+            Some(key) => format!("{}:{key}/{policy_id}", actor.actor_id),
+            None => request_id(headers, &actor),
         };
         let command = Command::ApplyPolicy { tenant_id: tenant.to_owned(), policy };
         match commit_with_id(node, request_id, actor.clone(), command).await {
