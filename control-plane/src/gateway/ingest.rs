@@ -74,7 +74,10 @@ async fn serve(
             match committed.result {
                 CommandResult::Applied(applied) => {
                     ack.accepted += count(&applied.detail, "accepted");
-                    ack.duplicates += count(&applied.detail, "duplicates");
+                    // A refused rewrite is settled for the agent (it cannot
+                    // fix it; the refusal is audited), so it is acked too.
+                    ack.duplicates +=
+                        count(&applied.detail, "duplicates") + count(&applied.detail, "rewrites_refused");
                 }
                 CommandResult::Rejected(rejection) => {
                     return Err(Status::invalid_argument(format!(

@@ -80,6 +80,12 @@ pub struct Activity {
 struct TenantRecords {
     records: Vec<StoredRecord>,
     ids: BTreeSet<String>,
+    /// SHA-256 (hex) of each record as first sent, by record id: a record
+    /// is written once, and a different body under a known id is a rewrite,
+    /// refused and audited (records committed before this existed have no
+    /// digest and are only de-duplicated).
+    #[serde(default)]
+    digests: BTreeMap<String, String>,
 }
 
 /// What a record query selects.
@@ -258,11 +264,21 @@ pub(crate) fn ingest_records(
     let mut duplicates = 0u64;
     let mut malformed = 0u64;
     let (mut opened, mut repeated, mut prevented) = (Vec::new(), 0u64, 0u64);
+    let mut rewrites: Vec<&str> = Vec::new();
     for record in records {
+        let digest = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(record.json.as_bytes()))
+        };
         if !tenant.ids.insert(record.record_id.clone()) {
-            duplicates += 1;
+            // Write-once: the same id with another body is refused.
+            match tenant.digests.get(&record.record_id) {
+                Some(first) if *first != digest => rewrites.push(&record.record_id),
+                _ => duplicates += 1,
+            }
             continue;
         }
+        tenant.digests.insert(record.record_id.clone(), digest);
         let (kind, run_id, at_ms, mut body) = parse(record);
         // Filed under the agent's tenant, whatever the record claims.
         if let Some(object) = body.as_object_mut() {
@@ -306,16 +322,42 @@ pub(crate) fn ingest_records(
     if alerts_raised > 0 {
         detail.push_str(&format!("; alerts raised: {alerts_raised}"));
     }
+    if !rewrites.is_empty() {
+        let shown: Vec<&str> = rewrites.iter().take(10).copied().collect();
+        detail.push_str(&format!(
+            "; {} REWRITES REFUSED (records are write-once): [{}]{}",
+            rewrites.len(),
+            shown.join(", "),
+            if rewrites.len() > shown.len() { ", …" } else { "" }
+        ));
+        // Visible in the tenant's own log too, not only in the ledger.
+        domain.activity.file_system_record(
+            &tenant_id,
+            format!("sys-rewrite-refused-{}", ctx.audit_seq),
+            ctx.at_ms,
+            serde_json::json!({
+                "kind": "SYSTEM_RECORD",
+                "event": "RECORD_REWRITE_REFUSED",
+                "severity": "CRITICAL",
+                "edge_agent_id": edge_agent_id,
+                "record_ids": shown,
+                "refused": rewrites.len(),
+                "detail": "records are write-once: a different body under a committed record id was refused",
+            }),
+        );
+    }
     if !opened.is_empty() || repeated + prevented > 0 {
         detail.push_str(&format!(
             "; incidents opened: [{}], repeats counted: {repeated}, prevented by suppressions: {prevented}",
             opened.join(", ")
         ));
     }
+    let rewrites_refused = rewrites.len();
     Ok(Effect::new(AuditAction::RecordsIngested, detail).result(serde_json::json!({
         "accepted": accepted,
         "duplicates": duplicates,
         "malformed": malformed,
+        "rewrites_refused": rewrites_refused,
         "incidents_opened": opened,
     })))
 }

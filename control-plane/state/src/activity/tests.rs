@@ -29,7 +29,10 @@ fn redelivered_records_are_counted_once_and_audited_per_batch() {
     let mut h = with_agents();
     let batch = vec![record("r1", "INCIDENT", "run-1", ACME), record("r2", "LLM_RUN_RECORD", "run-1", ACME)];
     let first = h.ok(&operator(), ingest("ea-acme", batch.clone()));
-    assert_eq!(first.detail, json!({"accepted": 2, "duplicates": 0, "malformed": 0, "incidents_opened": []}));
+    assert_eq!(
+        first.detail,
+        json!({"accepted": 2, "duplicates": 0, "malformed": 0, "rewrites_refused": 0, "incidents_opened": []})
+    );
     assert_eq!(h.state.audit().last().unwrap().action, AuditAction::RecordsIngested);
     // The ack was lost; the agent sends the batch again plus one more.
     let mut again = batch;
@@ -37,7 +40,7 @@ fn redelivered_records_are_counted_once_and_audited_per_batch() {
     let second = h.ok(&operator(), ingest("ea-acme", again));
     assert_eq!(
         second.detail,
-        json!({"accepted": 1, "duplicates": 2, "malformed": 0, "incidents_opened": []})
+        json!({"accepted": 1, "duplicates": 2, "malformed": 0, "rewrites_refused": 0, "incidents_opened": []})
     );
     assert_eq!(h.state.activity().count(ACME), 3);
 }
@@ -185,4 +188,33 @@ fn record_batches_do_not_take_places_in_the_request_log() {
         other => panic!("{other:?}"),
     }
     assert_eq!(h.state.activity().count(ACME), 1);
+}
+
+#[test]
+fn a_record_is_write_once_and_a_rewrite_is_refused_and_audited() {
+    let mut h = with_agents();
+    let first = IngestRecord {
+        record_id: "r1".into(),
+        json: json!({"record_id": "r1", "kind": "LLM_RUN_RECORD", "run_id": "run-1", "input_tokens": 10})
+            .to_string(),
+    };
+    let mut forged = first.clone();
+    forged.json = json!({"record_id": "r1", "kind": "LLM_RUN_RECORD", "run_id": "run-1", "input_tokens": 1})
+        .to_string();
+    h.ok(&operator(), ingest("ea-acme", vec![first.clone()]));
+    let refused = h.ok(&operator(), ingest("ea-acme", vec![forged]));
+    assert_eq!(refused.detail["rewrites_refused"], 1);
+    assert_eq!(refused.detail["accepted"], 0);
+    let entry = h.state.audit().last().unwrap();
+    assert!(entry.detail.contains("REWRITES REFUSED") && entry.detail.contains("r1"), "{}", entry.detail);
+    // The record is as first written; the refusal is in the tenant's log.
+    let (records, _) = h.state.activity().records(ACME, &RecordFilter::default(), 10);
+    assert_eq!(records[0].body["input_tokens"], 10);
+    assert!(records.iter().any(|r| r.body["event"] == "RECORD_REWRITE_REFUSED"));
+    // The same body again is only a duplicate (a redelivery).
+    let again = h.ok(&operator(), ingest("ea-acme", vec![first]));
+    assert_eq!(
+        (again.detail["duplicates"].as_u64(), again.detail["rewrites_refused"].as_u64()),
+        (Some(1), Some(0))
+    );
 }
