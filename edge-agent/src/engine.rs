@@ -77,6 +77,9 @@ pub enum EngineError {
     Store(#[from] AgentError),
 }
 
+/// Longest run goal accepted.
+const MAX_GOAL_CHARS: usize = 2_000;
+
 /// `POST /api/v1/runs`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +96,9 @@ pub struct StartRun {
     pub human_actor_id: Option<String>,
     /// Session grouping several runs.
     pub session_id: Option<String>,
+    /// What the run is for, in the workload's words (shown to operators;
+    /// at most 2,000 characters).
+    pub goal: Option<String>,
 }
 
 /// `POST /api/v1/runs/{id}/steps`: the intended request.
@@ -542,6 +548,14 @@ impl Engine {
                 message: "must be 1–128 characters without `/`".to_owned(),
             });
         }
+        if let Some(goal) = &req.goal
+            && goal.chars().count() > MAX_GOAL_CHARS
+        {
+            return Err(EngineError::Invalid {
+                field: "goal",
+                message: format!("at most {MAX_GOAL_CHARS} characters, got {}", goal.chars().count()),
+            });
+        }
         let run_id = req.run_id.clone().unwrap_or_else(|| random_id("run"));
         let view = {
             let mut state = self.lock();
@@ -572,6 +586,7 @@ impl Engine {
                 open_steps: Default::default(),
                 incidents: Default::default(),
                 late_steps: Default::default(),
+                goal: req.goal,
             };
             let view = run_view(&record);
             let mut run = Run::new(record, Some(snapshot));
@@ -947,6 +962,7 @@ impl Engine {
                 cost_micros: r.usage.cost_micros,
                 run_start_snapshot_version: r.run_start_snapshot_version,
                 started_at_ms: r.started_at_ms,
+                goal: r.goal.clone(),
             }),
         )))
     }
@@ -1177,6 +1193,7 @@ fn inflection(decision: &Decision, steps: u64, step_id: Option<&str>) -> Value {
 fn run_view(record: &RunRecord) -> Value {
     json!({
         "run_id": record.run_id,
+        "goal": record.goal,
         "scope": record.scope,
         "status": record.status,
         "termination_reason": record.termination_reason,

@@ -72,6 +72,9 @@ pub struct RunState {
     pub cost_micros: u64,
     /// Snapshot version bound at start.
     pub run_start_snapshot_version: u64,
+    /// What the run is for, if the workload said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
     /// Unix ms.
     pub started_at_ms: u64,
 }

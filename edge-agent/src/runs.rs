@@ -115,6 +115,9 @@ pub struct RunRecord {
     /// whose usage was then reported late (so a repeat is refused).
     #[serde(default)]
     pub late_steps: BTreeSet<String>,
+    /// What the run is for, as the workload said at start.
+    #[serde(default)]
+    pub goal: Option<String>,
 }
 
 /// A run in memory: the record plus what is not persisted.

@@ -496,3 +496,16 @@ fn a_retry_with_the_same_idempotency_key_takes_effect_once() {
     let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
     assert_eq!(view["open_steps"].as_array().map(Vec::len), Some(3), "{view}");
 }
+
+#[test]
+fn a_run_keeps_the_goal_it_was_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_with_policies(dir.path());
+    let run = agent.start_run(json!({"agent_id": "research-bot", "goal": "summarise the Q3 report"}));
+    let (_, view) = agent.get(&format!("/api/v1/runs/{run}"));
+    assert_eq!(view["goal"], "summarise the Q3 report", "{view}");
+    // Too long a goal is refused, naming the field; no run is created.
+    let (status, body) = agent.post("/api/v1/runs", json!({"goal": "x".repeat(2_001)}));
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("INVALID_INPUT")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("goal"), "{body}");
+}

@@ -141,6 +141,7 @@ def test_post_goal_and_poll_run(agent_url: str) -> None:
     client = AOSClient(base_url=agent_url)
     started = client.post_goal(agent_id=AGENT, goal="draft the newsletter", session_id="sess-1")
     assert started["id"] == started["run_id"] and started["goal"] == "draft the newsletter"
+    assert client.get_run(started["id"])["goal"] == "draft the newsletter", "stored by the agent"
     assert started["status"] == "running" and started["scope"]["session_id"] == "sess-1"
     assert client.poll_run(started["id"], until_terminal=False)["status"] == "running"
     with pytest.raises(AOSTimeout) as waited:

@@ -157,7 +157,7 @@ class AsyncAOSClient:
             goal=goal,
         )
         view = dict(await self._send(state.start_call()))
-        return {"id": view.get("run_id"), "goal": goal, **view}
+        return {"id": view.get("run_id"), **view}
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
         """See :meth:`aos_sdk.AOSClient.get_run`."""
@@ -236,7 +236,7 @@ class AsyncRun:
 
     @property
     def goal(self) -> str | None:
-        """The goal given at start (client-side only)."""
+        """The goal given at start (also stored on the run by the agent)."""
         return self._state.goal
 
     @property

@@ -155,8 +155,8 @@ class AOSClient:
         human_actor_id: str | None = None,
         session_id: str | None = None,
     ) -> dict[str, Any]:
-        """Starts a run and returns its view as the agent gives it, plus
-        ``"id"`` (= ``run_id``) and the ``"goal"`` (kept client-side only)."""
+        """Starts a run and returns its view as the agent gives it (with the
+        ``"goal"`` the agent stored), plus ``"id"`` (= ``run_id``)."""
         state = RunState(
             run_id=run_id,
             scope=protocol.scope_fields(
@@ -169,7 +169,7 @@ class AOSClient:
             goal=goal,
         )
         view = dict(self._send(state.start_call()))
-        return {"id": view.get("run_id"), "goal": goal, **view}
+        return {"id": view.get("run_id"), **view}
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """The run's view: status, scope, usage, steps, termination reason."""
@@ -262,7 +262,7 @@ class Run:
 
     @property
     def goal(self) -> str | None:
-        """The goal given at start (client-side only)."""
+        """The goal given at start (also stored on the run by the agent)."""
         return self._state.goal
 
     @property

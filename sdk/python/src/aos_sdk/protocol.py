@@ -127,9 +127,13 @@ def usd_to_micros(usd: float) -> int:
     return round(usd * 1_000_000)
 
 
-def start_run(*, run_id: str, scope: Mapping[str, Any]) -> Call:
-    """``POST /api/v1/runs`` with a client-chosen id (idempotent start)."""
-    return Call("POST", f"{API}/runs", json={"run_id": run_id, **scope})
+def start_run(*, run_id: str, scope: Mapping[str, Any], goal: str | None = None) -> Call:
+    """``POST /api/v1/runs`` with a client-chosen id (idempotent start); the
+    goal, when given, is stored on the run by the agent."""
+    body: dict[str, Any] = {"run_id": run_id, **scope}
+    if goal is not None:
+        body["goal"] = goal
+    return Call("POST", f"{API}/runs", json=body)
 
 
 def get_run(run_id: str) -> Call:

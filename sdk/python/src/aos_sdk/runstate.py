@@ -106,7 +106,7 @@ class RunState:
     # -- calls ---------------------------------------------------------------
     def start_call(self) -> Call:
         """``POST /runs`` for this run (idempotent by run id)."""
-        return protocol.start_run(run_id=self.run_id, scope=self.scope)
+        return protocol.start_run(run_id=self.run_id, scope=self.scope, goal=self.goal)
 
     def step_call(
         self,
