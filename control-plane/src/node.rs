@@ -299,10 +299,12 @@ impl Node {
     /// `Err(why)` when this node failed its spine checks and must serve
     /// nothing from its own entry points.
     pub fn boot_failure(&self) -> Result<(), String> {
-        let live = crate::spine::active_key(self.state(), self.keys());
-        if self.inner.spine.validated() && live.ok {
+        // Every admin request and snapshot issue asks: the common answer
+        // costs one state read and no allocation.
+        if self.inner.spine.validated() && crate::spine::holds_active_key(self.state(), self.keys()) {
             return Ok(());
         }
+        let live = crate::spine::active_key(self.state(), self.keys());
         Err(format!(
             "node {} failed its spine checks ({}); it serves nothing until restarted with the cause fixed",
             self.id(),

@@ -177,6 +177,12 @@ fn signing_keys(inputs: &SpineInputs<'_>) -> Result<String, String> {
     Ok(format!("{} key(s) sign and verify", inputs.keys.key_ids().count()))
 }
 
+/// Whether the key the replicated state says signs snapshots (if any) is
+/// one this node holds: the allocation-free test every request runs.
+pub fn holds_active_key(state: &StateReader, keys: &KeyRing) -> bool {
+    state.read(|s| s.0.signing_keys().active().is_none_or(|active| keys.holds(active)))
+}
+
 /// The live check: the key the replicated state says signs snapshots is
 /// one this node holds.
 pub fn active_key(state: &StateReader, keys: &KeyRing) -> SpineCheck {

@@ -566,6 +566,13 @@ fn the_local_api_takes_workload_keys_from_the_snapshot() {
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("UNAUTHENTICATED")), "{body}");
     let (status, _) = call_with_key("POST", &runs, Some("aos_wrong"), Some(json!({})));
     assert_eq!(status, 401);
+    let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut basic =
+        client.post(&runs).header("Authorization", &format!("Basic {secret1}")).send_json(json!({})).unwrap();
+    assert_eq!(basic.status().as_u16(), 401, "only Bearer is accepted");
+    assert_eq!(basic.headers().get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+    let body: Value = basic.body_mut().read_json().unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("Bearer <key>"), "{body}");
     let (status, body) = call_with_key("POST", &runs, Some(&admin_secret), Some(json!({})));
     assert_eq!(status, 401, "an admin key is not a workload key: {body}");
     // Health and metrics stay open for probes.

@@ -11,12 +11,12 @@
 //! Every node is a real process on loopback in a fresh temporary directory;
 //! all of them are killed when the benchmark ends, also on error.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use aos_benches::cluster::aos::{AosCluster, create_tenant};
+use aos_benches::cluster::aos::{AosCluster, control_plane_bin, create_tenant};
 use aos_benches::cluster::etcd::{EtcdCluster, INSTALL_HINT, find_etcd, put};
 use aos_benches::cluster::load::{self, LoadResult};
 use aos_benches::cluster::{failover, fmt_duration, percentile, value_of_size};
@@ -58,21 +58,6 @@ fn parse_args() -> Result<Args> {
 
 fn secs(s: &str) -> Result<Duration> {
     Ok(Duration::try_from_secs_f64(s.parse()?)?)
-}
-
-/// `aos-control-plane` next to this binary.
-fn control_plane_bin() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("the benchmark binary has no directory")?;
-    let bin = dir.join(format!("aos-control-plane{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        bail!(
-            "{} not found; build it into the same target directory first:\n  \
-             cargo build --release -p aos-control-plane",
-            bin.display()
-        );
-    }
-    Ok(bin)
 }
 
 fn cpu_model() -> Option<String> {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use aos_benches::cluster::aos::AosCluster;
+use aos_benches::cluster::aos::{AosCluster, control_plane_bin};
 use aos_benches::cluster::etcd::{EtcdCluster, INSTALL_HINT, find_etcd, put, spawn_watcher};
 use aos_benches::cluster::{agent, fmt_duration, percentile, post_json};
 use aos_core::snapshot::TrustedKeys;
@@ -75,15 +75,6 @@ fn parse_args() -> Result<Args> {
         bail!("--rounds and every --agents count must be at least 1");
     }
     Ok(args)
-}
-
-fn control_plane_bin() -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.parent().context("no directory")?.join("aos-control-plane");
-    if !bin.is_file() {
-        bail!("{} not found: cargo build --release -p aos-control-plane", bin.display());
-    }
-    Ok(bin)
 }
 
 /// p50 and p99 of one fan-out size, from the call's return and from its

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use aos_benches::cluster::aos::AosCluster;
+use aos_benches::cluster::aos::{AosCluster, control_plane_bin};
 use aos_benches::cluster::{agent, fmt_duration, percentile, post_json, wait_for};
 use aos_edge_agent::identity::{AgentIdentity, JoinToken, join};
 use aos_proto::agent::agent_gateway_client::AgentGatewayClient;
@@ -62,15 +62,6 @@ fn parse_args() -> Result<Args> {
         bail!("--batch must be 1..=2000 and every --agents count at least 1");
     }
     Ok(args)
-}
-
-fn control_plane_bin() -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.parent().context("no directory")?.join("aos-control-plane");
-    if !bin.is_file() {
-        bail!("{} not found: cargo build --release -p aos-control-plane", bin.display());
-    }
-    Ok(bin)
 }
 
 /// One record as the agent stores it (about 400 bytes of JSON).

@@ -184,3 +184,19 @@ pub fn create_tenant(agent: &ureq::Agent, url: &str, key: &str, tenant_id: &str,
     let body = json!({"tenant_id": tenant_id, "name": name});
     matches!(post_json(agent, url, Some(key), &body), Ok((200, _)))
 }
+
+/// `aos-control-plane` next to the running benchmark binary (the same
+/// target directory), or an error saying how to build it.
+pub fn control_plane_bin() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("the benchmark binary has no directory")?;
+    let bin = dir.join(format!("aos-control-plane{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        bail!(
+            "{} not found; build it into the same target directory first:\n  \
+             cargo build --release -p aos-control-plane",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
