@@ -90,6 +90,8 @@ pub struct ConfigFile {
     pub agent_addr: Option<SocketAddr>,
     /// Cluster CA key file (hex Ed25519 seed, mode 0600).
     pub ca_key_file: Option<PathBuf>,
+    /// Master key file (hex, mode 0600) wrapping tenants' data keys.
+    pub master_key_file: Option<PathBuf>,
     /// Extra host names or IPs for this node's gateway certificate.
     pub tls_names: Option<Vec<String>>,
     /// Let alert webhooks target loopback, private and link-local
@@ -163,6 +165,9 @@ pub struct StartConfig {
     pub tls_names: Vec<String>,
     /// Whether alert webhooks may target private addresses.
     pub alert_private_targets: bool,
+    /// The master key file given explicitly, if any (default
+    /// `<data-dir>/master.key`; `AOS_MASTER_KEY` wins).
+    pub master_key_file: Option<PathBuf>,
     /// The key files given explicitly (flag, env or file); empty means the
     /// default `<data-dir>/signing.key`, which `--init` may create.
     #[serde(skip)]
@@ -257,11 +262,13 @@ impl StartConfig {
                 ],
             }
         };
+        let master_key_file = supplied.master_key_file.or(file.master_key_file);
         let agent_addr = supplied.agent_addr.or(file.agent_addr);
         let tls_names = supplied.tls_names.or(file.tls_names).unwrap_or_default();
         let alert_private_targets =
             supplied.alert_private_targets.or(file.alert_private_targets).unwrap_or(false);
         Ok(StartConfig {
+            master_key_file,
             alert_private_targets,
             agent_addr,
             ca_key,

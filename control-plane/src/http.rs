@@ -39,6 +39,7 @@ pub mod activity;
 pub mod actors;
 pub mod agents;
 pub mod alerts;
+pub mod data_access;
 pub mod governance;
 pub mod incidents;
 pub mod keys;
@@ -66,6 +67,7 @@ pub fn router(node: Node) -> Router {
         .merge(governance::routes())
         .merge(incidents::routes())
         .merge(alerts::routes())
+        .merge(data_access::routes())
         .merge(policies::routes())
         .merge(overrides::routes())
         .merge(snapshots::routes())

@@ -35,6 +35,7 @@ pub mod dev;
 pub mod dev_agent;
 pub mod gateway;
 pub mod http;
+pub mod master_key;
 pub mod node;
 pub mod pki;
 pub mod raft;

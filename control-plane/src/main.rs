@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use aos_control_plane::bootstrap::{init_cluster, write_secret};
 use aos_control_plane::config::{ConfigFile, StartConfig, Supplied};
+use aos_control_plane::master_key::{MASTER_KEY_ENV, MasterKey};
 use aos_control_plane::node::{Node, NodeConfig};
 use aos_control_plane::pki::{CA_KEY_ENV, load_ca};
 use aos_control_plane::signing::{SIGNING_KEY_ENV, generate_key, load_key_ring};
@@ -101,6 +102,12 @@ struct StartArgs {
     /// `<data-dir>/ca.key`; `AOS_CA_KEY` takes precedence.
     #[arg(long, env = "AOS_CA_KEY_FILE")]
     ca_key_file: Option<PathBuf>,
+    /// Master key file (hex, mode 0600) wrapping tenants' data keys, the
+    /// same on every node. Defaults to `<data-dir>/master.key` (created by
+    /// `--init`); `AOS_MASTER_KEY` takes precedence. Without one the node
+    /// refuses connector credential operations.
+    #[arg(long, env = "AOS_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
     /// Extra host names or IPs for the gateway certificate (agents verify
     /// `aos-control-plane.internal`, so these are optional).
     #[arg(long = "tls-name", env = "AOS_TLS_NAMES", value_delimiter = ',')]
@@ -135,6 +142,7 @@ impl StartArgs {
             max_staleness_secs: self.max_staleness_secs,
             agent_addr: self.agent_addr,
             ca_key_file: self.ca_key_file.clone(),
+            master_key_file: self.master_key_file.clone(),
             tls_names: (!self.tls_names.is_empty()).then(|| self.tls_names.clone()),
             alert_private_targets: self.alert_private_targets.then_some(true),
         };
@@ -212,6 +220,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     };
     node_config.tls_names.clone_from(&config.tls_names);
     node_config.alert_private_targets = config.alert_private_targets;
+    node_config.master_key = load_master_key(config.master_key_file.as_deref(), &config.data_dir, args.init)?;
     if let Some(addr) = config.agent_addr {
         node_config.tls_names.push(addr.ip().to_string());
     }
@@ -244,6 +253,23 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn load_master_key(
+    file: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+    generate: bool,
+) -> anyhow::Result<Option<std::sync::Arc<MasterKey>>> {
+    let env = std::env::var(MASTER_KEY_ENV).ok();
+    let key = MasterKey::load(env.as_deref(), file, data_dir, generate).context("loading the master key")?;
+    match &key {
+        Some(k) => tracing::info!(message = "master key loaded", master_key_id = k.id()),
+        None => tracing::warn!(
+            message =
+                "no master key: connector credentials cannot be set, verified or sent to agents on this node"
+        ),
+    }
+    Ok(key.map(std::sync::Arc::new))
+}
+
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).context("creating the data directory")?;
     let env_key = std::env::var(SIGNING_KEY_ENV).ok();
@@ -260,6 +286,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         load_ca(env_ca.as_deref(), None, &args.data_dir, true).context("loading the cluster CA")?,
     ));
     config.tls_names.push(args.agent_addr.ip().to_string());
+    config.master_key = load_master_key(None, &args.data_dir, true)?;
     let node = Node::open(&config).await.context("opening the node")?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.context("binding the gRPC address")?;
     let http = tokio::net::TcpListener::bind(args.http_addr).await.context("binding the HTTP address")?;

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::cluster_service::ClusterRpcServer;
 use crate::gateway::GatewayService;
+use crate::master_key::MasterKey;
 use crate::pki::ClusterCa;
 use crate::raft::network::GrpcNetwork;
 use crate::raft::service::RaftRpcServer;
@@ -90,6 +91,9 @@ pub struct NodeConfig {
     pub tls_names: Vec<String>,
     /// Whether alert webhooks may target loopback/private addresses.
     pub alert_private_targets: bool,
+    /// The master key wrapping tenants' data keys (`None`: this node
+    /// refuses credential operations; see [`crate::master_key`]).
+    pub master_key: Option<Arc<MasterKey>>,
 }
 
 impl NodeConfig {
@@ -108,6 +112,7 @@ impl NodeConfig {
             ca: None,
             tls_names: Vec::new(),
             alert_private_targets: false,
+            master_key: None,
         }
     }
 }
@@ -176,6 +181,8 @@ struct NodeInner {
     spine: SpineReport,
     alert_private_targets: bool,
     quorum_contact_limit: Duration,
+    master_key: Option<Arc<MasterKey>>,
+    connectors: aos_connectors::Connectors,
 }
 
 impl std::fmt::Debug for Node {
@@ -250,6 +257,8 @@ impl Node {
                 spine,
                 alert_private_targets: config.alert_private_targets,
                 quorum_contact_limit: QUORUM_CONTACT_LIMIT.max(config.heartbeat * 20),
+                master_key: config.master_key.clone(),
+                connectors: aos_connectors::Connectors::new(),
             }),
         })
     }
@@ -283,6 +292,30 @@ impl Node {
                 }
                 ms => LeaderContact::CutOffLeader(ms),
             },
+        }
+    }
+
+    /// The master key, when this node holds one.
+    pub fn master_key(&self) -> Option<&MasterKey> {
+        self.inner.master_key.as_deref()
+    }
+
+    /// Connectors for verification probes.
+    pub fn connectors(&self) -> &aos_connectors::Connectors {
+        &self.inner.connectors
+    }
+
+    /// The data key of `tenant_id`, unwrapped, when the tenant has one and
+    /// this node holds the master key.
+    pub fn tenant_data_key(&self, tenant_id: &str) -> Option<(String, [u8; 32])> {
+        let master = self.master_key()?;
+        let wrapped = self.state().read(|s| s.0.data_access().tenant(tenant_id)?.data_key.clone())?;
+        match master.unwrap(tenant_id, &wrapped) {
+            Ok(key) => Some((wrapped.data_key_id, key)),
+            Err(e) => {
+                tracing::error!(message = "tenant data key does not open", tenant = tenant_id, error = %e);
+                None
+            }
         }
     }
 

@@ -137,9 +137,10 @@ fn evaluate_policy<'s>(
         }
     }
 
+    // A plane list restricts every kind of access; a `RAG_ACCESS` limit with
+    // `allowed: false` forbids retrieval only (GAP-009), not templated SQL.
     if let (Some(rule), Some(access)) = (&policy.rag, &ctx.step.data_access)
-        && access.kind == DataAccessKind::Retrieval
-        && (!rule.allowed
+        && ((access.kind == DataAccessKind::Retrieval && !rule.allowed)
             || (!rule.planes.is_empty() && rule.planes.binary_search(&access.plane_id).is_err()))
     {
         breached = true;

@@ -7,6 +7,8 @@
 //! argument, decisions and errors go out as data.
 //!
 //! ## Layout
+//! - [`access`]: governed data access: the source catalogue, SQL and HTTP
+//!   templates, credential sealing and the plane gate (GAP-036..066).
 //! - [`policy`]: the policy model (scope → monitors → limits → actions →
 //!   lifecycle), overrides, lifecycle state machine.
 //! - [`document`]: YAML/JSON policy documents with field-path errors.
@@ -19,6 +21,7 @@
 //! - [`snapshot`]: canonical encoding, ed25519 signing and verification.
 //! - [`money`]: exact micro-dollar amounts.
 
+pub mod access;
 pub mod compile;
 pub mod counters;
 pub mod document;

@@ -70,6 +70,7 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/runs/{run_id}/cancel", post(cancel))
         .route("/api/v1/runs/{run_id}/end", post(end))
         .route("/api/v1/runs/{run_id}/cancellation", get(cancellation))
+        .route("/api/v1/access", post(access))
         .layer(axum::middleware::from_fn_with_state(
             crate::idempotency::IdempotencyCache::shared(),
             crate::idempotency::layer,
@@ -91,6 +92,7 @@ fn authorize_run(app: &App, caller: &Caller, run_id: &str) -> Result<(), ApiErro
             status: StatusCode::FORBIDDEN,
             code: "FORBIDDEN",
             message: format!("run `{run_id}` was started with another API key; only that key may use it"),
+            details: None,
         }),
         // Unknown runs are the handler's 404.
         _ => Ok(()),
@@ -103,13 +105,17 @@ struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Extra fields of the error object (evidence id, decision).
+    details: Option<Value>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}})))
-                .into_response();
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(Value::Object(extra)), Some(object)) = (self.details, error.as_object_mut()) {
+            object.extend(extra);
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         // A governance refusal is a decision, not a transient fault: no
         // Retry-After, so clients do not retry it.
         if self.status == StatusCode::SERVICE_UNAVAILABLE && !self.code.starts_with("GOVERNANCE_") {
@@ -131,8 +137,20 @@ impl From<EngineError> for ApiError {
                 tracing::error!(message = "store failure; request not acknowledged", error = %e);
                 (StatusCode::INTERNAL_SERVER_ERROR, "STORE_FAILURE")
             }
+            EngineError::Access(a) => {
+                return ApiError {
+                    status: StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    code: a.code,
+                    message,
+                    details: Some(json!({
+                        "evidence_id": a.evidence_id,
+                        "run_status": a.run_status,
+                        "decision": a.decision,
+                    })),
+                };
+            }
         };
-        ApiError { status, code, message }
+        ApiError { status, code, message, details: None }
     }
 }
 
@@ -147,6 +165,7 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(bytes: &[u8]) -> Resu
         status: StatusCode::BAD_REQUEST,
         code: "INVALID_INPUT",
         message: format!("{}: {}", e.path(), e.inner()),
+        details: None,
     })
 }
 
@@ -158,6 +177,7 @@ fn required_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiE
             status: StatusCode::BAD_REQUEST,
             code: "INVALID_INPUT",
             message: "a JSON body is required".to_owned(),
+            details: None,
         });
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -165,6 +185,7 @@ fn required_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiE
         status: StatusCode::BAD_REQUEST,
         code: "INVALID_INPUT",
         message: format!("{}: {}", e.path(), e.inner()),
+        details: None,
     })
 }
 
@@ -325,7 +346,13 @@ async fn capabilities(State(app): State<App>) -> Json<Value> {
         "policies": current.as_ref().map_or(0, |s| s.snapshot().policies.len()),
         "phases": ["PRE_STEP", "USAGE"],
         "outcomes": ["CONTINUE", "WARN", "PAUSE", "STOP", "KILL"],
-        "monitors": ["TOKENS", "COST_USD", "REQUESTS", "PII", "HALLUCINATION"],
+        "monitors": ["TOKENS", "COST_USD", "REQUESTS", "PII", "HALLUCINATION", "RAG_ACCESS", "DB_QUERIES"],
+        // GAP-066: the only data access there is, all of it governed.
+        "data_access": {
+            "endpoint": "/api/v1/access",
+            "actions": crate::engine::ACCESS_ACTIONS,
+            "planes": current.as_ref().map(|s| s.snapshot().knowledge_planes.iter().filter(|p| p.active).map(|p| p.plane_id.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+        },
         "run_statuses": ["queued", "running", "paused", "succeeded", "failed", "failed_policy", "cancelled", "retry"],
         // GAP-035: what a policy that does not say gets.
         "default_failure_mode": aos_core::policy::FailureMode::default().as_str(),
@@ -379,6 +406,7 @@ async fn start_run(
                     message: format!(
                         "api_key_id: names key `{named}` but the request authenticated with key `{key_id}`"
                     ),
+                    details: None,
                 });
             }
             _ => req.api_key_id = Some(key_id),
@@ -400,6 +428,19 @@ async fn get_run(
     authorize_run(&app, &caller, &run_id)?;
     let engine = &app.engine;
     Ok(Json(engine.run(&run_id)?))
+}
+
+/// `POST /api/v1/access`: governed data access (GAP-065). The caller must
+/// own the run, like every run endpoint.
+async fn access(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: crate::engine::AccessRequest = required_body(&body)?;
+    authorize_run(&app, &caller, &req.run_id)?;
+    let answer = app.engine.access(req).await?;
+    Ok(Json(serde_json::to_value(answer).unwrap_or(Value::Null)))
 }
 
 async fn pre_step(

@@ -42,6 +42,9 @@ use crate::runs::{OpenStep, Run, RunRecord, RunStatus, TerminationReason};
 use crate::snapshots::{BootGuard, SnapshotSlot, Staleness};
 use crate::store::AgentStore;
 
+mod access;
+pub use access::{ACTIONS as ACCESS_ACTIONS, AccessAnswer, AccessRequest};
+
 /// Why an operation was refused; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -75,6 +78,27 @@ pub enum EngineError {
     /// Storage failed: 500, nothing acknowledged.
     #[error(transparent)]
     Store(#[from] AgentError),
+    /// A governed data access was refused (403) or its connector failed
+    /// (400 for parameters, 502, 504); the evidence was written either way.
+    #[error("{}", .0.message)]
+    Access(Box<AccessError>),
+}
+
+/// A refused or failed data access, with its evidence record.
+#[derive(Debug)]
+pub struct AccessError {
+    /// HTTP status: 403 refused, 400 bad parameters, 502/504 connector.
+    pub status: u16,
+    /// `UNKNOWN_PLANE`, `PLANE_DENIED`, `POLICY_DENIED`, `TIMEOUT`, …
+    pub code: &'static str,
+    /// Why.
+    pub message: String,
+    /// The evidence record written for the attempt.
+    pub evidence_id: String,
+    /// The run's status after the decision.
+    pub run_status: &'static str,
+    /// The policy decision, when a policy decided.
+    pub decision: Option<Value>,
 }
 
 /// Longest run goal accepted.
@@ -200,6 +224,10 @@ pub struct Engine {
     step_prefix: String,
     /// Governance state in force (pushed by the control plane).
     governance: std::sync::RwLock<GovernanceView>,
+    /// Connectors of the mediation layer.
+    connectors: aos_connectors::Connectors,
+    /// The tenant data key opening connector credentials (id, key).
+    data_key: std::sync::RwLock<Option<(String, [u8; 32])>>,
 }
 
 impl Engine {
@@ -242,6 +270,13 @@ impl Engine {
         let (count, bytes) = store.outbox_usage();
         let boot_epoch = store.next_boot_epoch()?;
         let governance = store.load_governance()?.unwrap_or_default();
+        let data_key = match store.load_data_key() {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::error!(message = "stored tenant data key unusable; connector credentials unavailable until the control plane sends it again", error = %e);
+                None
+            }
+        };
         let pii = match PiiScanner::new() {
             Ok(p) => Some(p),
             Err(e) => {
@@ -264,6 +299,8 @@ impl Engine {
             boot_epoch,
             step_prefix: format!("step-e{boot_epoch}"),
             governance: std::sync::RwLock::new(governance),
+            connectors: aos_connectors::Connectors::new(),
+            data_key: std::sync::RwLock::new(data_key),
         };
         let detail = match &guard {
             BootGuard::Ready => {

@@ -23,6 +23,10 @@ pub enum AgentError {
         /// Encoder error.
         source: serde_json::Error,
     },
+    /// A locally stored secret (the tenant data key) cannot be sealed or
+    /// opened.
+    #[error("edge agent secret store: {0}")]
+    Secret(String),
     /// The outbox is at its disk budget.
     #[error("the outbox is full ({bytes} bytes pending, budget {budget})")]
     OutboxFull {

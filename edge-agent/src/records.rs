@@ -42,6 +42,46 @@ pub enum RecordBody {
     /// A run's state after it started or changed status (the Activity
     /// domain's live and completed runs are built from these).
     RunState(RunState),
+    /// One governed data access, allowed or not (GAP-058).
+    RetrievalEvidence(RetrievalEvidence),
+}
+
+/// What a governed data access touched (GAP-058): written to the outbox
+/// before the workload gets the result, and for refused attempts too, so
+/// the evidence count equals the access count. Holds ids and hashes, never
+/// the data returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalEvidence {
+    /// Same as the record id.
+    pub evidence_id: String,
+    /// Knowledge plane asked for.
+    pub plane_id: String,
+    /// `query`, `fetch` or `call_tool`.
+    pub action: String,
+    /// Template, endpoint or tool id.
+    pub target: String,
+    /// The source that served it (none when refused before resolution).
+    pub connector_id: Option<String>,
+    /// SHA-256 of the canonical request (plane, action, target, params).
+    pub query_hash: String,
+    /// `ALLOWED`, `DENIED` or `FAILED`.
+    pub outcome: String,
+    /// Why it was denied or failed (a stable code), if it was.
+    pub code: Option<String>,
+    /// Human-readable reason, if denied or failed.
+    pub reason: Option<String>,
+    /// Ids of the documents or rows returned.
+    pub doc_ids: Vec<String>,
+    /// Rows returned (SQL).
+    pub rows: Option<usize>,
+    /// Estimated tokens of the returned payload (bytes / 4, rounded up).
+    pub token_count: u64,
+    /// Snapshot version in force.
+    pub policy_snapshot_version: u64,
+    /// Its content hash (`policy_snapshot_id`).
+    pub policy_snapshot_hash: String,
+    /// The winning policy, if a policy decided.
+    pub policy_id: Option<String>,
 }
 
 /// A run as it stands after a status change.

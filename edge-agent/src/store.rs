@@ -28,11 +28,15 @@ const SNAPSHOT_KEY: &[u8] = b"envelope";
 const TRUSTED_KEYS_KEY: &[u8] = b"trusted_keys";
 const BOOT_EPOCH_KEY: &[u8] = b"boot_epoch";
 const GOVERNANCE_KEY: &[u8] = b"governance";
+const DATA_KEY_KEY: &[u8] = b"tenant_data_key";
+/// The local key sealing the tenant data key at rest, beside the database.
+const LOCAL_KEY_FILE: &str = "local.key";
 
 /// Handle on the agent's database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AgentStore {
     db: sled::Db,
+    dir: std::path::PathBuf,
     snapshot: sled::Tree,
     runs: sled::Tree,
     outbox: sled::Tree,
@@ -64,6 +68,7 @@ impl AgentStore {
             runs: db.open_tree("runs")?,
             outbox: db.open_tree("outbox")?,
             db,
+            dir: dir.to_path_buf(),
             commit: Arc::new(GroupCommit {
                 requested: AtomicU64::new(0),
                 done: std::sync::Mutex::new((0, None)),
@@ -194,6 +199,72 @@ impl AgentStore {
         Ok(())
     }
 
+    /// Persists the tenant's data key (which opens the connector
+    /// credentials in the snapshot), sealed with a local key kept in a
+    /// mode-0600 file beside the database (created on first use), and
+    /// flushes. The sled files alone (a copy or backup of the database)
+    /// never hold it in clear; someone with the whole data directory can
+    /// still open it, which disk encryption must cover.
+    pub async fn save_data_key(&self, key_id: &str, key: &[u8; 32]) -> Result<(), AgentError> {
+        let local = self.local_key(true)?.ok_or_else(|| AgentError::Secret("no local key".to_owned()))?;
+        let mut nonce = [0u8; aos_core::access::sealing::NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| AgentError::Secret(format!("no randomness: {e}")))?;
+        let sealed = aos_core::access::sealing::seal(&local, &nonce, key_id.as_bytes(), key);
+        let stored = StoredDataKey { key_id: key_id.to_owned(), nonce: nonce.to_vec(), sealed };
+        self.snapshot.insert(DATA_KEY_KEY, encode("tenant data key", &stored)?)?;
+        self.flush().await
+    }
+
+    /// The tenant data key saved by [`AgentStore::save_data_key`], if any.
+    pub fn load_data_key(&self) -> Result<Option<(String, [u8; 32])>, AgentError> {
+        let Some(bytes) = self.snapshot.get(DATA_KEY_KEY)? else {
+            return Ok(None);
+        };
+        let stored: StoredDataKey = decode("tenant data key", &bytes)?;
+        let local = self.local_key(false)?.ok_or_else(|| {
+            AgentError::Secret(format!("{LOCAL_KEY_FILE} is missing; the stored data key cannot be opened"))
+        })?;
+        let key =
+            aos_core::access::sealing::open(&local, &stored.nonce, stored.key_id.as_bytes(), &stored.sealed)
+                .map_err(|e| AgentError::Secret(format!("stored data key: {e}")))?;
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| AgentError::Secret("stored data key has the wrong length".to_owned()))?;
+        Ok(Some((stored.key_id, key)))
+    }
+
+    fn local_key(&self, create: bool) -> Result<Option<[u8; 32]>, AgentError> {
+        let path = self.dir.join(LOCAL_KEY_FILE);
+        let io = |e: std::io::Error| AgentError::Secret(format!("{}: {e}", path.display()));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let bytes = hex::decode(text.trim())
+                    .map_err(|_| AgentError::Secret(format!("{} is not hex", path.display())))?;
+                bytes
+                    .try_into()
+                    .map(Some)
+                    .map_err(|_| AgentError::Secret(format!("{} is not 32 bytes", path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| AgentError::Secret(format!("no randomness: {e}")))?;
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
+                }
+                let mut file = options.open(&path).map_err(io)?;
+                std::io::Write::write_all(&mut file, hex::encode(key).as_bytes()).map_err(io)?;
+                file.sync_all().map_err(io)?;
+                Ok(Some(key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     /// The trusted snapshot keys last received from the control plane.
     pub fn load_trusted_keys(&self) -> Result<Option<Vec<String>>, AgentError> {
         self.snapshot.get(TRUSTED_KEYS_KEY)?.map(|v| decode("trusted keys", &v)).transpose()
@@ -294,4 +365,12 @@ mod tests {
         let runs: Vec<u64> = reopened.load_runs().unwrap();
         assert_eq!(runs.len(), 64);
     }
+}
+
+/// The tenant data key as stored: sealed with the local key.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct StoredDataKey {
+    key_id: String,
+    nonce: Vec<u8>,
+    sealed: Vec<u8>,
 }

@@ -194,8 +194,8 @@ pub(crate) fn call_with_key(method: &str, url: &str, key: Option<&str>, body: Op
             }
             req.call()
         }
-        (_, body) => {
-            let mut req = agent.post(url);
+        (method, body) => {
+            let mut req = if method == "PUT" { agent.put(url) } else { agent.post(url) };
             if let Some(a) = &auth {
                 req = req.header("Authorization", a);
             }

@@ -11,6 +11,7 @@ mod agent_sync;
 mod alerts;
 mod aosctl_cluster;
 mod audit_offline;
+mod data_access;
 mod governance;
 mod governance_cluster;
 mod incidents;

@@ -99,11 +99,15 @@ async fn serve(
                 Ok((version, envelope, _key_id)) => {
                     #[cfg(debug_assertions)]
                     let envelope = super::fault::apply(node, tenant, agent_version, envelope);
+                    let (tenant_data_key_id, tenant_data_key) =
+                        node.tenant_data_key(tenant).map(|(id, key)| (id, key.to_vec())).unwrap_or_default();
                     push = Some(SnapshotPush {
                         version,
                         envelope,
                         trusted_snapshot_keys: node.trusted_snapshot_keys(),
                         governance: None,
+                        tenant_data_key,
+                        tenant_data_key_id,
                     });
                     sent = version;
                 }
@@ -121,6 +125,8 @@ async fn serve(
                 envelope: Vec::new(),
                 trusted_snapshot_keys: Vec::new(),
                 governance: None,
+                tenant_data_key: Vec::new(),
+                tenant_data_key_id: String::new(),
             });
             p.governance = Some(governance);
         }

@@ -259,6 +259,8 @@ pub(crate) fn ingest_records(
     let tenant = domain.activity.tenants.entry(tenant_id.clone()).or_default();
     let incidents = &mut domain.incidents;
     let alerts = &mut domain.alerts;
+    let planes = &domain.data_access;
+    let mut cross_tenant: Vec<String> = Vec::new();
     let mut alerts_raised = 0u64;
     let mut accepted = 0u64;
     let mut duplicates = 0u64;
@@ -305,6 +307,16 @@ pub(crate) fn ingest_records(
                 }
             }
         }
+        // A refused access naming another tenant's plane is a cross-tenant
+        // attempt: it failed hard at the edge (the plane is not in this
+        // tenant's snapshot) and is called out in the ledger here.
+        if stored.kind == "RETRIEVAL_EVIDENCE"
+            && stored.body.get("code").and_then(Value::as_str) == Some("UNKNOWN_PLANE")
+            && let Some(plane) = stored.body.get("plane_id").and_then(Value::as_str)
+            && planes.plane_owner(plane).is_some_and(|owner| owner != tenant_id)
+        {
+            cross_tenant.push(format!("{plane} (run {})", stored.run_id.as_deref().unwrap_or("-")));
+        }
         if stored.kind == "INCIDENT" {
             match incidents.report(&tenant_id, &stored, edge_agent_id, ctx.at_ms) {
                 Reported::Opened(id) => opened.push(id),
@@ -321,6 +333,13 @@ pub(crate) fn ingest_records(
     );
     if alerts_raised > 0 {
         detail.push_str(&format!("; alerts raised: {alerts_raised}"));
+    }
+    if !cross_tenant.is_empty() {
+        detail.push_str(&format!(
+            "; CROSS-TENANT ACCESS REFUSED: {} attempt(s) on knowledge planes of another tenant: [{}]",
+            cross_tenant.len(),
+            cross_tenant.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+        ));
     }
     if !rewrites.is_empty() {
         let shown: Vec<&str> = rewrites.iter().take(10).copied().collect();

@@ -98,6 +98,30 @@ pub enum AuditAction {
     AccessDenied,
     /// A command was refused for any other reason.
     CommandRejected,
+    /// A tenant data key was created (issue 6).
+    DataKeyCreated,
+    /// A data source was registered.
+    SourceCreated,
+    /// A data source was reconfigured.
+    SourceUpdated,
+    /// A source's credential was set or replaced (never its value).
+    CredentialSet,
+    /// A verification probe succeeded.
+    SourceVerified,
+    /// A verification probe failed.
+    SourceVerificationFailed,
+    /// A source was enabled.
+    SourceEnabled,
+    /// A source was disabled.
+    SourceDisabled,
+    /// A knowledge plane was created.
+    PlaneCreated,
+    /// A knowledge plane was changed.
+    PlaneUpdated,
+    /// An owner confirmed a plane's activation.
+    PlaneActivated,
+    /// A plane's activation was withdrawn.
+    PlaneDeactivated,
 }
 
 impl AuditAction {
@@ -138,6 +162,18 @@ impl AuditAction {
             AuditAction::EdgeAgentDisconnected => "EDGE_AGENT_DISCONNECTED",
             AuditAction::AccessDenied => "ACCESS_DENIED",
             AuditAction::CommandRejected => "COMMAND_REJECTED",
+            AuditAction::DataKeyCreated => "DATA_KEY_CREATED",
+            AuditAction::SourceCreated => "SOURCE_CREATED",
+            AuditAction::SourceUpdated => "SOURCE_UPDATED",
+            AuditAction::CredentialSet => "CREDENTIAL_SET",
+            AuditAction::SourceVerified => "SOURCE_VERIFIED",
+            AuditAction::SourceVerificationFailed => "SOURCE_VERIFICATION_FAILED",
+            AuditAction::SourceEnabled => "SOURCE_ENABLED",
+            AuditAction::SourceDisabled => "SOURCE_DISABLED",
+            AuditAction::PlaneCreated => "PLANE_CREATED",
+            AuditAction::PlaneUpdated => "PLANE_UPDATED",
+            AuditAction::PlaneActivated => "PLANE_ACTIVATED",
+            AuditAction::PlaneDeactivated => "PLANE_DEACTIVATED",
         }
     }
 }

@@ -261,6 +261,74 @@ pub enum Command {
         /// Why the attempt failed.
         error: Option<String>,
     },
+    /// Stores a tenant's data key, wrapped by the master key (proposed by the
+    /// API layer before the tenant's first credential is sealed).
+    SetTenantDataKey {
+        /// Tenant.
+        tenant_id: String,
+        /// The wrapped key.
+        data_key: crate::data_access::WrappedDataKey,
+    },
+    /// Creates or reconfigures a data source (GAP-036).
+    PutDataSource {
+        /// Tenant.
+        tenant_id: String,
+        /// The source; its `status` is ignored.
+        source: aos_core::access::DataSource,
+    },
+    /// Sets a source's credential, sealed with the tenant's data key by the
+    /// API layer (the value never enters the log).
+    SetSourceCredential {
+        /// Tenant.
+        tenant_id: String,
+        /// Source.
+        source_id: String,
+        /// The sealed credential.
+        sealed: aos_core::access::SealedCredential,
+    },
+    /// A verification probe's outcome (GAP-039) for the configuration with
+    /// `fingerprint`.
+    RecordSourceProbe {
+        /// Tenant.
+        tenant_id: String,
+        /// Source.
+        source_id: String,
+        /// What was probed.
+        fingerprint: String,
+        /// Whether it succeeded.
+        ok: bool,
+        /// What the probe saw.
+        detail: String,
+    },
+    /// Enables or disables a source.
+    TransitionSource {
+        /// Tenant.
+        tenant_id: String,
+        /// Source.
+        source_id: String,
+        /// `ENABLED` or `DISABLED`.
+        to: aos_core::access::SourceStatus,
+        /// Why (audited).
+        reason: String,
+    },
+    /// Creates or changes a knowledge plane (GAP-037, GAP-044).
+    PutKnowledgePlane {
+        /// Tenant.
+        tenant_id: String,
+        /// The plane.
+        plane: crate::data_access::PlaneSpec,
+    },
+    /// An owner confirms (or withdraws) a plane's activation (GAP-045).
+    SetPlaneActivation {
+        /// Tenant.
+        tenant_id: String,
+        /// Plane.
+        plane_id: String,
+        /// Active or not.
+        active: bool,
+        /// Why (audited).
+        reason: String,
+    },
     /// Records that the API layer refused a request (wrong role,
     /// cross-tenant access), so that every denied admin attempt is in the
     /// ledger. Changes nothing else.
@@ -319,6 +387,13 @@ impl Command {
             Command::CreateSuppression { .. } => "CREATE_SUPPRESSION",
             Command::SetAlertChannel { .. } => "SET_ALERT_CHANNEL",
             Command::RecordAlertDelivery { .. } => "RECORD_ALERT_DELIVERY",
+            Command::SetTenantDataKey { .. } => "SET_TENANT_DATA_KEY",
+            Command::PutDataSource { .. } => "PUT_DATA_SOURCE",
+            Command::SetSourceCredential { .. } => "SET_SOURCE_CREDENTIAL",
+            Command::RecordSourceProbe { .. } => "RECORD_SOURCE_PROBE",
+            Command::TransitionSource { .. } => "TRANSITION_SOURCE",
+            Command::PutKnowledgePlane { .. } => "PUT_KNOWLEDGE_PLANE",
+            Command::SetPlaneActivation { .. } => "SET_PLANE_ACTIVATION",
             Command::RecordDenial { .. } => "RECORD_DENIAL",
         }
     }

@@ -22,7 +22,8 @@ use crate::domain::Domain;
 use crate::effect::{Ctx, Effect, Refusal};
 use crate::keys::{self, NewKey};
 use crate::{
-    activity, alerts, edge_agents, governance, incidents, overrides, policies, signing_keys, tenants,
+    activity, alerts, data_access, edge_agents, governance, incidents, overrides, policies, signing_keys,
+    tenants,
 };
 
 /// What a command is about, for authorisation and the ledger.
@@ -168,6 +169,31 @@ impl Subject {
             Command::RecordDenial { tenant_id, target, .. } => {
                 (tenant_id.clone(), target.clone(), Need::Nothing)
             }
+            Command::SetTenantDataKey { tenant_id, .. } => {
+                (tenant(tenant_id), format!("tenants/{tenant_id}/data_key"), roles(ADMIN, "manage data keys"))
+            }
+            Command::PutDataSource { tenant_id, source } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/sources/{}", source.source_id),
+                roles(ADMIN, "manage data sources"),
+            ),
+            Command::SetSourceCredential { tenant_id, source_id, .. }
+            | Command::RecordSourceProbe { tenant_id, source_id, .. }
+            | Command::TransitionSource { tenant_id, source_id, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/sources/{source_id}"),
+                roles(ADMIN, "manage data sources"),
+            ),
+            Command::PutKnowledgePlane { tenant_id, plane } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/planes/{}", plane.plane_id),
+                roles(ADMIN, "manage knowledge planes"),
+            ),
+            Command::SetPlaneActivation { tenant_id, plane_id, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/planes/{plane_id}"),
+                roles(ADMIN, "activate knowledge planes"),
+            ),
         };
         Subject { tenant_id, target, need }
     }
@@ -336,6 +362,27 @@ pub(crate) fn execute(
                 reason,
             };
             incidents::create_suppression(domain, &ctx, &new)
+        }
+        Command::SetTenantDataKey { tenant_id, data_key } => {
+            data_access::set_data_key(domain, tenant_id, data_key)
+        }
+        Command::PutDataSource { tenant_id, source } => {
+            data_access::put_source(domain, &ctx, tenant_id, source)
+        }
+        Command::SetSourceCredential { tenant_id, source_id, sealed } => {
+            data_access::set_credential(domain, &ctx, tenant_id, source_id, sealed)
+        }
+        Command::RecordSourceProbe { tenant_id, source_id, fingerprint, ok, detail } => {
+            data_access::record_probe(domain, &ctx, tenant_id, source_id, fingerprint, *ok, detail)
+        }
+        Command::TransitionSource { tenant_id, source_id, to, reason } => {
+            data_access::transition_source(domain, &ctx, tenant_id, source_id, *to, reason)
+        }
+        Command::PutKnowledgePlane { tenant_id, plane } => {
+            data_access::put_plane(domain, &ctx, tenant_id, plane)
+        }
+        Command::SetPlaneActivation { tenant_id, plane_id, active, reason } => {
+            data_access::set_plane_activation(domain, &ctx, tenant_id, plane_id, *active, reason)
         }
         Command::RecordDenial { action, target, reason, .. } => Ok(Effect::new(
             AuditAction::AccessDenied,

@@ -55,6 +55,9 @@ pub(crate) struct Domain {
     /// Alerts, their deliveries and the tenants' alert channels.
     #[serde(default)]
     pub(crate) alerts: Alerts,
+    /// Data sources, knowledge planes and tenant data keys (issue 6).
+    #[serde(default)]
+    pub(crate) data_access: crate::data_access::DataAccess,
 }
 
 /// One tenant and everything it owns.

@@ -34,6 +34,8 @@
 //!   ACK/NACK status.
 //! - [`signing_keys`]: trusted snapshot signing keys, the active signer,
 //!   and reissue before expiry.
+//! - [`data_access`]: data sources, sealed credentials, knowledge planes
+//!   and tenant data keys (issue 6).
 //! - [`audit`]: ledger, entry hashing, [`verify_chain`].
 //! - [`requests`]: the idempotency log.
 //! - `effect`, `domain`, `ids`, `serde_compat`: handler plumbing, the
@@ -44,6 +46,7 @@ pub mod actor;
 pub mod alerts;
 pub mod audit;
 pub mod command;
+pub mod data_access;
 mod dispatch;
 mod domain;
 pub mod edge_agents;

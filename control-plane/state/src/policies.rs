@@ -103,6 +103,7 @@ pub(crate) fn apply_policy(
     tenant_id: &str,
     policy: &Policy,
 ) -> Result<Effect, Refusal> {
+    crate::data_access::check_policy_planes(domain, tenant_id, policy)?;
     let tenant = domain.tenant_mut(tenant_id)?;
     match tenant.policies.get_mut(&policy.id) {
         Some(record) => update(record, ctx, policy),

@@ -244,6 +244,11 @@ impl ControlState {
         self.domain.tenants.get(tenant_id).into_iter().flat_map(|t| t.overrides.values())
     }
 
+    /// Data sources, knowledge planes and data keys (issue 6).
+    pub fn data_access(&self) -> &crate::data_access::DataAccess {
+        &self.domain.data_access
+    }
+
     /// The tenant's snapshot version; 0 when unknown or before the first
     /// policy or override change.
     pub fn snapshot_version(&self, tenant_id: &str) -> u64 {
@@ -299,6 +304,7 @@ impl ControlState {
             })
             .map(|k| WorkloadKey { key_id: k.key_id.clone(), secret_sha256: k.secret_hash.clone() })
             .collect();
+        let (planes, sources, credentials) = self.domain.data_access.snapshot_parts(tenant_id);
         Ok(PolicySnapshot::new(
             tenant_id,
             version,
@@ -308,7 +314,8 @@ impl ControlState {
             overrides,
             Vec::new(),
         )?
-        .with_workload_keys(workload_keys)?)
+        .with_workload_keys(workload_keys)?
+        .with_data_access(planes, sources, credentials)?)
     }
 
     /// The tenant's snapshot as every node issues it: `issued_at` is the time

@@ -8,7 +8,8 @@
 //! Envelope layout (all integers little-endian):
 //!
 //! ```text
-//! magic      8 bytes  "AOSSNAP" + format version (2; 2 added workload keys)
+//! magic      8 bytes  "AOSSNAP" + format version (3; 2 added workload keys,
+//!                    3 data sources, credentials and plane bindings)
 //! flags      1 byte   bit 0: signed; other bits must be zero
 //! key_id     1 byte length + ASCII (16 hex chars when signed, 0 when not)
 //! hash      32 bytes  SHA-256 of the payload
@@ -25,7 +26,7 @@ use super::keys::KeyId;
 use super::model::PolicySnapshot;
 
 /// Magic bytes, including the envelope format version in the last byte.
-pub const ENVELOPE_MAGIC: [u8; 8] = *b"AOSSNAP\x02";
+pub const ENVELOPE_MAGIC: [u8; 8] = *b"AOSSNAP\x03";
 
 const FLAG_SIGNED: u8 = 0b0000_0001;
 #[expect(clippy::cast_possible_truncation, reason = "KeyId::LEN is 16")]

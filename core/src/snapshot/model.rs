@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{DataSource, SealedCredential, SourceCredential, check_sources};
 use crate::compile::{CompiledPolicy, check_id, check_scope, compile_policy_at, is_enforceable};
 use crate::error::{FieldError, FieldErrors};
 use crate::path::FieldPath;
@@ -50,6 +51,13 @@ pub struct KnowledgePlane {
     pub sensitivity: Sensitivity,
     /// Default access.
     pub default_policy: PlaneDefault,
+    /// Sources serving the plane (several per plane), sorted.
+    #[serde(default)]
+    pub bound_source_ids: Vec<String>,
+    /// Whether an owner confirmed activation (GAP-045); an inactive plane
+    /// refuses every access.
+    #[serde(default)]
+    pub active: bool,
 }
 
 /// A workload API key the edge agent accepts on its local API (issue 4):
@@ -86,6 +94,11 @@ pub struct PolicySnapshot {
     pub knowledge_planes: Vec<KnowledgePlane>,
     /// Workload API keys for the edge agent's local API, sorted by id.
     pub workload_keys: Vec<WorkloadKey>,
+    /// Data sources the planes bind, sorted by id (issue 6).
+    pub data_sources: Vec<DataSource>,
+    /// Sealed connector credentials, sorted by source id. Only the tenant's
+    /// own agents receive the data key that opens them.
+    pub credentials: Vec<SourceCredential>,
 }
 
 impl PolicySnapshot {
@@ -111,6 +124,8 @@ impl PolicySnapshot {
             overrides,
             knowledge_planes,
             workload_keys: Vec::new(),
+            data_sources: Vec::new(),
+            credentials: Vec::new(),
         };
         snapshot.compile().map_err(SnapshotError::Invalid)?;
         Ok(snapshot)
@@ -122,6 +137,37 @@ impl PolicySnapshot {
         self.workload_keys = keys;
         self.compile().map_err(SnapshotError::Invalid)?;
         Ok(self)
+    }
+
+    /// The same snapshot carrying knowledge planes (replacing any given to
+    /// [`PolicySnapshot::new`]), the data sources they bind and the sealed
+    /// credentials, in canonical order and validated together.
+    pub fn with_data_access(
+        mut self,
+        mut planes: Vec<KnowledgePlane>,
+        mut sources: Vec<DataSource>,
+        mut credentials: Vec<SourceCredential>,
+    ) -> Result<Self, SnapshotError> {
+        planes.sort_by(|a, b| a.plane_id.cmp(&b.plane_id));
+        for plane in &mut planes {
+            plane.bound_source_ids.sort();
+        }
+        self.knowledge_planes = planes;
+        sources.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        credentials.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        self.data_sources = sources;
+        self.credentials = credentials;
+        self.compile().map_err(SnapshotError::Invalid)?;
+        Ok(self)
+    }
+
+    /// The sealed credential of `source_id`, if one is set.
+    pub fn credential(&self, source_id: &str) -> Option<&SealedCredential> {
+        self.credentials
+            .binary_search_by(|c| c.source_id.as_str().cmp(source_id))
+            .ok()
+            .and_then(|i| self.credentials.get(i))
+            .map(|c| &c.sealed)
     }
 
     /// The workload key whose secret hashes to `secret_sha256`, if any.
@@ -221,6 +267,30 @@ impl PolicySnapshot {
                 errors.push(FieldError::at(
                     &path.field("plane_id"),
                     format!("{:?} is duplicated or out of canonical order", plane.plane_id),
+                ));
+            }
+        }
+        let bindings: Vec<(String, Vec<String>)> = if self.data_sources.is_empty()
+            && self.knowledge_planes.iter().all(|p| p.bound_source_ids.is_empty())
+        {
+            Vec::new()
+        } else {
+            self.knowledge_planes.iter().map(|p| (p.plane_id.clone(), p.bound_source_ids.clone())).collect()
+        };
+        check_sources(&self.data_sources, &bindings, &mut errors);
+        let credentials_path = root.field("credentials");
+        for (i, c) in self.credentials.iter().enumerate() {
+            let path = credentials_path.index(i);
+            if i > 0 && self.credentials[i - 1].source_id >= c.source_id {
+                errors.push(FieldError::at(
+                    &path.field("source_id"),
+                    format!("{:?} is duplicated or out of canonical order", c.source_id),
+                ));
+            }
+            if self.data_sources.binary_search_by(|s| s.source_id.as_str().cmp(&c.source_id)).is_err() {
+                errors.push(FieldError::at(
+                    &path.field("source_id"),
+                    format!("unknown source {:?}", c.source_id),
                 ));
             }
         }

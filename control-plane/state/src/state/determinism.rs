@@ -67,6 +67,13 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         Command::CreateJoinToken { tenant_id, .. } | Command::RegisterEdgeAgent { tenant_id, .. } => {
             Some(tenant_id.as_str())
         }
+        Command::SetTenantDataKey { tenant_id, .. }
+        | Command::PutDataSource { tenant_id, .. }
+        | Command::SetSourceCredential { tenant_id, .. }
+        | Command::RecordSourceProbe { tenant_id, .. }
+        | Command::TransitionSource { tenant_id, .. }
+        | Command::PutKnowledgePlane { tenant_id, .. }
+        | Command::SetPlaneActivation { tenant_id, .. } => Some(tenant_id.as_str()),
     };
     let as_member = |t: &str, role: ActorRole| member(t, &format!("{t}-{}", role.as_str()), role);
     match who {
@@ -135,6 +142,34 @@ fn command() -> impl Strategy<Value = Command> {
             action: "GET".into(),
             target: "x".into(),
             reason: "no".into()
+        }),
+        1 => (tenant(), id(), 0u8..2).prop_map(|(tenant_id, plane_id, n)| Command::PutKnowledgePlane {
+            tenant_id,
+            plane: crate::data_access::PlaneSpec {
+                plane_id,
+                name: "Plane".into(),
+                sensitivity: aos_core::snapshot::Sensitivity::Internal,
+                default_policy: None,
+                bound_source_ids: (n == 1).then(|| "src-0".to_owned()).into_iter().collect(),
+            },
+        }),
+        1 => (tenant(), id(), any::<bool>()).prop_map(|(tenant_id, plane_id, active)| {
+            Command::SetPlaneActivation { tenant_id, plane_id, active, reason: "owner".into() }
+        }),
+        1 => (tenant(), 0u8..2).prop_map(|(tenant_id, n)| Command::PutDataSource {
+            tenant_id,
+            source: serde_json::from_value(serde_json::json!({
+                "source_id": format!("src-{n}"),
+                "asset_type": "SQL",
+                "sql": { "engine": "SQLITE", "target": "/tmp/x.db", "templates": [] },
+            }))
+            .unwrap_or_else(|e| panic!("{e}")),
+        }),
+        1 => (tenant(), 0u8..2, any::<bool>()).prop_map(|(tenant_id, n, enable)| Command::TransitionSource {
+            tenant_id,
+            source_id: format!("src-{n}"),
+            to: if enable { aos_core::access::SourceStatus::Enabled } else { aos_core::access::SourceStatus::Disabled },
+            reason: "r".into(),
         }),
         1 => (1u8..4).prop_map(|seed| Command::AddSigningKey { public_key: public_key(seed) }),
         1 => (1u8..4).prop_map(|seed| Command::ActivateSigningKey { key_id: signing_key_id(seed) }),

@@ -1,0 +1,368 @@
+//! Governed data access end to end (issue 6): a control plane with data
+//! sources, a sealed credential and knowledge planes; an edge agent that
+//! mediates `POST /api/v1/access` against a real SQLite file and a real
+//! HTTP upstream (a Python `http.server` process), with evidence for every
+//! attempt at the control plane.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::agent_sync::{EdgeAgent, call_with_key, tenant_and_token};
+use crate::support::{Ctl, free_port, repo, start_single_node, wait_for};
+
+/// Lets `research-bot` read both planes and run at most 4 SQL queries per
+/// run.
+const POLICY: &str = "api_version: aos/v1
+policies:
+  - id: pol-research-data
+    name: research bot may read HR and web data
+    status: ACTIVE
+    scope: { type: AGENT, ids: [research-bot] }
+    monitors:
+      rag_access: { enabled: true, allowed_planes: [hr, web] }
+      db_queries: true
+    limits:
+      - { signal: DB_QUERIES, max: 4, window: PER_RUN }
+    actions: { on_breach: STOP }
+";
+
+const SECRET: &str = "Bearer s3cr3t-upstream-token-7f1c";
+
+struct Upstream {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Upstream {
+    fn start(dir: &Path, name: &str, expected_auth: &str, redirect_to: &str) -> Upstream {
+        let log = dir.join(format!("{name}.log"));
+        std::fs::write(&log, "").unwrap();
+        let mut child = Command::new("python3")
+            .arg(repo().join("tests/it/fixtures/http_upstream.py"))
+            .arg(&log)
+            .env("EXPECTED_AUTH", expected_auth)
+            .env("REDIRECT_TO", redirect_to)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is required (the README's setup installs it)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("upstream printed {line:?}"));
+        Upstream { child, port, log }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log).unwrap().lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sqlite_db(path: &Path) {
+    let script = "import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute('CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, dept TEXT)')
+db.executemany('INSERT INTO people VALUES (?, ?, ?)', [(1, 'Ada', 'eng'), (2, 'Grace', 'eng'), (3, 'Edsger', 'research')])
+db.commit()
+";
+    let status = Command::new("python3").args(["-c", script]).arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+struct Cp<'a> {
+    http: &'a str,
+    op: &'a str,
+}
+
+impl Cp<'_> {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        call_with_key(method, &format!("http://{}{path}", self.http), Some(self.op), body)
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, answer) = self.call(method, path, body);
+        assert_eq!(status, 200, "{method} {path}: {answer}");
+        answer
+    }
+
+    /// Verifies and enables a source; its snapshot version afterwards.
+    fn verify_and_enable(&self, source: &str) -> u64 {
+        let verified = self.ok("POST", &format!("/api/v1/tenants/acme/sources/{source}/verify"), None);
+        assert_eq!(verified["result"]["status"], "VERIFIED", "{verified}");
+        let enabled = self.ok(
+            "POST",
+            &format!("/api/v1/tenants/acme/sources/{source}/enable"),
+            Some(json!({"reason": "verified by the test"})),
+        );
+        enabled["tenant_snapshot_version"].as_u64().unwrap()
+    }
+}
+
+fn access(agent: &EdgeAgent, run: &str, plane: &str, action: &str, payload: Value) -> (u16, Value) {
+    agent.post("/api/v1/access", json!({"run_id": run, "plane": plane, "action": action, "payload": payload}))
+}
+
+fn query(agent: &EdgeAgent, run: &str, dept: &str) -> (u16, Value) {
+    access(agent, run, "hr", "query", json!({"template_id": "by-dept", "params": {"dept": dept}}))
+}
+
+fn run_for(agent: &EdgeAgent, workload: &str) -> String {
+    let (status, run) = agent.post("/api/v1/runs", json!({"agent_id": workload}));
+    assert_eq!(status, 201, "{run}");
+    run["run_id"].as_str().unwrap().to_owned()
+}
+
+fn wait_version(agent: &EdgeAgent, version: u64) {
+    wait_for("the agent to take the new snapshot", Duration::from_secs(30), || {
+        (agent.snapshot_version() >= version).then_some(())
+    });
+}
+
+#[test]
+fn access_is_gated_by_planes_and_policies_executed_safely_and_evidenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let evil = Upstream::start(dir.path(), "evil", "", "http://127.0.0.1:9/");
+    let upstream =
+        Upstream::start(dir.path(), "upstream", SECRET, &format!("http://127.0.0.1:{}/stolen", evil.port));
+    let db = dir.path().join("hr.db");
+    sqlite_db(&db);
+
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
+    let op = node.operator_key.clone();
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    let (_, token) = tenant_and_token(&ctl, &op, dir.path());
+    let cp = Cp { http: &node.http, op: &op };
+
+    // Sources, then planes (a policy may only name existing planes).
+    cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/sources",
+        Some(json!({
+            "source_id": "hr-db",
+            "asset_type": "SQL",
+            "sql": {
+                "engine": "SQLITE",
+                "target": db.to_str().unwrap(),
+                "templates": [{
+                    "template_id": "by-dept",
+                    "statement": "SELECT id, name FROM people WHERE dept = :dept ORDER BY id",
+                    "params": [{"name": "dept", "type": "STRING"}],
+                    "max_rows": 10
+                }]
+            }
+        })),
+    );
+    cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/sources",
+        Some(json!({
+            "source_id": "web-api",
+            "asset_type": "HTTP",
+            "http": {
+                "base_url": format!("http://127.0.0.1:{}", upstream.port),
+                "max_response_bytes": 65536,
+                "endpoints": [
+                    {"endpoint_id": "item", "method": "GET", "path_template": "/items/{id}",
+                     "params": [{"name": "id", "type": "STRING"}]},
+                    {"endpoint_id": "moved", "method": "GET", "path_template": "/redirect"},
+                    {"endpoint_id": "big", "method": "GET", "path_template": "/big"}
+                ]
+            }
+        })),
+    );
+    // An unverified source cannot be enabled.
+    let (status, refused) =
+        cp.call("POST", "/api/v1/tenants/acme/sources/hr-db/enable", Some(json!({"reason": "too early"})));
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("ILLEGAL_TRANSITION")), "{refused}");
+    // The HTTP probe fails without the credential (401), then passes.
+    let failed = cp.ok("POST", "/api/v1/tenants/acme/sources/web-api/verify", None);
+    assert_eq!(failed["result"]["status"], "ERROR", "{failed}");
+    let set =
+        cp.ok("PUT", "/api/v1/tenants/acme/sources/web-api/credential", Some(json!({"secret": SECRET})));
+    assert_eq!(set["result"]["has_credential"], true, "{set}");
+    cp.verify_and_enable("web-api");
+    cp.verify_and_enable("hr-db");
+
+    for (plane, sensitivity, source) in [("hr", "CONFIDENTIAL", "hr-db"), ("web", "PUBLIC", "web-api")] {
+        cp.ok(
+            "POST",
+            "/api/v1/tenants/acme/planes",
+            Some(json!({"plane_id": plane, "name": plane, "sensitivity": sensitivity, "bound_source_ids": [source]})),
+        );
+    }
+    let policy = dir.path().join("data.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
+
+    let agent = EdgeAgent::start(&dir.path().join("agent"), &gateway, Some(&token));
+    let activated = cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/planes/web/activate",
+        Some(json!({"reason": "owner ok", "confirm": true})),
+    );
+    wait_version(&agent, activated["tenant_snapshot_version"].as_u64().unwrap());
+    let mut accesses = 0;
+
+    // Inactive planes refuse until their owner confirms.
+    let run = run_for(&agent, "research-bot");
+    let (status, denied) = query(&agent, &run, "eng");
+    accesses += 1;
+    assert_eq!((status, denied["error"]["code"].as_str()), (403, Some("PLANE_INACTIVE")), "{denied}");
+    assert!(denied["error"]["evidence_id"].as_str().is_some(), "{denied}");
+    let (status, unconfirmed) =
+        cp.call("POST", "/api/v1/tenants/acme/planes/hr/activate", Some(json!({"reason": "go"})));
+    assert_eq!((status, unconfirmed["error"]["code"].as_str()), (400, Some("CONFIRMATION_REQUIRED")));
+    let activated = cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/planes/hr/activate",
+        Some(json!({"reason": "owner ok", "confirm": true})),
+    );
+    wait_version(&agent, activated["tenant_snapshot_version"].as_u64().unwrap());
+
+    // A DENY plane refuses a workload no policy allows; a PUBLIC plane
+    // does not need one.
+    let other = run_for(&agent, "sales-bot");
+    let (status, denied) = query(&agent, &other, "eng");
+    accesses += 1;
+    assert_eq!((status, denied["error"]["code"].as_str()), (403, Some("PLANE_DENIED")), "{denied}");
+    let (status, item) =
+        access(&agent, &other, "web", "fetch", json!({"endpoint_id": "item", "params": {"id": "42"}}));
+    accesses += 1;
+    assert_eq!(status, 200, "{item}");
+    assert_eq!(item["data"]["authorized"], true, "the sealed credential reached the upstream: {item}");
+    assert_eq!(item["doc_ids"], json!(["42"]));
+
+    // Templated SQL: parameters are bound, so injection payloads are inert.
+    let (status, rows) = query(&agent, &run, "eng");
+    accesses += 1;
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows["data"], json!([{"id": 1, "name": "Ada"}, {"id": 2, "name": "Grace"}]));
+    assert_eq!(rows["doc_ids"], json!(["1", "2"]));
+    for injection in ["eng' OR '1'='1", "eng'; DROP TABLE people; --"] {
+        let (status, rows) = query(&agent, &run, injection);
+        accesses += 1;
+        assert_eq!((status, rows["rows"].as_u64()), (200, Some(0)), "{injection}: {rows}");
+    }
+    // The fourth query reaches the run's DB_QUERIES budget (WARN at 80%);
+    // the fifth stops the run, and the table is intact for a fresh run.
+    let (status, fourth) = query(&agent, &run, "eng");
+    accesses += 1;
+    assert_eq!((status, fourth["decision"]["outcome"].as_str()), (200, Some("WARN")), "{fourth}");
+    let (status, stopped) = query(&agent, &run, "eng");
+    accesses += 1;
+    assert_eq!((status, stopped["error"]["code"].as_str()), (403, Some("POLICY_DENIED")), "{stopped}");
+    assert_eq!(stopped["error"]["run_status"], "failed_policy", "{stopped}");
+    let fresh = run_for(&agent, "research-bot");
+    let (status, rows) = query(&agent, &fresh, "eng");
+    accesses += 1;
+    assert_eq!((status, rows["rows"].as_u64()), (200, Some(2)), "DROP TABLE did nothing: {rows}");
+
+    // Bad parameters are the caller's error, evidenced too.
+    let (status, bad) =
+        access(&agent, &fresh, "hr", "query", json!({"template_id": "by-dept", "params": {"dept": 7}}));
+    accesses += 1;
+    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("INVALID_PARAMS")), "{bad}");
+    // No raw SQL can be expressed at all.
+    let (status, raw) =
+        access(&agent, &fresh, "hr", "query", json!({"template_id": "by-dept", "sql": "SELECT 1"}));
+    assert_eq!(status, 400, "{raw}");
+
+    // HTTP parameters stay in their segment; redirects are not followed;
+    // the size cap holds.
+    let (status, item) = access(
+        &agent,
+        &fresh,
+        "web",
+        "fetch",
+        json!({"endpoint_id": "item", "params": {"id": "../admin?x=1"}}),
+    );
+    accesses += 1;
+    assert_eq!(status, 200, "{item}");
+    assert_eq!(item["data"]["path"], "/items/..%2Fadmin%3Fx%3D1", "{item}");
+    let (status, moved) = access(&agent, &fresh, "web", "fetch", json!({"endpoint_id": "moved"}));
+    accesses += 1;
+    assert_eq!((status, moved["error"]["code"].as_str()), (502, Some("REDIRECT_REFUSED")), "{moved}");
+    assert!(evil.requests().is_empty(), "the redirect target was never contacted");
+    let (status, big) = access(&agent, &fresh, "web", "fetch", json!({"endpoint_id": "big"}));
+    accesses += 1;
+    assert_eq!((status, big["error"]["code"].as_str()), (502, Some("RESPONSE_TOO_LARGE")), "{big}");
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .all(|p| p == "/" || p.starts_with("/items/") || p == "/redirect" || p == "/big"),
+        "{:?}",
+        upstream.requests()
+    );
+
+    // Another tenant's plane id fails hard and is called out in the ledger.
+    ctl.ok(&op, &["tenant", "create", "globex", "--name", "Globex"]);
+    cp.ok(
+        "POST",
+        "/api/v1/tenants/globex/planes",
+        Some(json!({"plane_id": "globex-payroll", "name": "payroll", "sensitivity": "RESTRICTED"})),
+    );
+    let (status, cross) = access(
+        &agent,
+        &fresh,
+        "globex-payroll",
+        "query",
+        json!({"template_id": "by-dept", "params": {"dept": "eng"}}),
+    );
+    accesses += 1;
+    assert_eq!((status, cross["error"]["code"].as_str()), (403, Some("UNKNOWN_PLANE")), "{cross}");
+
+    // A disabled source refuses with a clear error.
+    let disabled =
+        cp.ok("POST", "/api/v1/tenants/acme/sources/hr-db/disable", Some(json!({"reason": "maintenance"})));
+    wait_version(&agent, disabled["tenant_snapshot_version"].as_u64().unwrap());
+    let (status, off) = query(&agent, &fresh, "eng");
+    accesses += 1;
+    assert_eq!((status, off["error"]["code"].as_str()), (403, Some("SOURCE_NOT_ENABLED")), "{off}");
+    assert!(off["error"]["message"].as_str().unwrap().contains("DISABLED"), "{off}");
+
+    // Every attempt, allowed or not, is evidence at the control plane.
+    let evidence = wait_for("every evidence record at the control plane", Duration::from_secs(30), || {
+        let page = cp.ok("GET", "/api/v1/tenants/acme/records?kind=RETRIEVAL_EVIDENCE&limit=1000", None);
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        (records.len() >= accesses).then_some(records)
+    });
+    assert_eq!(evidence.len(), accesses, "one evidence record per access");
+    let outcomes: Vec<&str> = evidence.iter().filter_map(|r| r["body"]["outcome"].as_str()).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "ALLOWED").count(), 7, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == "FAILED").count(), 2, "redirect and size cap: {outcomes:?}");
+    let first_allowed = evidence.iter().find(|r| r["body"]["outcome"] == "ALLOWED").unwrap();
+    assert_eq!(first_allowed["body"]["policy_snapshot_hash"].as_str().unwrap().len(), 64);
+    let audit = ctl.ok(&op, &["-o", "json", "audit", "list"]);
+    assert!(audit.contains("CROSS-TENANT ACCESS REFUSED") && audit.contains("globex-payroll"), "{audit}");
+    assert!(audit.contains("CREDENTIAL_SET") && audit.contains("PLANE_ACTIVATED"), "{audit}");
+
+    // The secret is nowhere: not in API answers, the ledger, either log.
+    let sources = cp.ok("GET", "/api/v1/tenants/acme/sources", None).to_string();
+    let needle = "s3cr3t-upstream-token";
+    for (what, text) in [
+        ("sources API", sources),
+        ("audit ledger", audit),
+        ("evidence", serde_json::to_string(&evidence).unwrap()),
+        ("control-plane log", std::fs::read_to_string(&node.log).unwrap_or_default()),
+        ("edge-agent log", std::fs::read_to_string(dir.path().join("agent/agent.log")).unwrap()),
+    ] {
+        assert!(!text.contains(needle), "the credential leaked into the {what}");
+    }
+    // At rest on the agent the data key is sealed; the snapshot holds only
+    // ciphertext.
+    let store = std::fs::read_dir(dir.path().join("agent")).unwrap().count();
+    assert!(store > 0);
+}
