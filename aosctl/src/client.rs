@@ -114,6 +114,8 @@ pub enum Method {
     Get,
     /// POST.
     Post,
+    /// PUT.
+    Put,
     /// DELETE.
     Delete,
 }
@@ -281,8 +283,9 @@ impl Client {
                 }
                 req.call()
             }
-            Method::Post => {
-                let mut req = self.agent.post(&url);
+            Method::Post | Method::Put => {
+                let mut req =
+                    if method == Method::Put { self.agent.put(&url) } else { self.agent.post(&url) };
                 for (k, v) in query {
                     req = req.query(*k, v);
                 }

@@ -19,6 +19,7 @@ pub mod agent;
 pub mod audit;
 pub mod client;
 pub mod cluster;
+pub mod data;
 pub mod governance;
 pub mod incident;
 pub mod key;
@@ -98,6 +99,12 @@ pub enum Command {
     /// Incidents: list, inspect, acknowledge, resolve, suppress.
     #[command(subcommand)]
     Incident(incident::IncidentCommand),
+    /// Data sources: register, set credentials, verify, enable, disable.
+    #[command(subcommand)]
+    Source(data::SourceCommand),
+    /// Knowledge planes: create, bind sources, activate as owner.
+    #[command(subcommand)]
+    Plane(data::PlaneCommand),
 }
 
 /// How to reach the cluster, from the global flags.
@@ -191,6 +198,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(cmd) => agent::run(cmd, &remote),
         Command::Governance(cmd) => governance::run(cmd, &remote),
         Command::Incident(cmd) => incident::run(cmd, &remote),
+        Command::Source(cmd) => data::run_source(cmd, &remote),
+        Command::Plane(cmd) => data::run_plane(cmd, &remote),
     };
     finish(result)
 }

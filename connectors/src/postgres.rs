@@ -163,15 +163,15 @@ async fn run(
     let params = convert(prepared.params(), values)?;
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
     if prepared.columns().is_empty() {
-        let changed = tx.execute(&prepared, &refs).await.map_err(|e| read_only_or(&e))?;
+        let changed = tx.execute(&prepared, &refs).await.map_err(|e| classify(&e, timeout))?;
         tx.commit().await.map_err(|e| upstream(&e))?;
         let data = json!({ "rows_affected": changed });
         let bytes = data.to_string().len();
         return Ok(Output { data, doc_ids: Vec::new(), rows: Some(0), truncated: false, bytes });
     }
-    let portal = tx.bind(&prepared, &refs).await.map_err(|e| read_only_or(&e))?;
+    let portal = tx.bind(&prepared, &refs).await.map_err(|e| classify(&e, timeout))?;
     let limit = i32::try_from(max_rows).unwrap_or(i32::MAX).saturating_add(1);
-    let rows = tx.query_portal(&portal, limit).await.map_err(|e| read_only_or(&e))?;
+    let rows = tx.query_portal(&portal, limit).await.map_err(|e| classify(&e, timeout))?;
     tx.commit().await.map_err(|e| upstream(&e))?;
     let cap = usize::try_from(max_rows).unwrap_or(usize::MAX);
     let truncated = rows.len() > cap;
@@ -185,12 +185,13 @@ async fn run(
     Ok(Output { doc_ids: doc_ids(&data), data, rows: count, truncated, bytes })
 }
 
-fn read_only_or(e: &tokio_postgres::Error) -> ConnectorError {
-    // 25006: read_only_sql_transaction.
-    if e.as_db_error().is_some_and(|db| db.code().code() == "25006") {
-        ConnectorError::ReadOnly
-    } else {
-        upstream(e)
+fn classify(e: &tokio_postgres::Error, timeout: Duration) -> ConnectorError {
+    match e.as_db_error().map(|db| db.code().code()) {
+        // read_only_sql_transaction
+        Some("25006") => ConnectorError::ReadOnly,
+        // query_canceled: our statement_timeout fired
+        Some("57014") => ConnectorError::Timeout { after_ms: millis(timeout) },
+        _ => upstream(e),
     }
 }
 

@@ -670,21 +670,7 @@ impl Engine {
             let mut guard = self.lock();
             let state = &mut *guard;
             let run = state.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))?;
-            match run.record.status {
-                RunStatus::Running => {}
-                RunStatus::Paused => {
-                    return Err(EngineError::Conflict {
-                        code: "RUN_PAUSED",
-                        message: format!("run `{run_id}` is paused: resume it before the next step"),
-                    });
-                }
-                status => {
-                    return Err(EngineError::Conflict {
-                        code: "RUN_ENDED",
-                        message: format!("run `{run_id}` has ended ({})", status_str(status)),
-                    });
-                }
-            }
+            require_running(run, "the next step")?;
             if run.first_token.is_none() {
                 run.first_token = Some(current.clone());
                 run.record.first_token_snapshot_version = Some(current.version());
@@ -1187,6 +1173,23 @@ fn step_epoch(step_id: &str) -> Option<u64> {
 
 fn money(field: &'static str, usd: f64) -> Result<MicroUsd, EngineError> {
     MicroUsd::from_usd(usd).map_err(|e| EngineError::Invalid { field, message: e.to_string() })
+}
+
+/// 409 unless the run is running: `RUN_PAUSED` (resume it before `next`)
+/// or `RUN_ENDED`.
+fn require_running(run: &Run, next: &str) -> Result<(), EngineError> {
+    let run_id = &run.record.run_id;
+    match run.record.status {
+        RunStatus::Running => Ok(()),
+        RunStatus::Paused => Err(EngineError::Conflict {
+            code: "RUN_PAUSED",
+            message: format!("run `{run_id}` is paused: resume it before {next}"),
+        }),
+        status => Err(EngineError::Conflict {
+            code: "RUN_ENDED",
+            message: format!("run `{run_id}` has ended ({})", status_str(status)),
+        }),
+    }
 }
 
 fn not_found(run_id: &str) -> EngineError {

@@ -327,6 +327,39 @@ fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Ag
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_data_key_is_sealed_at_rest_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = [7u8; 32];
+        {
+            let store = AgentStore::open(dir.path()).unwrap();
+            assert_eq!(store.load_data_key().unwrap(), None);
+            store.save_data_key("dk-1", &key).await.unwrap();
+        }
+        let store = AgentStore::open(dir.path()).unwrap();
+        assert_eq!(store.load_data_key().unwrap(), Some(("dk-1".to_owned(), key)));
+        // Never in clear in the database files.
+        let mut clear_text_found = false;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() && path.file_name().is_some_and(|n| n != LOCAL_KEY_FILE) {
+                let bytes = std::fs::read(&path).unwrap();
+                clear_text_found |= bytes.windows(32).any(|w| w == key);
+            }
+        }
+        assert!(!clear_text_found, "the data key is stored in clear");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join(LOCAL_KEY_FILE)).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "the local key is private");
+        // Without the local key the stored data key does not open.
+        drop(store);
+        std::fs::remove_file(dir.path().join(LOCAL_KEY_FILE)).unwrap();
+        let store = AgentStore::open(dir.path()).unwrap();
+        let err = store.load_data_key().unwrap_err().to_string();
+        assert!(err.contains("local.key is missing"), "{err}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_flushes_share_fsyncs_and_every_write_is_durable() {
         let dir = tempfile::tempdir().unwrap();

@@ -366,3 +366,76 @@ fn access_is_gated_by_planes_and_policies_executed_safely_and_evidenced() {
     let store = std::fs::read_dir(dir.path().join("agent")).unwrap().count();
     assert!(store > 0);
 }
+
+#[test]
+fn aosctl_manages_sources_and_planes_without_ever_printing_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kb.db");
+    sqlite_db(&db);
+    let node = start_single_node(dir.path(), &[]);
+    let op = node.operator_key.clone();
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    ctl.ok(&op, &["tenant", "create", "acme", "--name", "Acme"]);
+    let file = dir.path().join("kb.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "source_id: kb\nasset_type: SQL\nsql:\n  engine: SQLITE\n  target: {}\n  templates:\n    - template_id: by-dept\n      statement: SELECT id FROM people WHERE dept = :dept\n      params: [{{name: dept, type: STRING}}]\n      max_rows: 5\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let out = ctl.ok(&op, &["source", "apply", "--tenant", "acme", "-f", file.to_str().unwrap()]);
+    assert!(out.contains("source `kb` is CREATED"), "{out}");
+
+    // The secret never goes on the command line: no flag is a usage error.
+    let o = ctl.run(&op, &["source", "credential", "--tenant", "acme", "kb"]);
+    assert_eq!(o.status.code(), Some(2), "{}", crate::support::err(&o));
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "kb-pass-99a1\n").unwrap();
+    let out = ctl.ok(
+        &op,
+        &["source", "credential", "--tenant", "acme", "kb", "--from-file", secret_file.to_str().unwrap()],
+    );
+    assert!(out.contains("sealed with data key") && out.contains("CREATED"), "{out}");
+    let out = ctl.ok(&op, &["source", "verify", "--tenant", "acme", "kb"]);
+    assert!(out.contains("VERIFIED") && out.contains("opened read-only"), "{out}");
+    ctl.ok(&op, &["source", "enable", "--tenant", "acme", "kb", "--reason", "reviewed"]);
+    let listed = ctl.ok(&op, &["source", "list", "--tenant", "acme"]);
+    assert!(listed.contains("ENABLED") && listed.contains("set"), "{listed}");
+
+    let out = ctl.ok(
+        &op,
+        &[
+            "plane",
+            "apply",
+            "--tenant",
+            "acme",
+            "--id",
+            "kb",
+            "--name",
+            "KB",
+            "--sensitivity",
+            "internal",
+            "--source",
+            "kb",
+        ],
+    );
+    assert!(out.contains("default DENY") && out.contains("inactive"), "{out}");
+    let refused = ctl.run(&op, &["plane", "activate", "--tenant", "acme", "kb", "--reason", "owner"]);
+    assert!(!refused.status.success());
+    assert!(
+        crate::support::err(&refused).contains("CONFIRMATION_REQUIRED"),
+        "{}",
+        crate::support::err(&refused)
+    );
+    ctl.ok(&op, &["plane", "activate", "--tenant", "acme", "kb", "--reason", "owner", "--confirm"]);
+    let planes = ctl.ok(&op, &["plane", "list", "--tenant", "acme"]);
+    assert!(planes.contains("kb") && planes.contains("yes"), "{planes}");
+
+    let shown = ctl.ok(&op, &["source", "show", "--tenant", "acme", "kb"]);
+    let audit = ctl.ok(&op, &["-o", "json", "audit", "list"]);
+    for text in [&out, &listed, &planes, &shown, &audit] {
+        assert!(!text.contains("kb-pass-99a1"), "the secret was printed: {text}");
+    }
+}

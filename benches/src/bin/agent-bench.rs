@@ -14,13 +14,11 @@
 //! sled store in a temporary directory and a signed snapshot of 10
 //! policies.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use aos_benches::cluster::{ChildGuard, agent, free_port, log_file, log_tail, post_json, wait_for};
+use aos_benches::cluster::{agent, post_json, standalone_agent};
 use aos_core::snapshot::{PolicySnapshot, SnapshotSigner};
 use serde_json::{Value, json};
 
@@ -46,16 +44,6 @@ fn parse_args() -> Result<Args> {
         }
     }
     Ok(args)
-}
-
-fn agent_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("binary directory")?;
-    let bin = dir.join(format!("aos-edge-agent{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        bail!("{} is missing: cargo build --release -p aos-edge-agent", bin.display());
-    }
-    Ok(bin)
 }
 
 /// Ten policies: per-run token and cost limits far above what the bench
@@ -178,34 +166,11 @@ fn load(base: &str, concurrency: usize, warmup: Duration, window: Duration) -> R
 
 fn main() -> Result<()> {
     let args = parse_args()?;
-    let bin = agent_binary()?;
     let dir = tempfile::tempdir()?;
     let signer = SnapshotSigner::from_secret_bytes(&[9u8; 32])?;
     let file = dir.path().join("snapshot.bin");
     std::fs::write(&file, snapshot("bench", &signer)?)?;
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let log = dir.path().join("agent.log");
-    let mut cmd = Command::new(&bin);
-    // Without keys: the bench measures enforcement, not bearer checks.
-    cmd.args(["--tenant", "bench", "--listen", &listen, "--auth", "off"])
-        .args(["--trusted-key", &hex_key(&signer)])
-        .arg("--data-dir")
-        .arg(dir.path().join("agent"))
-        .arg("--snapshot-file")
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file(&log));
-    let mut proc = ChildGuard::spawn(&mut cmd)?;
-    let base = format!("http://{listen}");
-    let http = agent(Duration::from_secs(2));
-    wait_for("the agent to serve", Duration::from_secs(30), || {
-        if let Some(status) = proc.exited() {
-            bail!("agent exited with {status}: {}", log_tail(&log, 2000));
-        }
-        Ok(http.get(&format!("{base}/health")).call().ok().map(|_| ()))
-    })?;
+    let (proc, base) = standalone_agent(dir.path(), "bench", &hex_key(&signer), &file)?;
     let pid = proc.pid().context("agent pid")?;
     let idle_rss = rss_kib(pid);
 

@@ -168,3 +168,45 @@ pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
     let rank = (sorted.len() * p).div_ceil(100).clamp(1, sorted.len());
     sorted[rank - 1]
 }
+
+/// A release `aos-edge-agent` next to the running bench binary, serving
+/// tenant `tenant` from a signed snapshot file (no control plane, `--auth
+/// off`), started in `dir` and answering `/health`; its process and base
+/// URL.
+pub fn standalone_agent(
+    dir: &Path,
+    tenant: &str,
+    trusted_key_hex: &str,
+    snapshot: &Path,
+) -> Result<(ChildGuard, String)> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .ok_or_else(|| anyhow!("bench binary has no directory"))?
+        .join(format!("aos-edge-agent{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        bail!("{} is missing: cargo build --release -p aos-edge-agent", bin.display());
+    }
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let log = dir.join("agent.log");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["--tenant", tenant, "--listen", &listen, "--auth", "off", "--trusted-key", trusted_key_hex])
+        .arg("--data-dir")
+        .arg(dir.join("agent"))
+        .arg("--snapshot-file")
+        .arg(snapshot)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(&log));
+    let mut proc = ChildGuard::spawn(&mut cmd)?;
+    let base = format!("http://{listen}");
+    let http = agent(Duration::from_secs(2));
+    wait_for("the agent to serve", Duration::from_secs(30), || {
+        if let Some(status) = proc.exited() {
+            bail!("agent exited with {status}: {}", log_tail(&log, 2000));
+        }
+        Ok(http.get(&format!("{base}/health")).call().ok().map(|_| ()))
+    })?;
+    Ok((proc, base))
+}

@@ -27,11 +27,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{AccessError, Engine, EngineError, not_found, now_ms, status_str};
+use super::{AccessError, Engine, EngineError, not_found, now_ms, require_running, status_str};
 
 use crate::counters::Usage;
 use crate::records::{Record, RecordBody, RetrievalEvidence};
-use crate::runs::RunStatus;
 
 /// `POST /api/v1/access`.
 #[derive(Debug, Clone, Deserialize)]
@@ -294,21 +293,7 @@ impl Engine {
             let mut guard = self.lock();
             let state = &mut *guard;
             let run = state.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))?;
-            match run.record.status {
-                RunStatus::Running => {}
-                RunStatus::Paused => {
-                    return Err(EngineError::Conflict {
-                        code: "RUN_PAUSED",
-                        message: format!("run `{run_id}` is paused: resume it before accessing data"),
-                    });
-                }
-                status => {
-                    return Err(EngineError::Conflict {
-                        code: "RUN_ENDED",
-                        message: format!("run `{run_id}` has ended ({})", status_str(status)),
-                    });
-                }
-            }
+            require_running(run, "accessing data")?;
             let mut records = Vec::new();
             let admission = match resolve_access(&current, &run.record.scope, &req.plane, target.gate()) {
                 Err(refusal) => Admission::Denied {

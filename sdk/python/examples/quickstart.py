@@ -8,8 +8,9 @@ then run ``python sdk/python/examples/quickstart.py`` (the agent's address
 comes from ``AOS_AGENT_URL``, default ``http://127.0.0.1:8000``).
 
 It asks the agent what it enforces, simulates a step, then runs a governed
-run whose 12k-token steps grow until the demo tenant's per-run token budget
-(pol-run-tokens: 50k tokens) stops it.
+run that reads the demo knowledge plane through the agent (a templated SQL
+query, evidenced) and whose 12k-token steps grow until the demo tenant's
+per-run token budget (pol-run-tokens: 50k tokens) stops it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def main() -> int:
     try:
         with client.run(agent_id="research-bot", goal="summarise the quarterly report") as run:
             print(f"run {run.id} started")
+            # Governed data access: a template on a knowledge plane, never raw SQL.
+            billing = {"template_id": "docs-by-topic", "params": {"topic": "billing"}}
+            docs = run.access("kp-public-docs", "query", billing)
+            ids = ", ".join(docs.doc_ids)
+            print(f"read {docs.rows} docs from {docs.plane_id}: {ids} (evidence {docs.evidence_id})")
             for step_no in range(1, 10):
                 step = run.check_step(estimated_tokens=12_000, model="gpt-4o-mini")
                 print(f"step {step_no}: {step.outcome}")

@@ -33,6 +33,7 @@ def test_the_quickstart_runs_until_the_token_budget_stops_it(agent_url: str) -> 
     out = done.stdout
     assert "edge agent for tenant 'demo'" in out, out
     assert "simulated 60k-token step: STOP by policy pol-run-tokens" in out, out
+    assert re.search(r"read 2 docs from kp-public-docs: doc-1, doc-2 \(evidence ev-\w+\)", out), out
     stop = r"step 5: STOP by policy pol-run-tokens v\d+: TOKENS per run breach, value 60000 vs limit 50000"
     assert re.search(stop, out), out
     assert [line.split(": ")[1] for line in out.splitlines() if re.match(r"step [1-4]: ", line)] == [

@@ -1,8 +1,9 @@
 """Connection handling. Against nothing: an agent that is not running gives
 :class:`AgentUnavailable` naming the URL and how to start it. Unit tests of
 the SDK's retry logic (httpx ``MockTransport`` standing in for the network,
-not for AOS): which failures are retried, and that every retry of a POST
-carries the first attempt's ``Idempotency-Key``."""
+not for AOS): which failures are retried, that every retry of a POST
+carries the first attempt's ``Idempotency-Key``, and that a data access is
+retried only where it cannot run twice."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from helpers import free_port
 
 from aos_sdk import (
+    AccessFailed,
     AgentError,
     AgentUnavailable,
     AOSClient,
@@ -139,4 +141,86 @@ async def test_the_async_client_reuses_the_key_across_retries_too() -> None:
     client = AsyncAOSClient(base_url="http://agent.test", retry=FAST, http_client=http)
     assert (await client.post_goal(agent_id="a"))["id"] == "run-1"
     assert len({r.headers["Idempotency-Key"] for r in seen}) == 1 and len(seen) == 3
+    await http.aclose()
+
+
+ACCESSED = {
+    "evidence_id": "ev-1",
+    "plane_id": "kp-public-docs",
+    "source_id": "kb-docs",
+    "data": [{"id": "doc-3", "title": "Password reset"}],
+    "doc_ids": ["doc-3"],
+    "rows": 1,
+    "truncated": False,
+    "run_status": "running",
+    "decision": {"outcome": "CONTINUE", "policy_id": None, "reasons": [], "governance": None},
+}
+QUERY = {"template_id": "docs-by-topic", "params": {"topic": "account"}}
+
+
+def accessed(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json=ACCESSED)
+
+
+def access_failed(code: int, error: str) -> Callable[..., httpx.Response]:
+    body = {
+        "error": {
+            "code": error,
+            "message": f"{error} for the test",
+            "evidence_id": "ev-failed",
+            "run_status": "running",
+            "decision": {"outcome": "CONTINUE", "policy_id": None, "reasons": [], "governance": None},
+        }
+    }
+    return lambda request: httpx.Response(code, json=body)
+
+
+@pytest.mark.parametrize(("code", "error"), [(502, "UPSTREAM_STATUS"), (502, "REDIRECT_REFUSED"), (504, "TIMEOUT")])
+def test_a_failed_access_is_never_retried(code: int, error: str) -> None:
+    client, seen = scripted([access_failed(code, error), accessed, accessed])
+    with pytest.raises(AccessFailed) as failed:
+        client.access("kp-public-docs", "query", QUERY, run="run-1")
+    assert (failed.value.status, failed.value.code, failed.value.evidence_id) == (code, error, "ev-failed")
+    assert (failed.value.run_id, failed.value.plane, failed.value.action) == ("run-1", "kp-public-docs", "query")
+    assert len(seen) == 1, "the access may have had effects: not repeated"
+
+
+def test_an_access_is_retried_only_where_it_cannot_run_twice() -> None:
+    # 503: refused before anything ran. No answer: the retry carries the
+    # key, so the agent replays a finished first attempt, or says it is
+    # still running (409 REQUEST_IN_PROGRESS: asked again after Retry-After).
+    client, seen = scripted(
+        [
+            status(503, "BOOT_GUARD", retry_after="0"),
+            refused_connection,
+            status(409, "REQUEST_IN_PROGRESS", retry_after="0"),
+            accessed,
+        ],
+        retry=RetryPolicy(max_retries=3, backoff_base=0.001),
+    )
+    result = client.access("kp-public-docs", "query", QUERY, run="run-1")
+    assert (result.doc_ids, result.rows, result.evidence_id) == (["doc-3"], 1, "ev-1")
+    assert len(seen) == 4 and len({r.headers["Idempotency-Key"] for r in seen}) == 1
+    assert [r.content for r in seen] == [seen[0].content] * 4
+
+    # A caller's own key is the one sent (to repeat an access later).
+    client, seen = scripted([accessed])
+    client.access("kp-public-docs", "query", QUERY, run="run-1", idempotency_key="my-key-1")
+    assert seen[0].headers["Idempotency-Key"] == "my-key-1"
+
+
+@pytest.mark.asyncio
+async def test_the_async_client_does_not_retry_a_failed_access_either() -> None:
+    seen: list[httpx.Request] = []
+    answers = [status(503, "BOOT_GUARD", retry_after="0"), access_failed(504, "TIMEOUT"), accessed]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers[len(seen) - 1](request)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client = AsyncAOSClient(base_url="http://agent.test", retry=FAST, http_client=http)
+    with pytest.raises(AccessFailed) as failed:
+        await client.access("kp-public-docs", "query", QUERY, run="run-1")
+    assert (failed.value.code, len(seen)) == ("TIMEOUT", 2)
     await http.aclose()

@@ -9,11 +9,13 @@
         run.check_step(estimated_tokens=1200, model="gpt-4o-mini")
         ...                                   # call the model
         run.report_usage(input_tokens=900, output_tokens=300, cost_usd=0.004)
+        docs = run.access("kp-public-docs", "query",  # governed data access
+                          {"template_id": "docs-by-topic", "params": {"topic": "billing"}})
 
 Modules, one job each: :mod:`~aos_sdk.client` (sync client and run handle),
 :mod:`~aos_sdk.aio` (async twins), :mod:`~aos_sdk.protocol` (requests),
 :mod:`~aos_sdk.decode` (answers → results, exceptions, warnings),
-:mod:`~aos_sdk.results` (decision types), :mod:`~aos_sdk.errors`
+:mod:`~aos_sdk.results` (decision and data-access result types), :mod:`~aos_sdk.errors`
 (exceptions), :mod:`~aos_sdk.retry` (retry policy), :mod:`~aos_sdk.transport`
 (settings shared by both clients), :mod:`~aos_sdk.runstate` (run
 bookkeeping), :mod:`~aos_sdk.openai` (OpenAI client wrapper).
@@ -22,6 +24,12 @@ bookkeeping), :mod:`~aos_sdk.openai` (OpenAI client wrapper).
 from .aio import AsyncAOSClient, AsyncRun
 from .client import AOSClient, Run
 from .errors import (
+    AccessDenied,
+    AccessError,
+    AccessFailed,
+    AccessKilled,
+    AccessPaused,
+    AccessStopped,
     AgentError,
     AgentUnavailable,
     AOSError,
@@ -31,6 +39,7 @@ from .errors import (
     GovernanceDegraded,
     GovernanceError,
     GovernanceHalted,
+    InvalidParams,
     InvalidRequest,
     PolicyError,
     PolicyKilled,
@@ -42,7 +51,7 @@ from .errors import (
     ServiceUnavailable,
     StepNotFound,
 )
-from .results import Decision, Signal
+from .results import AccessResult, Decision, Signal
 from .retry import RetryPolicy
 
 __version__ = "0.1.0"
@@ -53,6 +62,13 @@ __all__ = [
     "AOSGovernanceWarning",
     "AOSPolicyWarning",
     "AOSTimeout",
+    "AccessDenied",
+    "AccessError",
+    "AccessFailed",
+    "AccessKilled",
+    "AccessPaused",
+    "AccessResult",
+    "AccessStopped",
     "AgentError",
     "AgentUnavailable",
     "AsyncAOSClient",
@@ -61,6 +77,7 @@ __all__ = [
     "GovernanceDegraded",
     "GovernanceError",
     "GovernanceHalted",
+    "InvalidParams",
     "InvalidRequest",
     "PolicyError",
     "PolicyKilled",

@@ -18,9 +18,16 @@ from typing import Any, Self
 import httpx
 
 from . import decode, protocol
-from .errors import AgentUnavailable, AOSError, AOSTimeout, RunEnded, RunPaused
+from .errors import AccessError, AccessPaused, AgentUnavailable, AOSError, AOSTimeout, RunEnded, RunPaused
 from .protocol import Call
-from .results import TERMINAL_STATUSES, Decision, parse_simulation, parse_step_answer
+from .results import (
+    TERMINAL_STATUSES,
+    AccessResult,
+    Decision,
+    parse_access_answer,
+    parse_simulation,
+    parse_step_answer,
+)
 from .retry import RetryPolicy
 from .runstate import RunState
 from .transport import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Settings
@@ -190,6 +197,32 @@ class AsyncAOSClient:
         """See :meth:`aos_sdk.AOSClient.cancel_run`."""
         return dict(await self._send(protocol.cancel(run_id, reason=reason)))
 
+    # -- governed data access ------------------------------------------------
+    async def access(
+        self,
+        plane: str,
+        action: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        run: AsyncRun | str,
+        idempotency_key: str | None = None,
+    ) -> AccessResult:
+        """See :meth:`aos_sdk.AOSClient.access` (``run``: an :class:`AsyncRun` or a run id)."""
+        if isinstance(run, AsyncRun):
+            return await run._access(plane, action, payload, idempotency_key=idempotency_key, stacklevel=3)
+        if not isinstance(run, str):
+            raise TypeError(f"run must be an AsyncRun handle or a run id, got {type(run).__name__}")
+        run_id = run
+        call = protocol.access(run_id, plane=plane, action=action, payload=payload, idempotency_key=idempotency_key)
+        try:
+            body = await self._send(call)
+        except AccessPaused as paused:
+            raise decode.with_resume(paused, lambda ack=None: self._resume_run(run_id, ack)) from None
+        return decode.enforce_access(parse_access_answer(body), run_id=run_id, stacklevel=2)
+
+    async def _resume_run(self, run_id: str, ack: str | None) -> dict[str, Any]:
+        return dict(await self._send(protocol.resume(run_id, acknowledged_by=ack)))
+
     # -- run handles ---------------------------------------------------------
     def run(
         self,
@@ -256,7 +289,7 @@ class AsyncRun:
 
     @property
     def last_decision(self) -> Decision | None:
-        """The decision of the last step or usage report."""
+        """The decision of the last step, usage report or data access."""
         return self._state.last_decision
 
     async def start(self) -> Self:
@@ -376,6 +409,40 @@ class AsyncRun:
         decision = parse_step_answer(body)
         self._state.remember_decision(decision, opened=False)
         return decode.enforce(decision, run_id=self.id, phase="usage", resume=self.resume, raise_on_block=False)
+
+    async def access(
+        self,
+        plane: str,
+        action: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> AccessResult:
+        """See :meth:`aos_sdk.Run.access`."""
+        return await self._access(plane, action, payload, idempotency_key=idempotency_key, stacklevel=3)
+
+    async def _access(
+        self,
+        plane: str,
+        action: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        idempotency_key: str | None,
+        stacklevel: int,
+    ) -> AccessResult:
+        call = self._state.access_call(plane=plane, action=action, payload=payload, idempotency_key=idempotency_key)
+        try:
+            body = await self._client._send(call)
+        except AccessError as refused:
+            self._state.remember_access_error(refused)
+            if isinstance(refused, AccessPaused):
+                raise decode.with_resume(refused, self.resume) from None
+            raise
+        except (RunPaused, RunEnded) as refused:
+            raise await self._explain(refused) from None
+        result = parse_access_answer(body)
+        self._state.remember_decision(result.decision, opened=False)
+        return decode.enforce_access(result, run_id=self.id, stacklevel=stacklevel)
 
     async def _explain(self, refused: AOSError) -> AOSError:
         view = None

@@ -18,9 +18,16 @@ from typing import Any, Self
 import httpx
 
 from . import decode, protocol
-from .errors import AgentUnavailable, AOSError, AOSTimeout, RunEnded, RunPaused
+from .errors import AccessError, AccessPaused, AgentUnavailable, AOSError, AOSTimeout, RunEnded, RunPaused
 from .protocol import Call
-from .results import TERMINAL_STATUSES, Decision, parse_simulation, parse_step_answer
+from .results import (
+    TERMINAL_STATUSES,
+    AccessResult,
+    Decision,
+    parse_access_answer,
+    parse_simulation,
+    parse_step_answer,
+)
 from .retry import RetryPolicy
 from .runstate import RunState
 from .transport import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Settings
@@ -203,6 +210,47 @@ class AOSClient:
         """Cancels a run (its cancel signal fires)."""
         return dict(self._send(protocol.cancel(run_id, reason=reason)))
 
+    # -- governed data access ------------------------------------------------
+    def access(
+        self,
+        plane: str,
+        action: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        run: Run | str,
+        idempotency_key: str | None = None,
+    ) -> AccessResult:
+        """A governed data access for ``run`` (a run handle, or a run id):
+        ``action`` ``"query"`` (payload ``{"template_id", "params"}``),
+        ``"fetch"`` (``{"endpoint_id", "params", "body"}``) or ``"call_tool"``
+        (``{"tool", "arguments"}``) on the knowledge plane ``plane``. The agent
+        decides (plane gate, then the run's policies), runs it through the
+        source's connector and evidences it; no raw SQL, URL or tool can be
+        named.
+
+        Returns the :class:`AccessResult` (warning on WARN). Raises
+        :class:`AccessDenied` (403; :class:`AccessStopped`,
+        :class:`AccessKilled` or :class:`AccessPaused` when a policy decided),
+        :class:`InvalidParams` (400 ``INVALID_PARAMS``), :class:`InvalidRequest`
+        (other 400s), :class:`AccessFailed` (502/504, never retried),
+        :class:`RunPaused`/:class:`RunEnded` (409) or :class:`RunNotFound`.
+        Pass ``idempotency_key`` to repeat an access later and get the
+        agent's first answer (for 15 minutes) instead of running it again."""
+        if isinstance(run, Run):
+            return run._access(plane, action, payload, idempotency_key=idempotency_key, stacklevel=3)
+        if not isinstance(run, str):
+            raise TypeError(f"run must be a Run handle or a run id, got {type(run).__name__}")
+        run_id = run
+        call = protocol.access(run_id, plane=plane, action=action, payload=payload, idempotency_key=idempotency_key)
+        try:
+            body = self._send(call)
+        except AccessPaused as paused:
+            raise decode.with_resume(paused, lambda ack=None: self._resume_run(run_id, ack)) from None
+        return decode.enforce_access(parse_access_answer(body), run_id=run_id, stacklevel=2)
+
+    def _resume_run(self, run_id: str, ack: str | None) -> dict[str, Any]:
+        return dict(self._send(protocol.resume(run_id, acknowledged_by=ack)))
+
     # -- run handles ---------------------------------------------------------
     def run(
         self,
@@ -282,7 +330,7 @@ class Run:
 
     @property
     def last_decision(self) -> Decision | None:
-        """The decision of the last step or usage report."""
+        """The decision of the last step, usage report or data access."""
         return self._state.last_decision
 
     # -- lifecycle -----------------------------------------------------------
@@ -415,6 +463,49 @@ class Run:
         decision = parse_step_answer(body)
         self._state.remember_decision(decision, opened=False)
         return decode.enforce(decision, run_id=self.id, phase="usage", resume=self.resume, raise_on_block=False)
+
+    # -- governed data access ------------------------------------------------
+    def access(
+        self,
+        plane: str,
+        action: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> AccessResult:
+        """A governed data access in this run; see :meth:`AOSClient.access`::
+
+            docs = run.access("kp-public-docs", "query",
+                              {"template_id": "docs-by-topic", "params": {"topic": "billing"}})
+            docs.data, docs.doc_ids, docs.evidence_id
+
+        A STOP or KILL raised here (:class:`AccessStopped`,
+        :class:`AccessKilled`) has ended the run: leaving the ``with`` block
+        does not end it again, and a later step raises the same decision."""
+        return self._access(plane, action, payload, idempotency_key=idempotency_key, stacklevel=3)
+
+    def _access(
+        self,
+        plane: str,
+        action: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        idempotency_key: str | None,
+        stacklevel: int,
+    ) -> AccessResult:
+        call = self._state.access_call(plane=plane, action=action, payload=payload, idempotency_key=idempotency_key)
+        try:
+            body = self._client._send(call)
+        except AccessError as refused:
+            self._state.remember_access_error(refused)
+            if isinstance(refused, AccessPaused):
+                raise decode.with_resume(refused, self.resume) from None
+            raise
+        except (RunPaused, RunEnded) as refused:
+            raise self._explain(refused) from None
+        result = parse_access_answer(body)
+        self._state.remember_decision(result.decision, opened=False)
+        return decode.enforce_access(result, run_id=self.id, stacklevel=stacklevel)
 
     def _explain(self, refused: AOSError) -> AOSError:
         view = None

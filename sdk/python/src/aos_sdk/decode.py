@@ -10,7 +10,12 @@ async) turn what the agent said into what the caller gets.
   or raised as :class:`~aos_sdk.errors.RunPaused` /
   :class:`~aos_sdk.errors.PolicyStopped` / :class:`~aos_sdk.errors.PolicyKilled`;
 - :func:`explain_refusal` — a 409 at a step → the policy or governance
-  decision behind it, when one is known.
+  decision behind it, when one is known;
+- :func:`enforce_access` — a data access's
+  :class:`~aos_sdk.results.AccessResult` → returned, warning on WARN; its error
+  answers become :class:`~aos_sdk.errors.AccessDenied` (and its
+  STOP/KILL/PAUSE subclasses), :class:`~aos_sdk.errors.InvalidParams` or
+  :class:`~aos_sdk.errors.AccessFailed` in :func:`error_for`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from typing import Any
 import httpx
 
 from .errors import (
+    AccessDenied,
+    AccessError,
+    AccessFailed,
+    AccessKilled,
+    AccessPaused,
+    AccessStopped,
     AgentError,
     AgentUnavailable,
     AOSError,
@@ -31,6 +42,7 @@ from .errors import (
     AOSPolicyWarning,
     GovernanceDegraded,
     GovernanceHalted,
+    InvalidParams,
     InvalidRequest,
     PolicyError,
     PolicyKilled,
@@ -42,8 +54,8 @@ from .errors import (
     ServiceUnavailable,
     StepNotFound,
 )
-from .protocol import Call
-from .results import Decision
+from .protocol import ACCESS_PATH, Call
+from .results import AccessResult, Decision, parse_access_decision
 
 log = logging.getLogger("aos_sdk")
 
@@ -86,6 +98,10 @@ def error_for(status: int, body: Any, call: Call, url: str) -> AOSError:
         message = body if isinstance(body, str) and body else f"HTTP {status}"
     text = f"{call.method} {url}: {status} {code or ''} {message}".replace("  ", " ")
     kwargs: dict[str, Any] = {"status": status, "code": code, "body": body}
+    if call.path == ACCESS_PATH:
+        access_error = _access_error(status, code, message, body, call)
+        if access_error is not None:
+            return access_error
     if status == 400:
         return InvalidRequest(f"the agent refused the request: {message}", **kwargs)
     if status == 404 and code == "NOT_FOUND":
@@ -107,6 +123,55 @@ def error_for(status: int, body: Any, call: Call, url: str) -> AOSError:
             return GovernanceDegraded(message, **kwargs)
         return ServiceUnavailable(f"the agent cannot serve this now ({code}): {message}", **kwargs)
     return AgentError(text, **kwargs)
+
+
+#: 403 codes of a refused data access: the plane gate's, and a policy's.
+ACCESS_DENIED_CODES: frozenset[str] = frozenset(
+    {"UNKNOWN_PLANE", "PLANE_INACTIVE", "PLANE_DENIED", "UNKNOWN_TARGET", "SOURCE_NOT_ENABLED", "POLICY_DENIED"}
+)
+
+#: The class of a ``POLICY_DENIED`` by outcome.
+_ACCESS_BLOCKS: dict[str, type[AccessDenied]] = {
+    "STOP": AccessStopped,
+    "KILL": AccessKilled,
+    "PAUSE": AccessPaused,
+}
+
+
+def _access_error(status: int, code: str | None, message: str, body: Any, call: Call) -> AccessError | None:
+    """The typed error of a data access's refusal or failure; ``None`` for
+    the answers every run endpoint gives (400 ``INVALID_INPUT``, 403
+    ``FORBIDDEN``, 404, 409, 503), decoded as for any call."""
+    request = call.json if isinstance(call.json, Mapping) else {}
+    err = body["error"] if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping) else {}
+    evidence_id = str(err["evidence_id"]) if err.get("evidence_id") is not None else None
+    run_status = str(err["run_status"]) if err.get("run_status") is not None else None
+    run_id = str(request["run_id"]) if request.get("run_id") is not None else None
+    plane = str(request["plane"]) if request.get("plane") is not None else None
+    action = str(request["action"]) if request.get("action") is not None else None
+    decision = parse_access_decision(err.get("decision"), run_status=run_status, raw=body if err else {})
+    kwargs: dict[str, Any] = {
+        "evidence_id": evidence_id,
+        "run_status": run_status,
+        "decision": decision,
+        "plane": plane,
+        "action": action,
+        "status": status,
+        "code": code,
+        "body": body,
+        "run_id": run_id,
+    }
+    what = f"run {run_id}: {action} on plane {plane!r}"
+    evidenced = f" (evidence {evidence_id})" if evidence_id else ""
+    if status == 400 and code == "INVALID_PARAMS":
+        return InvalidParams(f"the agent refused the request: {message}{evidenced}", **kwargs)
+    if status == 403 and (code in ACCESS_DENIED_CODES or evidence_id is not None):
+        cls = _ACCESS_BLOCKS.get(decision.outcome, AccessDenied) if decision is not None else AccessDenied
+        why = decision.summary() if decision is not None and decision.reasons else message
+        return cls(f"{what} refused ({code}): {why}{evidenced}", **kwargs)
+    if status in (502, 504):
+        return AccessFailed(f"{what} failed ({code or f'HTTP {status}'}): {message}{evidenced}", **kwargs)
+    return None
 
 
 def answer_or_error(status: int, content: bytes, call: Call, url: str) -> Any:
@@ -224,3 +289,31 @@ def explain_refusal(
             run_id=run_id,
         )
     return exc
+
+
+def enforce_access(result: AccessResult, *, run_id: str, stacklevel: int) -> AccessResult:
+    """Returns a data access's result; a WARN (or an outcome governance
+    changed) is warned as for a step. ``stacklevel`` is as for
+    :func:`warnings.warn` called where this function is called (2: that
+    function's caller)."""
+    # + _warn, enforce and this function.
+    enforce(result.decision, run_id=run_id, phase="data access", resume=None, stacklevel=stacklevel + 3)
+    return result
+
+
+def with_resume(paused: AccessPaused, resume: Callable[..., Any] | None) -> AccessPaused:
+    """The same PAUSE refusal of a data access, resumable through ``resume``
+    (the run handle's or the client's)."""
+    return AccessPaused(
+        paused.message,
+        resume=resume,
+        evidence_id=paused.evidence_id,
+        run_status=paused.run_status,
+        decision=paused.decision,
+        plane=paused.plane,
+        action=paused.action,
+        status=paused.status,
+        code=paused.code,
+        body=paused.body,
+        run_id=paused.run_id,
+    )

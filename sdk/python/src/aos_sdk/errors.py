@@ -16,6 +16,13 @@ is decided in :mod:`aos_sdk.decode`.
     ├── AgentUnavailable          no answer from the agent (not running, unreachable, timed out)
     ├── AgentError                any other error answer (status, code)
     │   ├── InvalidRequest        400: the agent's message names the field
+    │   │   └── InvalidParams     400 INVALID_PARAMS: a data access's parameters (also an AccessError)
+    │   ├── AccessError           a governed data access returned no data (evidence_id, run_status, decision)
+    │   │   ├── AccessDenied      403: the plane gate or a policy refused it
+    │   │   │   ├── AccessStopped STOP (also a PolicyStopped): the run ended
+    │   │   │   ├── AccessKilled  KILL (also a PolicyKilled): the run ended, its cancel signal fired
+    │   │   │   └── AccessPaused  PAUSE (also a RunPaused): resume with .resume(ack=...)
+    │   │   └── AccessFailed      502/504: the source failed it (never retried by the SDK)
     │   ├── RunNotFound           404: unknown run
     │   ├── StepNotFound          404: no open step with that id
     │   ├── RunConflict           409: the run's state does not allow this
@@ -184,6 +191,103 @@ class AgentError(AOSError):
 
 class InvalidRequest(AgentError):
     """400: the request was refused; the message names the field."""
+
+
+class AccessError(AgentError):
+    """A governed data access (``POST /api/v1/access``) that returned no
+    data. The agent wrote an evidence record for it either way:
+    ``evidence_id`` names it. ``run_status`` is the run's status after the
+    attempt; ``decision`` is the policy decision when one was taken (``None``
+    when the plane gate refused first); ``plane``/``action`` what was asked."""
+
+    decision: Decision | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        evidence_id: str | None = None,
+        run_status: str | None = None,
+        decision: Decision | None = None,
+        plane: str | None = None,
+        action: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        body: Any = None,
+        run_id: str | None = None,
+    ) -> None:
+        # Cooperative: for AccessStopped & co. the next class in the MRO is
+        # PolicyStopped/PolicyKilled/RunPaused (whose PolicyError.__init__
+        # takes the decision); for the others it is AOSError.
+        super().__init__(message, status=status, code=code, body=body, run_id=run_id)
+        self.decision = decision
+        self.evidence_id = evidence_id
+        self.run_status = run_status
+        self.plane = plane
+        self.action = action
+
+    @property
+    def outcome(self) -> str | None:
+        """The decision's outcome (``None`` when no policy decided)."""
+        return self.decision.outcome if self.decision else None
+
+    @property
+    def policy_id(self) -> str | None:
+        """The policy credited with the decision."""
+        return self.decision.policy_id if self.decision else None
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The decision's reasons, one per policy that acted."""
+        return self.decision.reasons if self.decision else ()
+
+
+class AccessDenied(AccessError):
+    """403: the access was refused before it ran. ``code`` says why:
+
+    - the plane gate: ``UNKNOWN_PLANE``, ``PLANE_INACTIVE``, ``PLANE_DENIED``
+      (deny by default, no policy allows this run), ``UNKNOWN_TARGET`` (no
+      source on the plane has the template, endpoint or tool),
+      ``SOURCE_NOT_ENABLED``; the run goes on;
+    - ``POLICY_DENIED``: a policy decided STOP, KILL or PAUSE (raised as
+      :class:`AccessStopped`, :class:`AccessKilled`, :class:`AccessPaused`),
+      with ``decision``, ``policy_id`` and ``reasons``.
+    """
+
+
+class AccessStopped(AccessDenied, PolicyStopped):
+    """``POLICY_DENIED`` with STOP: the run ended with this access (``run_status``
+    ``failed_policy``). Also a :class:`PolicyStopped`, like a stopped step."""
+
+
+class AccessKilled(AccessDenied, PolicyKilled):
+    """``POLICY_DENIED`` with KILL: the run ended at once and its cancel signal
+    fired. Also a :class:`PolicyKilled`, like a killed step."""
+
+
+class AccessPaused(AccessDenied, RunPaused):
+    """``POLICY_DENIED`` with PAUSE: the run waits for :meth:`resume`. Also a
+    :class:`RunPaused`. (The access answer does not say whether the pause
+    needs an acknowledgement: the run's view does.)"""
+
+    def __init__(self, message: str, *, resume: Callable[..., Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self._resume = resume
+
+
+class AccessFailed(AccessError):
+    """502/504: the access was admitted but its source failed it —
+    ``REDIRECT_REFUSED``, ``RESPONSE_TOO_LARGE``, ``UPSTREAM_STATUS``,
+    ``UPSTREAM_FAILED``, ``CREDENTIAL_UNAVAILABLE``, ``UNSUPPORTED_SOURCE``,
+    ``SOURCE_MISCONFIGURED``, ``READ_ONLY_VIOLATION`` (502) or ``TIMEOUT``
+    (504). The access may have had effects at the source, so the SDK never
+    retries it; ``decision`` is the decision that admitted it."""
+
+
+class InvalidParams(InvalidRequest, AccessError):
+    """400 ``INVALID_PARAMS``: a data access's parameters do not match what
+    the template or endpoint declares (missing, undeclared, wrong type).
+    Nothing ran; the attempt is evidenced (``evidence_id``)."""
 
 
 class RunNotFound(AgentError):

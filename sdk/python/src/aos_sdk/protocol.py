@@ -49,6 +49,9 @@ class Call:
     timeout: float | None = None
     """Overrides the client's timeout for this call (long polls)."""
     retry: bool = True
+    final_statuses: frozenset[int] = frozenset()
+    """Error statuses never retried for this call although the retry policy
+    would (a data access's 502/504: the access may have had effects)."""
     idempotency_key: str | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -60,6 +63,12 @@ def _seg(value: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"an id must be a non-empty string, got {value!r}")
     return quote(value, safe="")
+
+
+def _id(name: str, value: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
 
 
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,4 +233,51 @@ def cancellation(run_id: str, *, wait_ms: int, timeout: float) -> Call:
         f"{API}/runs/{_seg(run_id)}/cancellation",
         params={"wait_ms": max(0, min(wait_ms, 60_000))},
         timeout=timeout,
+    )
+
+
+#: ``POST /api/v1/access``: the only data access there is, all of it governed.
+ACCESS_PATH = f"{API}/access"
+
+#: The actions the agent mediates, with their payload fields:
+#: ``query`` (SQL template) ``{template_id, params}``, ``fetch`` (HTTP
+#: endpoint) ``{endpoint_id, params, body}``, ``call_tool`` (MCP) ``{tool, arguments}``.
+ACCESS_ACTIONS: tuple[str, ...] = ("query", "fetch", "call_tool")
+
+#: Statuses of a data access that come from its connector, after the access
+#: was admitted and may have reached the source: never retried (the agent
+#: does not keep 5xx answers for replay, so a retry would run it again).
+ACCESS_FINAL_STATUSES: frozenset[int] = frozenset({502, 504})
+
+
+def access(
+    run_id: str,
+    *,
+    plane: str,
+    action: str,
+    payload: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> Call:
+    """``POST /api/v1/access``: a governed data access for the run. The
+    agent checks the action and the payload's fields (no raw SQL, URL or
+    tool can be expressed); the SDK sends them as given.
+
+    Retried only where no effect can have happened or the agent replays it:
+    a 503 (refused before anything ran) and a lost answer (the retry carries
+    the same ``Idempotency-Key``); 502/504 are final. ``idempotency_key``
+    lets a caller repeat the same access later and get the first answer."""
+    if payload is not None and not isinstance(payload, Mapping):
+        raise ValueError(f"payload must be a mapping, got {type(payload).__name__}")
+    body = {
+        "run_id": _id("run", run_id),
+        "plane": _id("plane", plane),
+        "action": _id("action", action),
+        "payload": dict(payload or {}),
+    }
+    return Call(
+        "POST",
+        ACCESS_PATH,
+        json=body,
+        final_statuses=ACCESS_FINAL_STATUSES,
+        idempotency_key=idempotency_key,
     )

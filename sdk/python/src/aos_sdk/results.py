@@ -18,6 +18,19 @@ like::
 ``governance`` is present only when the tenant's governance state changed
 what was enforced; :attr:`Decision.outcome` is then the *enforced* outcome
 and :attr:`Decision.decided_outcome` what the policies decided.
+
+A governed data access (``POST /api/v1/access``) answers with the data and
+a summary of the decision (:func:`parse_access_answer` →
+:class:`AccessResult`)::
+
+    {"evidence_id": "ev-…", "plane_id": "kp-public-docs", "source_id": "kb-docs",
+     "data": [{"id": "doc-1", …}], "doc_ids": ["doc-1"], "rows": 1, "truncated": false,
+     "run_status": "running",
+     "decision": {"outcome": "WARN", "policy_id": "pol-analyst-rag",
+                  "reasons": ["WARN by policy pol-analyst-rag v1: DB_QUERIES …"], "governance": null}}
+
+Its refusals carry the same summary in ``{"error": {…, "decision": …}}``
+(:func:`parse_access_decision`).
 """
 
 from __future__ import annotations
@@ -184,5 +197,89 @@ def parse_simulation(body: Mapping[str, Any]) -> Decision:
         allowed=None,
         step_id=None,
         run_status=None,
+        raw=body,
+    )
+
+
+@dataclass(frozen=True)
+class AccessResult:
+    """What a governed data access returned (``POST /api/v1/access``)."""
+
+    evidence_id: str
+    """The evidence record the agent wrote for this access (ids and hashes, never the data)."""
+    plane_id: str
+    """The knowledge plane."""
+    source_id: str
+    """The data source that served it."""
+    data: Any
+    """The data: rows (a list of objects) for SQL; the response body (JSON, or text) for HTTP."""
+    doc_ids: list[str]
+    """Ids of what was returned (the rows' ``id`` column, the item fetched…)."""
+    rows: int | None
+    """Rows returned (SQL); ``None`` for HTTP."""
+    truncated: bool
+    """More rows existed than the template allows."""
+    run_status: str | None
+    """The run's status after the access."""
+    decision: Decision
+    """The decision that admitted it: ``CONTINUE`` or ``WARN`` (warned), with
+    the policy and reasons."""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The agent's whole answer, as received."""
+
+    @property
+    def outcome(self) -> str:
+        """``CONTINUE`` or ``WARN``."""
+        return self.decision.outcome
+
+
+def parse_access_decision(summary: Any, *, run_status: str | None, raw: Mapping[str, Any]) -> Decision | None:
+    """Reads the decision summary of a data access (``None`` when no policy
+    decided, e.g. the plane gate refused first). The summary has no signals;
+    its ``outcome`` is the enforced one, and ``governance`` (when it changed
+    the outcome) says what the policies decided."""
+    if not isinstance(summary, Mapping):
+        return None
+    return _access_decision(summary, run_status=run_status, raw=raw)
+
+
+def _access_decision(summary: Mapping[str, Any], *, run_status: str | None, raw: Mapping[str, Any]) -> Decision:
+    governance = summary.get("governance")
+    governance = governance if isinstance(governance, Mapping) else None
+    outcome = str(summary.get("outcome") or "CONTINUE")
+    decided = str(governance.get("would_have_been") or outcome) if governance else outcome
+    policy_id = summary.get("policy_id")
+    return Decision(
+        outcome=outcome,
+        decided_outcome=decided,
+        allowed=outcome in ("CONTINUE", "WARN"),
+        policy_id=str(policy_id) if policy_id is not None else None,
+        policy_version=None,
+        reasons=tuple(str(r) for r in (summary.get("reasons") or [])),
+        signals=(),
+        requires_ack=False,
+        governance=governance,
+        snapshot_version=None,
+        step_id=None,
+        run_status=run_status,
+        raw=raw,
+    )
+
+
+def parse_access_answer(body: Mapping[str, Any]) -> AccessResult:
+    """Reads the answer of a data access the agent admitted and served."""
+    run_status = str(body["run_status"]) if body.get("run_status") is not None else None
+    summary = body.get("decision")
+    decision = _access_decision(summary if isinstance(summary, Mapping) else {}, run_status=run_status, raw=body)
+    return AccessResult(
+        evidence_id=str(body.get("evidence_id") or ""),
+        plane_id=str(body.get("plane_id") or ""),
+        source_id=str(body.get("source_id") or ""),
+        data=body.get("data"),
+        doc_ids=[str(d) for d in (body.get("doc_ids") or [])],
+        rows=_int_or_none(body.get("rows")),
+        truncated=bool(body.get("truncated", False)),
+        run_status=run_status,
+        decision=decision,
         raw=body,
     )

@@ -6,8 +6,14 @@ Transient failures are retried with exponential backoff and jitter, at most
 - transport errors (connection refused or reset, timeouts);
 - 502 and 504;
 - 503, except the governance refusals (``GOVERNANCE_HALTED``,
-  ``GOVERNANCE_DEGRADED``), which are decisions, not outages. A 503's
-  ``Retry-After`` (seconds) is honoured, capped at ``retry_after_max``.
+  ``GOVERNANCE_DEGRADED``), which are decisions, not outages;
+- 409 ``REQUEST_IN_PROGRESS``: the agent is still running the first attempt
+  of this ``Idempotency-Key`` (a retry after a lost answer); asking again
+  later gets that attempt's answer.
+
+A ``Retry-After`` (seconds) is honoured, capped at ``retry_after_max``.
+A call may make some of these statuses final (:attr:`aos_sdk.protocol.Call.final_statuses`:
+a data access's 502/504, after which the access may have had effects).
 
 Every retry of a POST carries the same ``Idempotency-Key`` (see
 :class:`aos_sdk.protocol.Call`), so the agent can answer a repeat with
@@ -25,6 +31,10 @@ FINAL_503_CODES: frozenset[str] = frozenset({"GOVERNANCE_HALTED", "GOVERNANCE_DE
 
 #: Statuses that may succeed when repeated.
 RETRYABLE_STATUSES: frozenset[int] = frozenset({502, 503, 504})
+
+#: The agent's 409 for a repeat of an ``Idempotency-Key`` whose first
+#: request is still running: retried (the answer comes once it is done).
+IN_PROGRESS_CODE = "REQUEST_IN_PROGRESS"
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,8 @@ class RetryPolicy:
     def after_status(self, attempt: int, status: int, code: str | None, headers: Mapping[str, str]) -> float | None:
         """Seconds to wait before retrying an error answer, or ``None`` when
         it is final (not transient, or the retries are used up)."""
-        if status not in RETRYABLE_STATUSES or attempt >= self.max_retries:
+        in_progress = status == 409 and code == IN_PROGRESS_CODE
+        if (status not in RETRYABLE_STATUSES and not in_progress) or attempt >= self.max_retries:
             return None
         if status == 503 and code in FINAL_503_CODES:
             return None

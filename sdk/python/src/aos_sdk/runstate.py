@@ -1,6 +1,7 @@
 """What a run handle knows between calls, shared by :class:`aos_sdk.Run` and
 :class:`aos_sdk.AsyncRun`: its id and scope, the open steps (for usage
-reports), the last blocking decision (to explain a later 409), whether it
+reports), the last blocking decision (a step's or a data access's, to
+explain a later 409), whether it
 has ended (so it is never ended twice), and how a ``with`` block's exit
 maps to ``/end`` or ``/cancel``. No I/O here.
 """
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import protocol
-from .errors import AOSError, GovernanceHalted, PolicyKilled, PolicyStopped, RunEnded
+from .errors import AccessError, AOSError, GovernanceHalted, PolicyKilled, PolicyStopped, RunEnded
 from .protocol import Call
 from .results import TERMINAL_STATUSES, Decision
 
@@ -98,6 +99,13 @@ class RunState:
             with self._lock:
                 self._ended = True
 
+    def remember_access_error(self, exc: AccessError) -> None:
+        """Takes a data access that returned no data: its decision, when a
+        policy took one (a STOP or KILL ended the run, a PAUSE paused it)."""
+        if exc.decision is not None:
+            self.remember_decision(exc.decision, opened=False)
+        self.remember_error(exc)
+
     def mark_ended(self) -> None:
         """After ``/end`` or ``/cancel`` was sent (whatever its answer)."""
         with self._lock:
@@ -177,6 +185,19 @@ class RunState:
         with self._lock:
             if step_id not in self._open_steps:
                 self._open_steps.append(step_id)
+
+    def access_call(
+        self,
+        *,
+        plane: str,
+        action: str,
+        payload: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> Call:
+        """A governed data access for this run."""
+        return protocol.access(
+            self.run_id, plane=plane, action=action, payload=payload, idempotency_key=idempotency_key
+        )
 
     def exit_call(self, exc: BaseException | None) -> Call | None:
         """The call that ends the run on leaving its block, or ``None`` when

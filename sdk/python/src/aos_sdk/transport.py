@@ -91,10 +91,11 @@ class Settings:
 
     def retry_delay(self, call: Call, attempt: int, response: httpx.Response) -> float | None:
         """Seconds to wait before retrying after this answer; ``None`` when it is final."""
-        if not call.retry or response.status_code < 500:
+        status = response.status_code
+        if not call.retry or status in call.final_statuses or (status < 500 and status != 409):
             return None
         code, _ = decode.error_code(decode.parse_json(response.content))
-        return self.retry.after_status(attempt, response.status_code, code, response.headers)
+        return self.retry.after_status(attempt, status, code, response.headers)
 
     def transport_retry_delay(self, call: Call, attempt: int) -> float | None:
         """Seconds to wait before retrying a call that got no answer."""
