@@ -57,6 +57,10 @@ pub enum ConnectorError {
     /// The database or server refused or failed.
     #[error("{0}")]
     Upstream(String),
+    /// The target may not be reached from where the call runs (a private
+    /// address from the control plane).
+    #[error("{0}")]
+    Refused(String),
     /// This asset type has no executable connector yet.
     #[error("{asset_type} sources have no connector in this edge agent")]
     Unsupported {
@@ -78,6 +82,7 @@ impl ConnectorError {
             ConnectorError::Redirect { .. } => "REDIRECT_REFUSED",
             ConnectorError::Status { .. } => "UPSTREAM_STATUS",
             ConnectorError::Upstream(_) => "UPSTREAM_FAILED",
+            ConnectorError::Refused(_) => "TARGET_REFUSED",
             ConnectorError::Unsupported { .. } => "UNSUPPORTED_SOURCE",
         }
     }

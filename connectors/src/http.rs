@@ -128,3 +128,19 @@ fn read(
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     Ok(Output { doc_ids: doc_ids(&data), data, rows: None, truncated: false, bytes: size })
 }
+
+/// Refuses a base URL whose host is not public, unless `allow_private`
+/// (for probes run on a control-plane node; see `crate::net`).
+pub(crate) async fn check_reachable_from_control_plane(
+    base_url: &str,
+    allow_private: bool,
+) -> Result<(), ConnectorError> {
+    let uri: ureq::http::Uri =
+        base_url.parse().map_err(|_| ConnectorError::Upstream(format!("{base_url:?} is not a valid URL")))?;
+    let host = uri.host().unwrap_or_default().to_owned();
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    tokio::task::spawn_blocking(move || crate::net::check_host(&host, port, allow_private))
+        .await
+        .map_err(|e| ConnectorError::Upstream(format!("resolver failed: {e}")))?
+        .map_err(ConnectorError::Refused)
+}

@@ -1,8 +1,9 @@
 //! # aos-connectors
 //!
-//! Executes governed data access (issue 6, GAP-059, GAP-060): a registered
-//! SQL template against SQLite or PostgreSQL, a registered HTTP endpoint,
-//! and a source's verification probe (GAP-039). What to run always comes
+//! Executes governed data access (issue 6, GAP-059, GAP-060, GAP-063): a
+//! registered SQL template against SQLite or PostgreSQL, a registered HTTP
+//! endpoint, an allowed MCP tool on a stdio server, and a source's
+//! verification probe (GAP-039). What to run always comes
 //! from an `aos_core::access::DataSource`; the caller only supplies
 //! parameter values, which are type-checked and bound (SQL) or
 //! percent-encoded into their own segment (HTTP) — never spliced.
@@ -17,6 +18,8 @@
 
 mod error;
 mod http;
+mod mcp;
+pub mod net;
 mod output;
 mod postgres;
 mod secret;
@@ -28,6 +31,7 @@ use aos_core::access::{DataSource, HttpEndpoint, SqlEngine, SqlTemplate, bind_pa
 use serde_json::{Map, Value};
 
 pub use error::ConnectorError;
+pub use mcp::CREDENTIAL_ENV as MCP_CREDENTIAL_ENV;
 pub use output::{Output, doc_ids};
 pub use secret::Secret;
 
@@ -37,6 +41,7 @@ pub struct Connectors {
     sqlite: sqlite::Pool,
     postgres: postgres::Pool,
     http: http::Clients,
+    mcp: mcp::Sessions,
 }
 
 impl Connectors {
@@ -113,23 +118,77 @@ impl Connectors {
         self.http.call(connector, endpoint.method, &target, body, credential).await
     }
 
+    /// Calls MCP `tool` of `source` with `arguments` (an allowed tool only).
+    pub async fn call_tool(
+        &self,
+        source: &DataSource,
+        tool: &str,
+        arguments: &Map<String, Value>,
+        credential: Option<&Secret>,
+    ) -> Result<Output, ConnectorError> {
+        let connector = source.mcp.as_ref().ok_or_else(|| ConnectorError::Config {
+            source_id: source.source_id.clone(),
+            problem: "is not an MCP source".to_owned(),
+        })?;
+        self.mcp.call(&source.source_id, connector, tool, arguments.clone(), credential).await
+    }
+
     /// A read-only probe of `source` with `credential` (GAP-039): a
-    /// description of what answered, or why it failed.
+    /// description of what answered, or why it failed. See [`ProbeSite`]
+    /// for what a probe may touch where it runs.
     pub async fn probe(
         &self,
         source: &DataSource,
         credential: Option<&Secret>,
+        site: ProbeSite,
     ) -> Result<String, ConnectorError> {
         if let Some(sql) = &source.sql {
             let timeout = Duration::from_millis(sql.timeout_ms);
-            return match sql.engine {
-                SqlEngine::Sqlite => self.sqlite.probe(&sql.target, timeout).await,
-                SqlEngine::Postgres => self.postgres.probe(&sql.target, credential, timeout).await,
+            return match (sql.engine, site) {
+                (SqlEngine::Sqlite, ProbeSite::ControlPlane { .. }) => Ok(format!(
+                    "configuration checked ({} templates); the SQLite file is opened only by the tenant's edge agents, read-only",
+                    sql.templates.len()
+                )),
+                (SqlEngine::Sqlite, ProbeSite::Edge) => self.sqlite.probe(&sql.target, timeout).await,
+                (SqlEngine::Postgres, site) => {
+                    if let ProbeSite::ControlPlane { allow_private } = site {
+                        postgres::check_reachable_from_control_plane(&sql.target, allow_private).await?;
+                    }
+                    self.postgres.probe(&sql.target, credential, timeout).await
+                }
             };
         }
         if let Some(http) = &source.http {
+            if let ProbeSite::ControlPlane { allow_private } = site {
+                http::check_reachable_from_control_plane(&http.base_url, allow_private).await?;
+            }
             return self.http.probe(http, credential).await;
+        }
+        if let Some(mcp) = &source.mcp {
+            return match site {
+                ProbeSite::ControlPlane { .. } => Ok(format!(
+                    "configuration checked ({} allowed tools); the MCP server is started only by the tenant's edge agents",
+                    mcp.allowed_tools.len()
+                )),
+                ProbeSite::Edge => self.mcp.probe(&source.source_id, mcp, credential).await,
+            };
         }
         Err(ConnectorError::Unsupported { asset_type: source.asset_type.as_str() })
     }
+}
+
+/// Where a verification probe runs, which bounds what it may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeSite {
+    /// A shared control-plane node, on a tenant admin's request: it opens
+    /// no local file and starts no process (SQLite and MCP sources get a
+    /// configuration check only), and reaches network hosts only at public
+    /// addresses unless `allow_private` (the operator's
+    /// `--alert-private-targets`).
+    ControlPlane {
+        /// Private, loopback and link-local addresses allowed.
+        allow_private: bool,
+    },
+    /// Next to the workload, where the source is meant to be reached.
+    Edge,
 }

@@ -160,6 +160,13 @@ async fn run(
         .await
         .map_err(|e| upstream(&e))?;
     let prepared = tx.prepare(statement).await.map_err(|e| upstream(&e))?;
+    if prepared.params().len() != values.len() {
+        return Err(ConnectorError::Upstream(format!(
+            "the statement has {} placeholders but the template binds {}",
+            prepared.params().len(),
+            values.len()
+        )));
+    }
     let params = convert(prepared.params(), values)?;
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
     if prepared.columns().is_empty() {
@@ -253,4 +260,39 @@ fn row_json(row: &Row) -> Result<Value, ConnectorError> {
         object.insert(column.name().to_owned(), value);
     }
     Ok(Value::Object(object))
+}
+
+/// Refuses a PostgreSQL target that is a Unix socket or a non-public host,
+/// unless `allow_private` (for probes run on a control-plane node).
+pub(crate) async fn check_reachable_from_control_plane(
+    target: &str,
+    allow_private: bool,
+) -> Result<(), ConnectorError> {
+    let config: Config = target
+        .parse()
+        .map_err(|e| ConnectorError::Upstream(format!("invalid PostgreSQL connection string: {e}")))?;
+    let ports = config.get_ports().to_vec();
+    let mut hosts = Vec::new();
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        match host {
+            tokio_postgres::config::Host::Tcp(name) => {
+                let port = ports.get(i).or_else(|| ports.first()).copied().unwrap_or(5432);
+                hosts.push((name.clone(), port));
+            }
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) if !allow_private => {
+                return Err(ConnectorError::Refused(
+                    "a Unix-socket target is local to the control-plane node; refused (the operator may allow it with --alert-private-targets)".to_owned(),
+                ));
+            }
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => {}
+        }
+    }
+    tokio::task::spawn_blocking(move || {
+        hosts.iter().try_for_each(|(host, port)| crate::net::check_host(host, *port, allow_private))
+    })
+    .await
+    .map_err(|e| ConnectorError::Upstream(format!("resolver failed: {e}")))?
+    .map_err(ConnectorError::Refused)
 }

@@ -127,6 +127,15 @@ fn run(
     if read_only && !stmt.readonly() {
         return Err(ConnectorError::ReadOnly);
     }
+    // Every placeholder SQLite sees must be one the template binds; an
+    // unbound one would silently read as NULL.
+    if stmt.parameter_count() != values.len() {
+        return Err(ConnectorError::Upstream(format!(
+            "the statement has {} placeholders but the template binds {}",
+            stmt.parameter_count(),
+            values.len()
+        )));
+    }
     for (i, value) in values.iter().enumerate() {
         let index = i + 1;
         let bound = match value {

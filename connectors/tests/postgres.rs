@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use aos_connectors::{ConnectorError, Connectors, Secret};
+use aos_connectors::{ConnectorError, Connectors, ProbeSite, Secret};
 use aos_core::access::{
     AssetType, DataSource, ParamSpec, ParamType, SourceStatus, SqlConnector, SqlEngine, SqlTemplate,
 };
@@ -165,10 +165,10 @@ async fn unrenderable_columns_say_what_to_do() {
 async fn the_probe_checks_the_credential_and_errors_never_carry_it() {
     let s = source("SELECT 1", &[], true, 1);
     let connectors = Connectors::new();
-    let ok = connectors.probe(&s, Some(&Secret::new(PASSWORD.to_owned()))).await.unwrap();
+    let ok = connectors.probe(&s, Some(&Secret::new(PASSWORD.to_owned())), ProbeSite::Edge).await.unwrap();
     assert!(ok.contains("connected as aos") && ok.contains("PostgreSQL"), "{ok}");
     let wrong = "not-the-password-4411";
-    let err = connectors.probe(&s, Some(&Secret::new(wrong.to_owned()))).await.unwrap_err();
+    let err = connectors.probe(&s, Some(&Secret::new(wrong.to_owned())), ProbeSite::Edge).await.unwrap_err();
     let text = format!("{err} {err:?}");
     assert_eq!(err.code(), "UPSTREAM_FAILED", "{text}");
     assert!(text.contains("password authentication failed"), "{text}");

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
-use aos_connectors::{ConnectorError, Connectors};
+use aos_connectors::{ConnectorError, Connectors, ProbeSite};
 use aos_core::access::{
     AssetType, DataSource, ParamSpec, ParamType, SourceStatus, SqlConnector, SqlEngine, SqlTemplate,
 };
@@ -122,6 +122,9 @@ async fn bad_parameters_and_missing_files_are_typed_errors() {
     let missing = source("/nonexistent/aos.db", "SELECT 1", &[], true, 1);
     let err = run(&missing, json!({})).await.unwrap_err();
     assert_eq!(err.code(), "UPSTREAM_FAILED", "{err}");
-    let probe = Connectors::new().probe(&source(&path, "SELECT 1", &[], true, 1), None).await.unwrap();
+    let probe = Connectors::new()
+        .probe(&source(&path, "SELECT 1", &[], true, 1), None, ProbeSite::Edge)
+        .await
+        .unwrap();
     assert!(probe.contains("1 tables"), "{probe}");
 }

@@ -18,7 +18,6 @@
 //! dead-lettered, visibly.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use aos_cp_state::{Alert, Channel, ChannelConfig, Command, Proposal};
@@ -234,48 +233,8 @@ fn check_target(url: &str, allow_private: bool) -> Result<(), String> {
     }
     let uri: ureq::http::Uri = url.parse().map_err(|_| "the target is not a valid URL".to_owned())?;
     let host = uri.host().ok_or("the target URL has no host")?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
-    let addrs: Vec<IpAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve the target's host: {e}"))?
-        .map(|a| a.ip())
-        .collect();
-    match addrs.iter().find(|ip| !is_public(**ip)) {
-        Some(ip) => Err(format!(
-            "the target resolves to {ip}, a non-public address; refused (the operator may allow it with --alert-private-targets)"
-        )),
-        None if addrs.is_empty() => Err("the target's host resolves to no address".to_owned()),
-        None => Ok(()),
-    }
-}
-
-fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
-    }
+    aos_connectors::net::check_host(host, port, false).map_err(|e| format!("the target: {e}"))
 }
 
 #[cfg(test)]
@@ -308,8 +267,7 @@ mod tests {
             assert!(err.contains("non-public"), "{url}: {err}");
             assert!(check_target(url, true).is_ok(), "{url}");
         }
-        assert!(is_public("93.184.216.34".parse().unwrap()));
-        assert!(is_public("2606:4700::1111".parse().unwrap()));
+        assert!(aos_connectors::net::is_public("93.184.216.34".parse().unwrap()));
         assert!(check_target("not a url", false).is_err());
     }
 }

@@ -158,7 +158,7 @@ async fn seed_knowledge_base(node: &Node, data_dir: &Path) -> Result<(), NodeErr
     .await?;
     let detail = node
         .connectors()
-        .probe(&source, None)
+        .probe(&source, None, aos_connectors::ProbeSite::Edge)
         .await
         .map_err(|e| NodeError::Raft(format!("demo source probe: {e}")))?;
     let fingerprint = node

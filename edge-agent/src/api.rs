@@ -439,7 +439,15 @@ async fn access(
 ) -> Result<Json<Value>, ApiError> {
     let req: crate::engine::AccessRequest = required_body(&body)?;
     authorize_run(&app, &caller, &req.run_id)?;
-    let answer = app.engine.access(req).await?;
+    // Its own task: a client that disconnects drops this handler, but an
+    // access that was admitted still finishes and writes its evidence.
+    let engine = Arc::clone(&app.engine);
+    let answer = tokio::spawn(async move { engine.access(req).await }).await.map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "INTERNAL",
+        message: format!("the access task failed: {e}"),
+        details: None,
+    })??;
     Ok(Json(serde_json::to_value(answer).unwrap_or(Value::Null)))
 }
 

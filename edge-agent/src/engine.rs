@@ -642,6 +642,13 @@ impl Engine {
         state.runs.get(run_id).map(|r| run_view(&r.record)).ok_or_else(|| not_found(run_id))
     }
 
+    /// The run's status as spelled on the wire (`Err` when there is no
+    /// such run).
+    pub fn run_status(&self, run_id: &str) -> Result<&'static str, EngineError> {
+        let state = self.lock();
+        state.runs.get(run_id).map(|r| status_str(r.record.status)).ok_or_else(|| not_found(run_id))
+    }
+
     /// The API key the run was started with (`Err` when there is no such
     /// run).
     pub fn run_api_key(&self, run_id: &str) -> Result<Option<String>, EngineError> {

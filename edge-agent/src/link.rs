@@ -214,17 +214,21 @@ async fn apply_push(engine: &Engine, push: &aos_proto::agent::SnapshotPush) -> K
             }
         }
     }
+    // The data key before the snapshot, whose sealed credentials need it.
+    // Failing to persist it is no reason to refuse policies: it is in force
+    // in memory and comes again with the next watch.
+    if !push.tenant_data_key.is_empty() {
+        match <[u8; 32]>::try_from(push.tenant_data_key.as_slice()) {
+            Ok(key) => {
+                if let Err(e) = engine.set_data_key(&push.tenant_data_key_id, key).await {
+                    tracing::error!(message = "tenant data key not persisted; kept in memory", error = %e);
+                }
+            }
+            Err(_) => tracing::error!(message = "pushed tenant data key is not 32 bytes; ignored"),
+        }
+    }
     if push.envelope.is_empty() {
         return Kind::Ack(Ack { version: 0, governance_version });
-    }
-    // The data key first: the snapshot's sealed credentials need it.
-    if !push.tenant_data_key.is_empty() {
-        let Ok(key) = <[u8; 32]>::try_from(push.tenant_data_key.as_slice()) else {
-            return Kind::Nack(Nack { version, reason: "pushed tenant data key is not 32 bytes".to_owned() });
-        };
-        if let Err(e) = engine.set_data_key(&push.tenant_data_key_id, key).await {
-            return Kind::Nack(Nack { version, reason: format!("cannot store the tenant data key: {e}") });
-        }
     }
     if !push.trusted_snapshot_keys.is_empty() {
         let mut trusted = TrustedKeys::new();

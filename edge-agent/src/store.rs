@@ -248,16 +248,20 @@ impl AgentStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let mut key = [0u8; 32];
                 getrandom::fill(&mut key).map_err(|e| AgentError::Secret(format!("no randomness: {e}")))?;
+                // Written whole to a temporary file, then renamed: a crash
+                // leaves no key or a complete one, never an empty file.
+                let tmp = self.dir.join(format!("{LOCAL_KEY_FILE}.tmp"));
                 let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
+                options.write(true).create(true).truncate(true);
                 #[cfg(unix)]
                 {
                     use std::os::unix::fs::OpenOptionsExt;
                     options.mode(0o600);
                 }
-                let mut file = options.open(&path).map_err(io)?;
+                let mut file = options.open(&tmp).map_err(io)?;
                 std::io::Write::write_all(&mut file, hex::encode(key).as_bytes()).map_err(io)?;
                 file.sync_all().map_err(io)?;
+                std::fs::rename(&tmp, &path).map_err(io)?;
                 Ok(Some(key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -139,7 +139,8 @@ fn access_is_gated_by_planes_and_policies_executed_safely_and_evidenced() {
     sqlite_db(&db);
 
     let gateway = format!("127.0.0.1:{}", free_port());
-    let node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
+    // The upstream listens on loopback: the operator lets probes reach it.
+    let node = start_single_node(dir.path(), &["--agent-addr", &gateway, "--alert-private-targets"]);
     let op = node.operator_key.clone();
     let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
     let (_, token) = tenant_and_token(&ctl, &op, dir.path());
@@ -264,6 +265,11 @@ fn access_is_gated_by_planes_and_policies_executed_safely_and_evidenced() {
     accesses += 1;
     assert_eq!((status, stopped["error"]["code"].as_str()), (403, Some("POLICY_DENIED")), "{stopped}");
     assert_eq!(stopped["error"]["run_status"], "failed_policy", "{stopped}");
+    // An ended run's attempt is refused and evidenced too.
+    let (status, ended) = query(&agent, &run, "eng");
+    accesses += 1;
+    assert_eq!((status, ended["error"]["code"].as_str()), (409, Some("RUN_ENDED")), "{ended}");
+    assert!(ended["error"]["evidence_id"].as_str().is_some(), "{ended}");
     let fresh = run_for(&agent, "research-bot");
     let (status, rows) = query(&agent, &fresh, "eng");
     accesses += 1;
@@ -399,7 +405,7 @@ fn aosctl_manages_sources_and_planes_without_ever_printing_a_secret() {
     );
     assert!(out.contains("sealed with data key") && out.contains("CREATED"), "{out}");
     let out = ctl.ok(&op, &["source", "verify", "--tenant", "acme", "kb"]);
-    assert!(out.contains("VERIFIED") && out.contains("opened read-only"), "{out}");
+    assert!(out.contains("VERIFIED") && out.contains("configuration checked"), "{out}");
     ctl.ok(&op, &["source", "enable", "--tenant", "acme", "kb", "--reason", "reviewed"]);
     let listed = ctl.ok(&op, &["source", "list", "--tenant", "acme"]);
     assert!(listed.contains("ENABLED") && listed.contains("set"), "{listed}");
@@ -433,9 +439,98 @@ fn aosctl_manages_sources_and_planes_without_ever_printing_a_secret() {
     let planes = ctl.ok(&op, &["plane", "list", "--tenant", "acme"]);
     assert!(planes.contains("kb") && planes.contains("yes"), "{planes}");
 
+    // Without --alert-private-targets, a probe from the control plane
+    // never reaches a private address on a tenant's behalf (SSRF).
+    let internal = dir.path().join("internal.yaml");
+    std::fs::write(
+        &internal,
+        "source_id: internal\nasset_type: HTTP\nhttp:\n  base_url: http://127.0.0.1:9\n  endpoints: []\n",
+    )
+    .unwrap();
+    ctl.ok(&op, &["source", "apply", "--tenant", "acme", "-f", internal.to_str().unwrap()]);
+    let refused = ctl.run(&op, &["source", "verify", "--tenant", "acme", "internal"]);
+    assert!(!refused.status.success());
+    let said = crate::support::out(&refused);
+    assert!(
+        said.contains("ERROR") && said.contains("TARGET_REFUSED") && said.contains("non-public"),
+        "{said}"
+    );
+
     let shown = ctl.ok(&op, &["source", "show", "--tenant", "acme", "kb"]);
     let audit = ctl.ok(&op, &["-o", "json", "audit", "list"]);
     for text in [&out, &listed, &planes, &shown, &audit] {
         assert!(!text.contains("kb-pass-99a1"), "the secret was printed: {text}");
     }
+}
+
+#[test]
+fn mcp_tools_are_called_only_when_allowed_and_the_credential_reaches_the_server_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("mcp-calls.log");
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
+    let op = node.operator_key.clone();
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    let (_, token) = tenant_and_token(&ctl, &op, dir.path());
+    let cp = Cp { http: &node.http, op: &op };
+    let server = crate::support::binary("aos-test-mcp-server");
+    let source = |tools: Value| {
+        json!({
+            "source_id": "orders-mcp",
+            "asset_type": "MCP",
+            "mcp": {"command": server, "args": ["--log", calls], "allowed_tools": tools}
+        })
+    };
+    cp.ok("POST", "/api/v1/tenants/acme/sources", Some(source(json!(["lookup_order"]))));
+    cp.ok(
+        "PUT",
+        "/api/v1/tenants/acme/sources/orders-mcp/credential",
+        Some(json!({"secret": "mcp-token-31"})),
+    );
+    // The control plane never starts a tenant's MCP server: it checks the
+    // configuration; the server runs only next to the workload.
+    let verified = cp.ok("POST", "/api/v1/tenants/acme/sources/orders-mcp/verify", None);
+    let detail = verified["result"]["last_probe"]["detail"].as_str().unwrap();
+    assert!(detail.contains("configuration checked (1 allowed tools)"), "{detail}");
+    assert!(!calls.exists(), "no server was started by the control plane");
+    cp.ok("POST", "/api/v1/tenants/acme/sources/orders-mcp/enable", Some(json!({"reason": "reviewed"})));
+    cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/planes",
+        Some(json!({"plane_id": "orders", "name": "orders", "sensitivity": "PUBLIC", "bound_source_ids": ["orders-mcp"]})),
+    );
+    let activated = cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/planes/orders/activate",
+        Some(json!({"reason": "ok", "confirm": true})),
+    );
+
+    let agent = EdgeAgent::start(&dir.path().join("agent"), &gateway, Some(&token));
+    wait_version(&agent, activated["tenant_snapshot_version"].as_u64().unwrap());
+    let run = run_for(&agent, "support-bot");
+    let (status, order) = access(
+        &agent,
+        &run,
+        "orders",
+        "call_tool",
+        json!({"tool": "lookup_order", "arguments": {"order_id": "o-17"}}),
+    );
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(
+        order["data"],
+        json!({"id": "o-17", "status": "shipped", "credential_ok": true, "env": ["AOS_CONNECTOR_CREDENTIAL", "PATH"]}),
+        "the server gets the credential and PATH, nothing of the agent's environment"
+    );
+    assert_eq!(order["doc_ids"], json!(["o-17"]));
+
+    // A tool not allowed is refused before it reaches the server.
+    let (status, refused) = access(&agent, &run, "orders", "call_tool", json!({"tool": "delete_all_orders"}));
+    assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("UNKNOWN_TARGET")), "{refused}");
+    assert!(refused["error"]["evidence_id"].as_str().is_some());
+    let received = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        received.lines().collect::<Vec<_>>(),
+        ["lookup_order"],
+        "the server saw only the allowed call"
+    );
 }

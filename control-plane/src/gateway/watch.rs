@@ -74,6 +74,7 @@ async fn serve(
         agent_version = hello.current_version
     );
     let mut sent = hello.current_version;
+    let mut key_sent = false;
     let mut governance_sent = hello.governance_version;
     // What the agent enforces (its Hello, then each ACK).
     let mut agent_version = hello.current_version;
@@ -116,6 +117,24 @@ async fn serve(
                 Err(e) => {
                     return Err(Status::unavailable(format!("cannot issue snapshot {current}: {e}")));
                 }
+            }
+        }
+        // The data key goes with the first push of every watch too, so an
+        // agent that lost it (or last met a node without the master key)
+        // gets it without waiting for the next snapshot version.
+        if !key_sent {
+            key_sent = true;
+            if let Some((id, key)) = node.tenant_data_key(tenant) {
+                let p = push.get_or_insert_with(|| SnapshotPush {
+                    version: 0,
+                    envelope: Vec::new(),
+                    trusted_snapshot_keys: Vec::new(),
+                    governance: None,
+                    tenant_data_key: Vec::new(),
+                    tenant_data_key_id: String::new(),
+                });
+                p.tenant_data_key = key.to_vec();
+                p.tenant_data_key_id = id;
             }
         }
         if governance.version > governance_sent || (push.is_some() && governance.version > 0) {

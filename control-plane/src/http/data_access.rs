@@ -218,8 +218,12 @@ async fn verify_source(
             Some(aos_connectors::Secret::new(text))
         }
     };
+    // Probes from this shared node open no file, start no process and reach
+    // only public addresses unless the operator allowed private ones.
+    let site = aos_connectors::ProbeSite::ControlPlane { allow_private: node.alert_private_targets() };
     let outcome =
-        tokio::time::timeout(PROBE_LIMIT, node.connectors().probe(&record.source, secret.as_ref())).await;
+        tokio::time::timeout(PROBE_LIMIT, node.connectors().probe(&record.source, secret.as_ref(), site))
+            .await;
     let (ok, mut detail) = match outcome {
         Ok(Ok(detail)) => (true, detail),
         Ok(Err(e)) => (false, format!("{}: {e}", e.code())),

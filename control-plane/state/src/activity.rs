@@ -313,7 +313,8 @@ pub(crate) fn ingest_records(
         if stored.kind == "RETRIEVAL_EVIDENCE"
             && stored.body.get("code").and_then(Value::as_str) == Some("UNKNOWN_PLANE")
             && let Some(plane) = stored.body.get("plane_id").and_then(Value::as_str)
-            && planes.plane_owner(plane).is_some_and(|owner| owner != tenant_id)
+            && !planes.tenant(&tenant_id).is_some_and(|t| t.planes.contains_key(plane))
+            && planes.plane_owner(plane).is_some()
         {
             cross_tenant.push(format!("{plane} (run {})", stored.run_id.as_deref().unwrap_or("-")));
         }

@@ -185,7 +185,8 @@ impl DataAccess {
         self.tenants.get(tenant_id)
     }
 
-    /// The tenant owning plane `plane_id`, if any tenant has one of that id.
+    /// A tenant owning plane `plane_id`, if any tenant has one of that id
+    /// (ids are unique per tenant, not across tenants).
     pub fn plane_owner(&self, plane_id: &str) -> Option<&str> {
         self.tenants.iter().find(|(_, t)| t.planes.contains_key(plane_id)).map(|(id, _)| id.as_str())
     }
@@ -321,13 +322,25 @@ pub(crate) fn put_source(
             }
             let before = record.view();
             let was = record.source.status;
+            // A credential belongs to the destination it was set for: a new
+            // host, database, URL or server never receives the old one.
+            let moved = destination(&record.source) != destination(&candidate);
+            let cleared = moved && record.credential.take().is_some();
+            if cleared {
+                record.credential_set = None;
+            }
             record.source = candidate;
             record.updated_at_ms = ctx.at_ms;
             let after = record.view();
             let detail = format!(
-                "source `{}` reconfigured ({} → CREATED: verify it again before enabling)",
+                "source `{}` reconfigured ({} → CREATED: verify it again before enabling){}",
                 source.source_id,
-                was.as_str()
+                was.as_str(),
+                if cleared {
+                    "; its destination changed, so its credential was cleared: set it again"
+                } else {
+                    ""
+                }
             );
             Ok(Effect::new(AuditAction::SourceUpdated, detail)
                 .before(before)
@@ -604,6 +617,15 @@ pub(crate) fn set_plane_activation(
     };
     let detail = format!("plane `{plane_id}` {verb} by `{}`: {reason}", ctx.actor.actor_id);
     Ok(Effect::new(action, detail).before(before).after(after.clone()).result(after).touches_snapshot())
+}
+
+/// Where a source connects: what a credential is bound to.
+fn destination(source: &DataSource) -> Value {
+    json!({
+        "sql": source.sql.as_ref().map(|s| (s.engine, &s.target)),
+        "http": source.http.as_ref().map(|h| &h.base_url),
+        "mcp": source.mcp.as_ref().map(|m| (&m.command, &m.args, &m.url)),
+    })
 }
 
 fn unknown_source(tenant_id: &str, source_id: &str) -> Refusal {

@@ -261,8 +261,9 @@ impl ControlState {
     ///
     /// Overrides that have not started yet are included: an override's
     /// start does not change the snapshot version, and the edge agent checks
-    /// each override's window at every step (GAP-034). Knowledge planes are
-    /// not modelled by the control plane yet, so the list is empty.
+    /// each override's window at every step (GAP-034). Knowledge planes
+    /// (active or not: the agent refuses an inactive one by name), data
+    /// sources and sealed credentials come with it (issue 6).
     pub fn policy_snapshot(
         &self,
         tenant_id: &str,

@@ -401,9 +401,7 @@ fn check_sql(sql: &SqlConnector, path: &FieldPath<'_>, errors: &mut Vec<FieldErr
     if sql.target.trim().is_empty() {
         errors.push(FieldError::at(&path.field("target"), "must not be empty"));
     }
-    if sql.engine == SqlEngine::Postgres
-        && sql.target.split_whitespace().any(|kv| kv.to_ascii_lowercase().starts_with("password="))
-    {
+    if sql.engine == SqlEngine::Postgres && postgres_target_has_password(&sql.target) {
         errors.push(FieldError::at(
             &path.field("target"),
             "must not carry a password: set it as the source's credential",
@@ -508,6 +506,24 @@ fn check_params(params: &[ParamSpec], path: &FieldPath<'_>, errors: &mut Vec<Fie
             errors.push(FieldError::at(&path.index(i).field("name"), format!("{:?} is duplicated", p.name)));
         }
     }
+}
+
+/// Whether a PostgreSQL connection string carries a password: a
+/// `password` keyword (spaces around `=` allowed) or a URL with
+/// `user:password@`.
+fn postgres_target_has_password(target: &str) -> bool {
+    let lower = target.to_ascii_lowercase();
+    let keyword = lower
+        .match_indices("password")
+        .any(|(i, _)| lower[i + "password".len()..].trim_start().starts_with('='));
+    let url = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|scheme| lower.strip_prefix(scheme))
+        .is_some_and(|rest| {
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        });
+    keyword || url
 }
 
 /// Why `url` is not a usable base URL: scheme `http`/`https`, a host, no

@@ -73,11 +73,24 @@ pub fn compile_template(template: &SqlTemplate) -> Result<CompiledTemplate, Stri
     };
     while i < src.len() {
         match src[i] {
+            b'\''
+                if i > 0
+                    && matches!(src[i - 1], b'e' | b'E')
+                    && (i < 2 || !(src[i - 2].is_ascii_alphanumeric() || src[i - 2] == b'_')) =>
+            {
+                return Err("uses an E'…' escape-string literal, whose backslashes the gateway does not parse: use a standard '…' literal".to_owned());
+            }
             quote @ (b'\'' | b'"') => {
                 i += 1;
                 loop {
                     match src.get(i) {
                         None => return Err("has an unterminated quoted literal".to_owned()),
+                        Some(b'\\') => {
+                            return Err(
+                                "has a backslash inside a quoted literal: write the value as a parameter"
+                                    .to_owned(),
+                            );
+                        }
                         Some(&c) if c == quote => {
                             if src.get(i + 1) == Some(&quote) {
                                 i += 2;
@@ -96,9 +109,17 @@ pub fn compile_template(template: &SqlTemplate) -> Result<CompiledTemplate, Stri
                 }
             }
             b'/' if src.get(i + 1) == Some(&b'*') => match text[i + 2..].find("*/") {
+                // PostgreSQL nests block comments and SQLite does not: a
+                // nested one would be read differently by the two.
+                Some(end) if text[i + 2..i + 2 + end].contains("/*") => {
+                    return Err(
+                        "has a nested comment, which PostgreSQL and SQLite read differently".to_owned()
+                    );
+                }
                 Some(end) => i += 2 + end + 2,
                 None => return Err("has an unterminated comment".to_owned()),
             },
+            b'`' => return Err("uses a backtick identifier: quote identifiers with \"…\"".to_owned()),
             b':' if src.get(i + 1) == Some(&b':') => i += 2,
             b':' if src.get(i + 1).is_some_and(|c| c.is_ascii_lowercase() || *c == b'_') => {
                 push_both(&mut postgres, &mut sqlite, &text[copy_from..i]);
@@ -126,7 +147,7 @@ pub fn compile_template(template: &SqlTemplate) -> Result<CompiledTemplate, Stri
                 i = end;
                 copy_from = end;
             }
-            b'?' | b'$' => {
+            b'?' | b'$' | b'@' => {
                 return Err(format!(
                     "contains {:?} at byte {i}: write parameters as :name",
                     char::from(src[i])

@@ -46,6 +46,11 @@ fn templates_refuse_anything_but_declared_named_parameters() {
         ("SELECT 'unterminated", "unterminated"),
         ("SELECT 1 /* open", "unterminated comment"),
         ("   ", "must not be empty"),
+        ("SELECT E'it\\'s' FROM t", "escape-string"),
+        ("SELECT 1 /* outer /* inner */ ; DROP TABLE t; */", "nested comment"),
+        ("SELECT `x` FROM t", "backtick"),
+        ("SELECT * FROM t WHERE a = @a", "write parameters as :name"),
+        ("SELECT 'a\\' FROM t", "backslash"),
     ];
     for (statement, expected) in cases {
         let err = compile_template(&template(statement, &[])).unwrap_err();
@@ -140,6 +145,25 @@ fn sources_are_validated_with_field_paths() {
     assert!(text.contains("sql.target: must not carry a password"), "{text}");
     assert!(text.contains("sql.templates[0].max_rows"), "{text}");
     assert!(!text.contains("hunter2"), "the error must not echo the secret: {text}");
+    for target in [
+        "host=db password = x",
+        "host=db PASSWORD=x",
+        "postgresql://app:pw@db/hr",
+        "postgres://app:pw@db:5432",
+    ] {
+        let mut pg = sql_source("s1", SourceStatus::Created);
+        if let Some(sql) = pg.sql.as_mut() {
+            sql.engine = SqlEngine::Postgres;
+            sql.target = target.into();
+        }
+        assert!(pg.validate().unwrap_err().to_string().contains("must not carry a password"), "{target}");
+    }
+    let mut ok = sql_source("s1", SourceStatus::Created);
+    if let Some(sql) = ok.sql.as_mut() {
+        sql.engine = SqlEngine::Postgres;
+        sql.target = "postgresql://app@db/hr?sslmode=disable".into();
+    }
+    assert!(ok.validate().is_ok());
 
     let http = DataSource {
         source_id: "h".into(),

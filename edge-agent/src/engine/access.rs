@@ -236,17 +236,16 @@ impl Engine {
     /// The tenant data key pushed by the control plane, in force for
     /// opening connector credentials (see [`crate::store::AgentStore::save_data_key`]).
     pub async fn set_data_key(&self, key_id: &str, key: [u8; 32]) -> Result<(), crate::error::AgentError> {
-        if self.data_key.read().ok().and_then(|k| k.as_ref().map(|(id, _)| id.clone())).as_deref()
-            == Some(key_id)
-        {
+        let current = self.data_key.read().ok().and_then(|k| k.as_ref().map(|(id, _)| id.clone()));
+        if current.as_deref() == Some(key_id) {
             return Ok(());
         }
-        self.store.save_data_key(key_id, &key).await?;
+        // In force at once; persisting it may fail without taking it away.
         if let Ok(mut slot) = self.data_key.write() {
             *slot = Some((key_id.to_owned(), key));
         }
         tracing::info!(message = "tenant data key received", data_key_id = key_id);
-        Ok(())
+        self.store.save_data_key(key_id, &key).await
     }
 
     fn open_credential(&self, source_id: &str, sealed: &SealedCredential) -> Result<Secret, ConnectorError> {
@@ -277,31 +276,64 @@ impl Engine {
     /// Mediates one governed data access. See the module docs.
     pub async fn access(&self, req: AccessRequest) -> Result<AccessAnswer, EngineError> {
         let (target, params, body) = parse(&req.action, &req.payload)?;
-        let current = self.usable_snapshot()?;
         let now = now_ms();
-        let base = EvidenceBase {
+        let mut base = EvidenceBase {
             evidence_id: crate::ids::random_id("ev"),
             plane_id: req.plane.clone(),
             action: req.action.clone(),
             target: target.id().to_owned(),
             query_hash: query_hash(&req.plane, &req.action, target.id(), &params),
-            snapshot_version: current.version(),
-            snapshot_hash: current.content_hash_hex(),
+            snapshot_version: 0,
+            snapshot_hash: String::new(),
         };
         let run_id = req.run_id.as_str();
+        // A refusal by the boot guard or a stale fail-closed snapshot is an
+        // attempt too: evidenced, then answered like any run call.
+        let current = match self.usable_snapshot() {
+            Ok(current) => current,
+            Err(EngineError::Unavailable { code, message }) => {
+                let run_status = self.run_status(run_id)?;
+                let refused = ("DENIED", Some(code), Some(message.clone()));
+                self.append(vec![base.record(self, run_id, None, refused, None, None)])?;
+                self.store.flush().await?;
+                return Err(EngineError::Access(Box::new(AccessError {
+                    status: 503,
+                    code,
+                    message,
+                    evidence_id: base.evidence_id,
+                    run_status,
+                    decision: None,
+                })));
+            }
+            Err(other) => return Err(other),
+        };
+        base.snapshot_version = current.version();
+        base.snapshot_hash = current.content_hash_hex();
         let (admission, mut records, run_status) = {
             let mut guard = self.lock();
             let state = &mut *guard;
             let run = state.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))?;
-            require_running(run, "accessing data")?;
             let mut records = Vec::new();
-            let admission = match resolve_access(&current, &run.record.scope, &req.plane, target.gate()) {
-                Err(refusal) => Admission::Denied {
-                    status: 403,
-                    code: refusal.code(),
-                    message: refusal.to_string(),
-                    decision: None,
-                },
+            let state_refusal = match require_running(run, "accessing data") {
+                Ok(()) => None,
+                Err(EngineError::Conflict { code, message }) => Some((code, message)),
+                Err(other) => return Err(other),
+            };
+            let gate = match state_refusal {
+                Some((code, message)) => {
+                    Err(Admission::Denied { status: 409, code, message, decision: None })
+                }
+                None => resolve_access(&current, &run.record.scope, &req.plane, target.gate()).map_err(
+                    |refusal| Admission::Denied {
+                        status: 403,
+                        code: refusal.code(),
+                        message: refusal.to_string(),
+                        decision: None,
+                    },
+                ),
+            };
+            let admission = match gate {
+                Err(refused) => refused,
                 // Checked before the decision: a malformed request is not an
                 // access and counts towards no limit.
                 Ok(resolved) if check_params(resolved.source, &target, &params).is_err() => {
@@ -461,7 +493,7 @@ impl Engine {
                 })?;
                 self.connectors.request(source, endpoint, params, body, secret.as_ref()).await
             }
-            Target::Mcp(_) => Err(ConnectorError::Unsupported { asset_type: "MCP" }),
+            Target::Mcp(tool) => self.connectors.call_tool(source, tool, params, secret.as_ref()).await,
         }
     }
 }

@@ -254,11 +254,14 @@ def test_refusals_and_bad_input_are_typed_errors(aos_system: AOSSystem, agent_ur
     with pytest.raises(RunEnded):
         client.access(PLANE, "query", by_topic("billing"), run=run.id)
 
-    # Evidence of every attempt that reached the plane gate: 2 refused, 2
-    # bad parameters, 1 allowed (the raw-SQL and unknown-action requests
-    # were not accesses).
-    outcomes = sorted(r["outcome"] for r in evidence(aos_system, run.id, 5).values())
-    assert outcomes == ["ALLOWED", "DENIED", "DENIED", "DENIED", "DENIED"], outcomes
+    # Evidence of every attempt on the run: 2 refused by the gate, 2 bad
+    # parameters, 1 allowed, and the attempt on the ended run (the raw-SQL
+    # and unknown-action requests the agent could not read, and the unknown
+    # run, leave none).
+    records = evidence(aos_system, run.id, 6)
+    outcomes = sorted(r["outcome"] for r in records.values())
+    assert outcomes == ["ALLOWED", "DENIED", "DENIED", "DENIED", "DENIED", "DENIED"], outcomes
+    assert sum(r.get("code") == "RUN_ENDED" for r in records.values()) == 1, records
 
 
 def test_a_warn_decision_is_a_python_warning(agent_url: str) -> None:

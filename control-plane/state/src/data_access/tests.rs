@@ -282,3 +282,33 @@ fn another_tenants_admin_cannot_touch_sources() {
     assert!(r.message.contains("may not act on tenant `acme`"), "{}", r.message);
     assert_eq!(h.state.audit().last().unwrap().action, AuditAction::AccessDenied);
 }
+
+#[test]
+fn a_new_destination_never_receives_the_old_credential() {
+    let mut h = Harness::with_tenants();
+    put(&mut h, source("hr-db"));
+    h.ok(&admin(ACME), Command::SetTenantDataKey { tenant_id: ACME.into(), data_key: key() });
+    h.ok(
+        &admin(ACME),
+        Command::SetSourceCredential { tenant_id: ACME.into(), source_id: "hr-db".into(), sealed: sealed() },
+    );
+    // Same destination, other template: the credential stays.
+    let mut same_host = source("hr-db");
+    if let Some(sql) = same_host.sql.as_mut() {
+        sql.templates[0].max_rows = 20;
+    }
+    put(&mut h, same_host);
+    assert!(h.state.data_access().tenant(ACME).unwrap().sources["hr-db"].credential.is_some());
+    // Another host: cleared, and the ledger says so.
+    let mut moved = source("hr-db");
+    if let Some(sql) = moved.sql.as_mut() {
+        sql.target = "host=attacker.example user=app dbname=hr".into();
+    }
+    let applied = put(&mut h, moved);
+    assert_eq!(applied.detail["has_credential"], false);
+    let record = &h.state.data_access().tenant(ACME).unwrap().sources["hr-db"];
+    assert!(record.credential.is_none() && record.credential_set.is_none());
+    assert!(h.state.audit().last().unwrap().detail.contains("credential was cleared"));
+    let snapshot = h.state.policy_snapshot(ACME, h.now(), h.now() + 60_000).unwrap();
+    assert_eq!(snapshot.credential("hr-db"), None);
+}

@@ -165,6 +165,31 @@ fn command() -> impl Strategy<Value = Command> {
             }))
             .unwrap_or_else(|e| panic!("{e}")),
         }),
+        1 => (tenant(), 0u8..2).prop_map(|(tenant_id, n)| Command::SetTenantDataKey {
+            tenant_id,
+            data_key: crate::data_access::WrappedDataKey {
+                data_key_id: format!("dk-{n}"),
+                master_key_id: "mk".into(),
+                nonce: vec![n; 24],
+                wrapped: vec![n; 48],
+            },
+        }),
+        1 => (tenant(), 0u8..2, 0u8..2).prop_map(|(tenant_id, n, k)| Command::SetSourceCredential {
+            tenant_id,
+            source_id: format!("src-{n}"),
+            sealed: aos_core::access::SealedCredential {
+                data_key_id: format!("dk-{k}"),
+                nonce: vec![k; 24],
+                ciphertext: vec![n; 32],
+            },
+        }),
+        1 => (tenant(), 0u8..2, any::<bool>()).prop_map(|(tenant_id, n, ok)| Command::RecordSourceProbe {
+            tenant_id,
+            source_id: format!("src-{n}"),
+            fingerprint: "stale".into(),
+            ok,
+            detail: "probe".into(),
+        }),
         1 => (tenant(), 0u8..2, any::<bool>()).prop_map(|(tenant_id, n, enable)| Command::TransitionSource {
             tenant_id,
             source_id: format!("src-{n}"),
