@@ -125,28 +125,14 @@ async fn serve(
         if !key_sent {
             key_sent = true;
             if let Some((id, key)) = node.tenant_data_key(tenant) {
-                let p = push.get_or_insert_with(|| SnapshotPush {
-                    version: 0,
-                    envelope: Vec::new(),
-                    trusted_snapshot_keys: Vec::new(),
-                    governance: None,
-                    tenant_data_key: Vec::new(),
-                    tenant_data_key_id: String::new(),
-                });
+                let p = push.get_or_insert_with(governance_only);
                 p.tenant_data_key = key.to_vec();
                 p.tenant_data_key_id = id;
             }
         }
         if governance.version > governance_sent || (push.is_some() && governance.version > 0) {
             governance_sent = governance.version;
-            let p = push.get_or_insert_with(|| SnapshotPush {
-                version: 0,
-                envelope: Vec::new(),
-                trusted_snapshot_keys: Vec::new(),
-                governance: None,
-                tenant_data_key: Vec::new(),
-                tenant_data_key_id: String::new(),
-            });
+            let p = push.get_or_insert_with(governance_only);
             p.governance = Some(governance);
         }
         if let Some(push) = push
@@ -258,5 +244,18 @@ async fn record(
     };
     if let Err(e) = propose(node, proposal).await {
         tracing::warn!(message = "cannot record a snapshot ACK/NACK", agent_id = %agent.agent_id, error = %e);
+    }
+}
+
+/// A push without a snapshot (version 0): governance state and/or the
+/// tenant data key only.
+fn governance_only() -> SnapshotPush {
+    SnapshotPush {
+        version: 0,
+        envelope: Vec::new(),
+        trusted_snapshot_keys: Vec::new(),
+        governance: None,
+        tenant_data_key: Vec::new(),
+        tenant_data_key_id: String::new(),
     }
 }
