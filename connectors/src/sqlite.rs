@@ -75,9 +75,18 @@ impl Pool {
             let result = run(&mut conn, &statement, &values, max_rows, read_only, timeout);
             (conn, result)
         };
-        let (conn, result) = tokio::task::spawn_blocking(run)
-            .await
-            .map_err(|e| ConnectorError::Upstream(format!("SQLite worker failed: {e}")))?;
+        // On a multi-threaded runtime the query runs in place (the worker
+        // hands its other tasks to a new thread while it blocks): no hop to
+        // the blocking pool and back, which costs more than a point query.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let (conn, result) = if multi_thread {
+            tokio::task::block_in_place(run)
+        } else {
+            tokio::task::spawn_blocking(run)
+                .await
+                .map_err(|e| ConnectorError::Upstream(format!("SQLite worker failed: {e}")))?
+        };
         // A connection is reused only after a clean call.
         if result.is_ok() {
             self.give_back(path, read_only, conn);
