@@ -3,7 +3,8 @@
 //! transaction never interleaves with another.
 //!
 //! Every template runs in its own transaction — `READ ONLY` for read-only
-//! templates — with `SET LOCAL statement_timeout`, and rows are fetched
+//! templates — under the source's `statement_timeout` (set once per
+//! connection), as a statement prepared once per connection, and rows are fetched
 //! through a portal limited to `max_rows + 1`, so a huge result is never
 //! materialised. Parameters are converted to the types PostgreSQL inferred
 //! for the prepared statement (an `INTEGER` placeholder gets an `i32`,
@@ -28,10 +29,29 @@ use crate::secret::Secret;
 
 const IDLE_PER_KEY: usize = 16;
 
-/// Idle clients by a hash of (connection string, password).
+/// Most statements kept prepared per connection.
+const STATEMENTS_PER_CONNECTION: usize = 64;
+
+/// Idle connections by a hash of (connection string, password).
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<String, Vec<Client>>>,
+    idle: Mutex<HashMap<String, Vec<PgConn>>>,
+}
+
+/// A pooled connection with what it already has: statements prepared on
+/// it (prepared statements live as long as the session) and its
+/// session-level `statement_timeout`, so a repeated query costs BEGIN,
+/// bind, execute and COMMIT — no prepare and no `SET`.
+struct PgConn {
+    client: Client,
+    statements: HashMap<String, tokio_postgres::Statement>,
+    timeout_ms: u64,
+}
+
+impl std::fmt::Debug for PgConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConn").field("statements", &self.statements.len()).finish_non_exhaustive()
+    }
 }
 
 fn pool_key(target: &str, credential: Option<&Secret>) -> String {
@@ -61,11 +81,11 @@ impl Pool {
         target: &str,
         credential: Option<&Secret>,
         timeout: Duration,
-    ) -> Result<(String, Client), ConnectorError> {
+    ) -> Result<(String, PgConn), ConnectorError> {
         let key = pool_key(target, credential);
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.get_mut(&key).and_then(Vec::pop));
-        if let Some(client) = pooled.filter(|c| !c.is_closed()) {
-            return Ok((key, client));
+        if let Some(conn) = pooled.filter(|c| !c.client.is_closed()) {
+            return Ok((key, conn));
         }
         let mut config: Config = target
             .parse()
@@ -83,14 +103,14 @@ impl Pool {
                 tracing::debug!(message = "PostgreSQL connection ended", error = %e);
             }
         });
-        Ok((key, client))
+        Ok((key, PgConn { client, statements: HashMap::new(), timeout_ms: 0 }))
     }
 
-    fn give_back(&self, key: String, client: Client) {
+    fn give_back(&self, key: String, conn: PgConn) {
         if let Ok(mut idle) = self.idle.lock() {
             let list = idle.entry(key).or_default();
             if list.len() < IDLE_PER_KEY {
-                list.push(client);
+                list.push(conn);
             }
         }
     }
@@ -106,14 +126,34 @@ impl Pool {
         read_only: bool,
         timeout: Duration,
     ) -> Result<Output, ConnectorError> {
-        let (key, mut client) = self.take(target, credential, timeout).await?;
-        let work = run(&mut client, statement, values, max_rows, read_only, timeout);
+        let (key, mut conn) = self.take(target, credential, timeout).await?;
+        let cached = conn.statements.contains_key(statement);
+        let work = async {
+            let first = run(&mut conn, statement, values, max_rows, read_only, timeout).await;
+            // A statement prepared before the table changed fails once with
+            // "cached plan must not change result type" (0A000) or is gone
+            // (26000): prepare it afresh and try again, once.
+            match first {
+                Err(ConnectorError::Upstream(ref m))
+                    if cached && (m.starts_with("PostgreSQL 0A000") || m.starts_with("PostgreSQL 26000")) =>
+                {
+                    conn.statements.remove(statement);
+                    run(&mut conn, statement, values, max_rows, read_only, timeout).await
+                }
+                other => other,
+            }
+        };
         match tokio::time::timeout(timeout, work).await {
             Ok(result) => {
-                // A failed transaction was rolled back on drop; the client
-                // is clean either way unless the connection broke.
-                if !client.is_closed() {
-                    self.give_back(key, client);
+                // A failed transaction was rolled back on drop; the
+                // connection is clean either way unless it broke. A failed
+                // statement is prepared afresh next time (its table may
+                // have changed).
+                if result.is_err() {
+                    conn.statements.remove(statement);
+                }
+                if !conn.client.is_closed() {
+                    self.give_back(key, conn);
                 }
                 result
             }
@@ -148,18 +188,32 @@ impl Pool {
 }
 
 async fn run(
-    client: &mut Client,
+    conn: &mut PgConn,
     statement: &str,
     values: &[ParamValue],
     max_rows: u32,
     read_only: bool,
     timeout: Duration,
 ) -> Result<Output, ConnectorError> {
-    let tx = client.build_transaction().read_only(read_only).start().await.map_err(|e| upstream(&e))?;
-    tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", millis(timeout).max(1)))
-        .await
-        .map_err(|e| upstream(&e))?;
-    let prepared = tx.prepare(statement).await.map_err(|e| upstream(&e))?;
+    let timeout_ms = millis(timeout).max(1);
+    if conn.timeout_ms != timeout_ms {
+        conn.client
+            .batch_execute(&format!("SET statement_timeout = {timeout_ms}"))
+            .await
+            .map_err(|e| upstream(&e))?;
+        conn.timeout_ms = timeout_ms;
+    }
+    let prepared = match conn.statements.get(statement) {
+        Some(prepared) => prepared.clone(),
+        None => {
+            let prepared = conn.client.prepare(statement).await.map_err(|e| upstream(&e))?;
+            if conn.statements.len() < STATEMENTS_PER_CONNECTION {
+                conn.statements.insert(statement.to_owned(), prepared.clone());
+            }
+            prepared
+        }
+    };
+    let tx = conn.client.build_transaction().read_only(read_only).start().await.map_err(|e| upstream(&e))?;
     if prepared.params().len() != values.len() {
         return Err(ConnectorError::Upstream(format!(
             "the statement has {} placeholders but the template binds {}",

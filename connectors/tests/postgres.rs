@@ -175,3 +175,25 @@ async fn the_probe_checks_the_credential_and_errors_never_carry_it() {
     assert!(!text.contains(wrong) && !text.contains(PASSWORD), "{text}");
     assert!(!format!("{:?}", Secret::new(PASSWORD.to_owned())).contains(PASSWORD));
 }
+
+#[tokio::test]
+async fn a_pooled_connection_reuses_its_statement_and_survives_a_schema_change() {
+    let connectors = Connectors::new();
+    let setup = source("CREATE TABLE IF NOT EXISTS cache_probe (id int4 PRIMARY KEY, v text)", &[], false, 1);
+    let params: Map<String, Value> = Map::new();
+    let secret = Secret::new(PASSWORD.to_owned());
+    let template = |s: &DataSource| s.sql.as_ref().unwrap().templates[0].clone();
+    connectors.query(&setup, &template(&setup), &params, Some(&secret)).await.unwrap();
+    let fill = source("INSERT INTO cache_probe VALUES (1, 'a') ON CONFLICT DO NOTHING", &[], false, 1);
+    connectors.query(&fill, &template(&fill), &params, Some(&secret)).await.unwrap();
+    let read = source("SELECT * FROM cache_probe ORDER BY id", &[], true, 10);
+    let first = connectors.query(&read, &template(&read), &params, Some(&secret)).await.unwrap();
+    let again = connectors.query(&read, &template(&read), &params, Some(&secret)).await.unwrap();
+    assert_eq!(first.data, again.data);
+    assert_eq!(first.data, json!([{"id": 1, "v": "a"}]));
+    // The cached plan's result type changes under it: re-prepared once.
+    let alter = source("ALTER TABLE cache_probe ADD COLUMN w text", &[], false, 1);
+    connectors.query(&alter, &template(&alter), &params, Some(&secret)).await.unwrap();
+    let after = connectors.query(&read, &template(&read), &params, Some(&secret)).await.unwrap();
+    assert_eq!(after.data, json!([{"id": 1, "v": "a", "w": null}]));
+}
