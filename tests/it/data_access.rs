@@ -456,6 +456,52 @@ fn aosctl_manages_sources_and_planes_without_ever_printing_a_secret() {
         "{said}"
     );
 
+    // Bad input gets a typed 4xx with a JSON body and changes nothing; a
+    // malformed credential body is never echoed.
+    let cp = Cp { http: &node.http, op: &op };
+    let credential = "/api/v1/tenants/acme/sources/kb/credential";
+    for (method, path, body, status, code) in [
+        ("PUT", credential, json!({"secret": ""}), 400, "INVALID_INPUT"),
+        ("PUT", credential, json!({"secret": 5, "note": "leak-me-7"}), 400, "INVALID_INPUT"),
+        ("PUT", "/api/v1/tenants/acme/sources/nope/credential", json!({"secret": "x"}), 404, "NOT_FOUND"),
+        ("POST", "/api/v1/tenants/acme/sources/kb/explode", json!({"reason": "x"}), 404, "NOT_FOUND"),
+        ("POST", "/api/v1/tenants/acme/sources/kb/disable", json!({}), 400, "INVALID_INPUT"),
+        (
+            "POST",
+            "/api/v1/tenants/acme/sources",
+            json!({"source_id": "h", "asset_type": "HTTP"}),
+            400,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            "/api/v1/tenants/acme/planes/nope/activate",
+            json!({"reason": "x", "confirm": true}),
+            404,
+            "NOT_FOUND",
+        ),
+        ("GET", "/api/v1/tenants/acme/sources/nope", json!(null), 404, "NOT_FOUND"),
+    ] {
+        let (got, answer) = cp.call(method, path, Some(body));
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {answer}"
+        );
+        assert!(!answer.to_string().contains("leak-me-7"), "{answer}");
+    }
+    let (_, invalid) = cp.call(
+        "POST",
+        "/api/v1/tenants/acme/sources",
+        Some(json!({"source_id": "h", "asset_type": "HTTP"})),
+    );
+    assert_eq!(invalid["error"]["field_errors"][0]["path"], "source.http", "{invalid}");
+    let listed_after = ctl.ok(&op, &["source", "list", "--tenant", "acme"]);
+    assert!(
+        listed_after.contains("ENABLED") && listed_after.contains("set"),
+        "nothing changed: {listed_after}"
+    );
+
     let shown = ctl.ok(&op, &["source", "show", "--tenant", "acme", "kb"]);
     let audit = ctl.ok(&op, &["-o", "json", "audit", "list"]);
     for text in [&out, &listed, &planes, &shown, &audit] {

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use aos_benches::cluster::{agent, free_port, post_json, standalone_agent};
+use aos_benches::cluster::{agent, fmt_duration, free_port, percentile, post_json, standalone_agent};
 use aos_core::access::DataSource;
 use aos_core::snapshot::{KnowledgePlane, PlaneDefault, PolicySnapshot, Sensitivity, SnapshotSigner};
 use serde_json::{Value, json};
@@ -146,28 +146,6 @@ struct Samples {
     mediated: Vec<Duration>,
     errors: u64,
     last_error: Option<String>,
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "index into a list"
-    )]
-    let i = (((sorted.len() - 1) as f64) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn show(d: Duration) -> String {
-    if d < Duration::from_millis(1) {
-        format!("{} µs", d.as_micros())
-    } else {
-        format!("{:.2} ms", d.as_secs_f64() * 1e3)
-    }
 }
 
 enum Direct {
@@ -305,14 +283,14 @@ fn main() -> Result<()> {
             }
             let rate = u32::try_from(s.mediated.len()).map_or(f64::INFINITY, f64::from)
                 / args.duration.as_secs_f64();
-            let (d50, m50) = (pct(&s.direct, 0.5), pct(&s.mediated, 0.5));
+            let (d50, m50) = (percentile(&s.direct, 50), percentile(&s.mediated, 50));
             println!(
                 "| {backend} | {concurrency} | {} | {} | {} | {} | {} | {rate:.0} | {} |",
-                show(d50),
-                show(pct(&s.direct, 0.99)),
-                show(m50),
-                show(pct(&s.mediated, 0.99)),
-                show(m50.saturating_sub(d50)),
+                fmt_duration(d50),
+                fmt_duration(percentile(&s.direct, 99)),
+                fmt_duration(m50),
+                fmt_duration(percentile(&s.mediated, 99)),
+                fmt_duration(m50.saturating_sub(d50)),
                 s.errors
             );
         }

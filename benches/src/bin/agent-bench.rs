@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use aos_benches::cluster::{agent, post_json, standalone_agent};
+use aos_benches::cluster::{agent, fmt_duration, percentile, post_json, standalone_agent};
 use aos_core::snapshot::{PolicySnapshot, SnapshotSigner};
 use serde_json::{Value, json};
 
@@ -82,25 +82,6 @@ struct Samples {
     check: Vec<Duration>,
     usage: Vec<Duration>,
     errors: u64,
-}
-
-fn pct(sorted: &[Duration], p: f64) -> String {
-    if sorted.is_empty() {
-        return "-".to_owned();
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "index into a short list"
-    )]
-    let i = (((sorted.len() - 1) as f64) * p).round() as usize;
-    let d = sorted[i.min(sorted.len() - 1)];
-    if d < Duration::from_millis(1) {
-        format!("{} µs", d.as_micros())
-    } else {
-        format!("{:.2} ms", d.as_secs_f64() * 1e3)
-    }
 }
 
 fn load(base: &str, concurrency: usize, warmup: Duration, window: Duration) -> Result<Samples> {
@@ -185,10 +166,10 @@ fn main() -> Result<()> {
             u32::try_from(samples.check.len()).map_or(f64::INFINITY, f64::from) / args.duration.as_secs_f64();
         println!(
             "| {concurrency} | {steps:.0} | {} | {} | {} | {} | {} |",
-            pct(&samples.check, 0.5),
-            pct(&samples.check, 0.99),
-            pct(&samples.usage, 0.5),
-            pct(&samples.usage, 0.99),
+            fmt_duration(percentile(&samples.check, 50)),
+            fmt_duration(percentile(&samples.check, 99)),
+            fmt_duration(percentile(&samples.usage, 50)),
+            fmt_duration(percentile(&samples.usage, 99)),
             samples.errors
         );
     }

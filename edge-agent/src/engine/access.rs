@@ -332,17 +332,18 @@ impl Engine {
                     },
                 ),
             };
-            let admission = match gate {
-                Err(refused) => refused,
-                // Checked before the decision: a malformed request is not an
-                // access and counts towards no limit.
-                Ok(resolved) if check_params(resolved.source, &target, &params).is_err() => {
-                    let message = check_params(resolved.source, &target, &params)
-                        .err()
-                        .map_or_else(String::new, |e| e.to_string());
-                    Admission::Denied { status: 400, code: "INVALID_PARAMS", message, decision: None }
-                }
-                Ok(resolved) => {
+            // Parameters are checked before the decision: a malformed request
+            // is not an access and counts towards no limit.
+            let bad_params = gate.as_ref().ok().and_then(|r| check_params(r.source, &target, &params).err());
+            let admission = match (gate, bad_params) {
+                (Err(refused), _) => refused,
+                (Ok(_), Some(e)) => Admission::Denied {
+                    status: 400,
+                    code: "INVALID_PARAMS",
+                    message: e.to_string(),
+                    decision: None,
+                },
+                (Ok(resolved), None) => {
                     let step = StepInput {
                         phase: StepPhase::DataAccess,
                         data_access: Some(DataAccess { plane_id: req.plane.clone(), kind: resolved.kind }),
