@@ -187,8 +187,8 @@ struct ErrorDetail {
 
 /// The outcome of one attempt at one endpoint.
 enum Attempt {
-    /// A final answer (success or refusal).
-    Done(Result<Value, ClientError>),
+    /// A final answer: the 2xx body, or the refusal.
+    Done(Result<Vec<u8>, ClientError>),
     /// Try the next endpoint; `Some(d)` when the server asked to retry after `d`.
     Next(String, Option<Duration>),
 }
@@ -235,13 +235,42 @@ impl Client {
         query: &[(&str, String)],
         body: &Body<'_>,
     ) -> Result<Value, ClientError> {
+        let (endpoint, bytes) = self.send(method, path, query, body, &mut |_, _| {})?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            endpoint,
+            reason: format!("a success status with a body that is not JSON: {e}"),
+        })
+    }
+
+    /// `GET path?query` of a file (an export): the body's bytes, with
+    /// `progress(received, total)` called as they arrive.
+    pub fn download(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> Result<Vec<u8>, ClientError> {
+        self.send(Method::Get, path, query, &Body::Empty, progress).map(|(_, bytes)| bytes)
+    }
+
+    /// Sends one request with failover: the endpoint that answered and the
+    /// 2xx body.
+    fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: &Body<'_>,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> Result<(String, Vec<u8>), ClientError> {
         let idempotency_key = (method != Method::Get).then(idempotency_key);
         let mut attempts = Vec::new();
         for round in 0..MAX_ROUNDS {
             let mut retry_after: Option<Duration> = None;
             for endpoint in &self.endpoints {
-                match self.attempt(endpoint, method, path, query, body, idempotency_key.as_deref()) {
-                    Attempt::Done(result) => return result,
+                let call = Call { method, path, query, body, idempotency_key: idempotency_key.as_deref() };
+                match self.attempt(endpoint, &call, progress) {
+                    Attempt::Done(result) => return result.map(|bytes| (endpoint.clone(), bytes)),
                     Attempt::Next(what, wait) => {
                         attempts.push(format!("{endpoint}: {what}"));
                         if let Some(wait) = wait {
@@ -262,12 +291,10 @@ impl Client {
     fn attempt(
         &self,
         endpoint: &str,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: &Body<'_>,
-        idempotency_key: Option<&str>,
+        call: &Call<'_>,
+        progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> Attempt {
+        let Call { method, path, query, body, idempotency_key } = *call;
         let url = format!("{endpoint}{path}");
         let auth = format!("Bearer {}", self.secret);
         let sent = match method {
@@ -319,16 +346,30 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = match response.body_mut().with_config().limit(MAX_BODY).read_to_string() {
-            Ok(text) => text,
-            Err(e) if is_transport(&e) => return Attempt::Next(e.to_string(), None),
-            Err(e) => {
-                return Attempt::Done(Err(ClientError::Protocol {
-                    endpoint: endpoint.to_owned(),
-                    reason: format!("reading the body: {e}"),
-                }));
+        let total = response.body().content_length();
+        let mut reader = response.body_mut().with_config().limit(MAX_BODY).reader();
+        let mut bytes = Vec::with_capacity(usize::try_from(total.unwrap_or(0).min(MAX_BODY)).unwrap_or(0));
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match std::io::Read::read(&mut reader, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    bytes.extend_from_slice(&chunk[..n]);
+                    progress(bytes.len() as u64, total);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Final: a body over the limit, or cut off, is not worth
+                // asking another endpoint for (an export would be made and
+                // recorded again).
+                Err(e) => {
+                    return Attempt::Done(Err(ClientError::Protocol {
+                        endpoint: endpoint.to_owned(),
+                        reason: format!("reading the body: {e}"),
+                    }));
+                }
             }
-        };
+        }
+        let text = String::from_utf8_lossy(&bytes);
         if status == 503 {
             let why = match serde_json::from_str::<ErrorBody>(&text) {
                 Ok(b) => format!("503 {}: {}", b.error.code, b.error.message),
@@ -337,10 +378,7 @@ impl Client {
             return Attempt::Next(why, Some(retry_after.unwrap_or(Duration::from_secs(1))));
         }
         if (200..300).contains(&status) {
-            return Attempt::Done(serde_json::from_str(&text).map_err(|e| ClientError::Protocol {
-                endpoint: endpoint.to_owned(),
-                reason: format!("status {status} with a body that is not JSON: {e}"),
-            }));
+            return Attempt::Done(Ok(bytes));
         }
         Attempt::Done(Err(match serde_json::from_str::<ErrorBody>(&text) {
             Ok(b) => ClientError::Api {
@@ -361,6 +399,16 @@ impl Client {
             },
         }))
     }
+}
+
+/// One request, as sent to each endpoint in turn.
+#[derive(Debug, Clone, Copy)]
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    query: &'a [(&'a str, String)],
+    body: &'a Body<'a>,
+    idempotency_key: Option<&'a str>,
 }
 
 /// Errors after which another endpoint may succeed.

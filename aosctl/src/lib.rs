@@ -20,6 +20,7 @@ pub mod audit;
 pub mod client;
 pub mod cluster;
 pub mod data;
+pub mod export;
 pub mod governance;
 pub mod incident;
 pub mod key;
@@ -105,6 +106,9 @@ pub enum Command {
     /// Knowledge planes: create, bind sources, activate as owner.
     #[command(subcommand)]
     Plane(data::PlaneCommand),
+    /// Evidence exports: signed bundles, and checking them offline.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
 }
 
 /// How to reach the cluster, from the global flags.
@@ -200,6 +204,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Incident(cmd) => incident::run(cmd, &remote),
         Command::Source(cmd) => data::run_source(cmd, &remote),
         Command::Plane(cmd) => data::run_plane(cmd, &remote),
+        Command::Export(cmd) => export::run(cmd, &remote),
     };
     finish(result)
 }

@@ -13,9 +13,10 @@
 //! under the tenant's webhook secret. The secret is derived from the
 //! cluster CA key and the channel's version (see [`webhook_secret`]): every
 //! node computes the same one and none stores it. Slack channels get a
-//! Slack-compatible `{"text": …}` body (the URL is the secret). Email is
-//! not delivered yet: an email delivery fails with that reason and is
-//! dead-lettered, visibly.
+//! Slack-compatible `{"text": …}` body (the URL is the secret). Email goes
+//! through the operator's SMTP relay ([`crate::email`]); on a leader
+//! without one it fails with that reason, is retried (the next leader may
+//! have one) and is dead-lettered visibly in the end.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -34,8 +35,8 @@ use crate::write::{Consistency, propose, read_barrier};
 const TICK: Duration = Duration::from_millis(250);
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 16;
-/// Longest one HTTP delivery may take.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest one delivery (HTTP request, SMTP conversation) may take.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait before trying again a delivery whose outcome could not be committed.
 const COMMIT_RETRY: Duration = Duration::from_secs(2);
 
@@ -124,8 +125,12 @@ pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
             };
             let secret = config.as_ref().and_then(|c| webhook_secret(&node, &key.0, c.version));
             let allow_private = node.alert_private_targets();
+            let mailer = node.mailer().cloned();
             let channel = key.2;
             let handle = deliveries.spawn(async move {
+                if channel == Channel::Email {
+                    return send_email(&alert, config.as_ref(), mailer.as_deref()).await;
+                }
                 deliver(&alert, channel, config.as_ref(), secret.as_deref(), allow_private).await
             });
             in_flight.insert(handle.id(), key);
@@ -159,6 +164,17 @@ async fn commit(node: &Node, key: &Key, outcome: Result<(), String>) -> bool {
     }
 }
 
+async fn send_email(
+    alert: &Alert,
+    config: Option<&ChannelConfig>,
+    mailer: Option<&crate::email::Mailer>,
+) -> Result<(), String> {
+    let config = config.ok_or("the tenant's EMAIL channel is no longer configured")?;
+    let mailer = mailer.ok_or("this control-plane node has no SMTP relay configured (--smtp-url)")?;
+    let recipients = aos_cp_state::email_recipients(&config.target)?;
+    mailer.send_alert(alert, &recipients).await
+}
+
 async fn deliver(
     alert: &Alert,
     channel: Channel,
@@ -180,8 +196,7 @@ async fn deliver(
             (body, true)
         }
         Channel::Slack => (json!({ "text": format!("[AOS] {}", alert.message()) }), false),
-        Channel::Email => return Err("email delivery is not available on this control plane yet".to_owned()),
-        Channel::Ui => return Ok(()),
+        Channel::Email | Channel::Ui => return Err(format!("{} is not an HTTP channel", channel.as_str())),
     };
     let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
     let timestamp = (crate::now_ms() / 1000).to_string();

@@ -98,6 +98,12 @@ pub struct ConfigFile {
     /// addresses (off: tenants could otherwise make the leader call
     /// internal services).
     pub alert_private_targets: Option<bool>,
+    /// SMTP relay for EMAIL alert channels (`smtps://host[:port]`,
+    /// `smtp://host[:port]` with STARTTLS required, or
+    /// `smtp+plain://host[:port]`); credentials come from the environment.
+    pub smtp_url: Option<String>,
+    /// Sender address of alert emails, e.g. `AOS <alerts@example.com>`.
+    pub smtp_from: Option<String>,
 }
 
 impl ConfigFile {
@@ -165,6 +171,10 @@ pub struct StartConfig {
     pub tls_names: Vec<String>,
     /// Whether alert webhooks may target private addresses.
     pub alert_private_targets: bool,
+    /// SMTP relay URL (no credentials in it), if email alerts are on.
+    pub smtp_url: Option<String>,
+    /// Sender of alert emails (required with `smtp_url`).
+    pub smtp_from: Option<String>,
     /// The master key file given explicitly, if any (default
     /// `<data-dir>/master.key`; `AOS_MASTER_KEY` wins).
     pub master_key_file: Option<PathBuf>,
@@ -267,7 +277,14 @@ impl StartConfig {
         let tls_names = supplied.tls_names.or(file.tls_names).unwrap_or_default();
         let alert_private_targets =
             supplied.alert_private_targets.or(file.alert_private_targets).unwrap_or(false);
+        let smtp_url = supplied.smtp_url.or(file.smtp_url);
+        let smtp_from = supplied.smtp_from.or(file.smtp_from);
+        if smtp_url.is_some() && smtp_from.is_none() {
+            return Err(ConfigError::Missing { field: "smtp_from", flag: "smtp-from", env: "AOS_SMTP_FROM" });
+        }
         Ok(StartConfig {
+            smtp_url,
+            smtp_from,
             master_key_file,
             alert_private_targets,
             agent_addr,
@@ -371,6 +388,19 @@ mod tests {
         assert!(err.contains("heartbeat") && err.contains("line 2"), "{err}");
         let err = ConfigFile::parse("node_id = 1\n\ngrpc_addr = \"not an address\"\n").unwrap_err();
         assert!(err.contains("grpc_addr") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn an_smtp_relay_needs_a_sender() {
+        let file = ConfigFile { smtp_url: Some("smtps://mail.example.com".into()), ..full_file() };
+        let err = StartConfig::resolve(Supplied::default(), Some(("f".into(), file.clone())), false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--smtp-from") && err.contains("AOS_SMTP_FROM"), "{err}");
+        let file = ConfigFile { smtp_from: Some("aos@example.com".into()), ..file };
+        let config =
+            StartConfig::resolve(Supplied::default(), Some(("f".into(), file)), false, false).unwrap();
+        assert_eq!(config.smtp_url.as_deref(), Some("smtps://mail.example.com"));
     }
 
     #[test]

@@ -40,9 +40,11 @@ pub mod actors;
 pub mod agents;
 pub mod alerts;
 pub mod data_access;
+pub mod exports;
 pub mod governance;
 pub mod incidents;
 pub mod keys;
+pub mod logs;
 pub mod metrics;
 pub mod overrides;
 pub mod policies;
@@ -67,6 +69,8 @@ pub fn router(node: Node) -> Router {
         .merge(governance::routes())
         .merge(incidents::routes())
         .merge(alerts::routes())
+        .merge(exports::routes())
+        .merge(logs::routes())
         .merge(data_access::routes())
         .merge(policies::routes())
         .merge(overrides::routes())

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use aos_control_plane::bootstrap::{init_cluster, write_secret};
 use aos_control_plane::config::{ConfigFile, StartConfig, Supplied};
+use aos_control_plane::email::Mailer;
 use aos_control_plane::master_key::{MASTER_KEY_ENV, MasterKey};
 use aos_control_plane::node::{Node, NodeConfig};
 use aos_control_plane::pki::{CA_KEY_ENV, load_ca};
@@ -23,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run a node.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Run a single-node development cluster with a demo tenant, a tenant
     /// admin key and the example policies.
     Dev(DevArgs),
@@ -117,6 +118,19 @@ struct StartArgs {
     /// call internal services).
     #[arg(long, env = "AOS_ALERT_PRIVATE_TARGETS")]
     alert_private_targets: bool,
+    /// SMTP relay for EMAIL alert channels: `smtps://host[:port]` (TLS),
+    /// `smtp://host[:port]` (STARTTLS required) or `smtp+plain://host[:port]`
+    /// (no TLS: a local relay). Credentials: `AOS_SMTP_USERNAME` and
+    /// `AOS_SMTP_PASSWORD`, never in the URL.
+    #[arg(long, env = "AOS_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// Sender of alert emails, e.g. `AOS <alerts@example.com>`.
+    #[arg(long, env = "AOS_SMTP_FROM")]
+    smtp_from: Option<String>,
+    /// How often the leader prunes records past their tenant's retention,
+    /// in milliseconds (default 60000).
+    #[arg(long, env = "AOS_RETENTION_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(100..))]
+    retention_interval_ms: Option<u64>,
     /// Initialise a new cluster with this node as its only voter (first
     /// node, first start); creates the operator key.
     #[arg(long)]
@@ -145,6 +159,8 @@ impl StartArgs {
             master_key_file: self.master_key_file.clone(),
             tls_names: (!self.tls_names.is_empty()).then(|| self.tls_names.clone()),
             alert_private_targets: self.alert_private_targets.then_some(true),
+            smtp_url: self.smtp_url.clone(),
+            smtp_from: self.smtp_from.clone(),
         };
         let key_in_env = std::env::var(SIGNING_KEY_ENV).is_ok_and(|v| !v.trim().is_empty());
         let ca_in_env = std::env::var(CA_KEY_ENV).is_ok_and(|v| !v.trim().is_empty());
@@ -181,7 +197,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Start(args) => start(args).await,
+        Cmd::Start(args) => start(*args).await,
         Cmd::Dev(args) => dev(args).await,
         Cmd::Keygen { out } => keygen(&out),
     }
@@ -221,6 +237,17 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     node_config.tls_names.clone_from(&config.tls_names);
     node_config.alert_private_targets = config.alert_private_targets;
     node_config.master_key = load_master_key(config.master_key_file.as_deref(), &config.data_dir, args.init)?;
+    if let Some(ms) = args.retention_interval_ms {
+        node_config.retention_interval = std::time::Duration::from_millis(ms);
+    }
+    if let (Some(url), Some(from)) = (&config.smtp_url, &config.smtp_from) {
+        let credentials = Mailer::credentials_from_env()?;
+        let authenticated = credentials.is_some();
+        let mailer = Mailer::new(url, from, credentials, aos_control_plane::alerting::DELIVERY_TIMEOUT)
+            .context("configuring the SMTP relay")?;
+        tracing::info!(message = "email alerts on", relay = ?mailer.relay(), authenticated);
+        node_config.mailer = Some(std::sync::Arc::new(mailer));
+    }
     if let Some(addr) = config.agent_addr {
         node_config.tls_names.push(addr.ip().to_string());
     }

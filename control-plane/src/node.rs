@@ -94,6 +94,11 @@ pub struct NodeConfig {
     /// The master key wrapping tenants' data keys (`None`: this node
     /// refuses credential operations; see [`crate::master_key`]).
     pub master_key: Option<Arc<MasterKey>>,
+    /// The SMTP relay for EMAIL alert channels (`None`: EMAIL channels are
+    /// refused by this node's API and fail delivery on it).
+    pub mailer: Option<Arc<crate::email::Mailer>>,
+    /// How often the leader applies tenants' record retention.
+    pub retention_interval: Duration,
 }
 
 impl NodeConfig {
@@ -113,6 +118,8 @@ impl NodeConfig {
             tls_names: Vec::new(),
             alert_private_targets: false,
             master_key: None,
+            mailer: None,
+            retention_interval: Duration::from_secs(60),
         }
     }
 }
@@ -183,6 +190,8 @@ struct NodeInner {
     quorum_contact_limit: Duration,
     master_key: Option<Arc<MasterKey>>,
     connectors: aos_connectors::Connectors,
+    mailer: Option<Arc<crate::email::Mailer>>,
+    retention_interval: Duration,
 }
 
 impl std::fmt::Debug for Node {
@@ -259,6 +268,8 @@ impl Node {
                 quorum_contact_limit: QUORUM_CONTACT_LIMIT.max(config.heartbeat * 20),
                 master_key: config.master_key.clone(),
                 connectors: aos_connectors::Connectors::new(),
+                mailer: config.mailer.clone(),
+                retention_interval: config.retention_interval,
             }),
         })
     }
@@ -322,6 +333,16 @@ impl Node {
     /// Whether alert webhooks may target loopback/private addresses.
     pub fn alert_private_targets(&self) -> bool {
         self.inner.alert_private_targets
+    }
+
+    /// How often the leader applies record retention.
+    pub fn retention_interval(&self) -> Duration {
+        self.inner.retention_interval
+    }
+
+    /// The SMTP relay for EMAIL alert channels, when configured.
+    pub fn mailer(&self) -> Option<&Arc<crate::email::Mailer>> {
+        self.inner.mailer.as_ref()
     }
 
     /// The spine checks this node ran at start, with the live ones.
@@ -434,6 +455,7 @@ impl Node {
         let grpc_stop = wait_for(stop_rx.clone());
         let stop_rx_reissue = stop_rx.clone();
         let stop_rx_alerts = stop_rx.clone();
+        let stop_rx_retention = stop_rx.clone();
         let http_stop = wait_for(stop_rx);
 
         let grpc_server = tonic::transport::Server::builder()
@@ -458,6 +480,7 @@ impl Node {
 
         let reissue_task = tokio::spawn(crate::reissue::run(self.clone(), stop_rx_reissue));
         let alerts_task = tokio::spawn(crate::alerting::run(self.clone(), stop_rx_alerts));
+        let retention_task = tokio::spawn(crate::retention::run(self.clone(), stop_rx_retention));
         let grpc_task = tokio::spawn(grpc_server);
         let http_task = tokio::spawn(async move { http_server.await });
         shutdown.await;
@@ -466,6 +489,7 @@ impl Node {
         let http_result = http_task.await;
         let _ = reissue_task.await;
         let _ = alerts_task.await;
+        let _ = retention_task.await;
         if let Some(mut task) = gateway_task {
             // Edge agents hold watch and ingest streams open for as long as
             // they run, so a graceful stop would wait for them forever: give

@@ -82,12 +82,13 @@ fn incident_and_alert_endpoints_refuse_bad_input_and_strangers() {
     assert!(denied, "the auditor's refused write is in the ledger");
     assert_eq!(call("POST", &suppressions, Some(&acme), Some(ok_body)).0, 200);
 
-    // Alert channels: EMAIL and non-http targets refused; targets whole for
-    // admins, redacted for other roles.
+    // Alert channels: EMAIL on a node without an SMTP relay and non-http
+    // targets refused; targets whole for admins, redacted for other roles.
     let channels = url("/alert-channels");
     let email = json!({"channel": "EMAIL", "target": "ops@example.com"});
     let answer = call("POST", &channels, Some(&acme), Some(email));
     assert_eq!(code(&answer), (400, Some("INVALID_INPUT")), "{}", answer.1);
+    assert!(answer.1.to_string().contains("--smtp-url"), "{}", answer.1);
     let ftp = json!({"channel": "WEBHOOK", "target": "ftp://x"});
     assert_eq!(code(&call("POST", &channels, Some(&acme), Some(ftp))).0, 400);
     let slack = json!({"channel": "SLACK", "target": "https://hooks.slack.example/T1/secret-path"});

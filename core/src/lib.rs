@@ -20,6 +20,8 @@
 //! - [`pii`]: deterministic PII and secret detection.
 //! - [`snapshot`]: canonical encoding, ed25519 signing and verification.
 //! - [`money`]: exact micro-dollar amounts.
+//! - [`export`]: signed evidence bundles (seal, open and check offline).
+//! - [`grounding`]: the hallucination detector's grounding check (GAP-023).
 
 pub mod access;
 pub mod compile;
@@ -27,6 +29,8 @@ pub mod counters;
 pub mod document;
 mod error;
 pub mod evaluate;
+pub mod export;
+pub mod grounding;
 pub mod money;
 mod path;
 pub mod pii;

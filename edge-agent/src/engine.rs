@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aos_core::counters::CounterWindow;
-use aos_core::evaluate::{Decision, RunScope, SnapshotBindings, StepContext, StepInput, StepPhase};
+use aos_core::evaluate::{
+    Decision, RunScope, SignalKind, SignalLevel, SnapshotBindings, StepContext, StepInput, StepPhase,
+};
 use aos_core::money::MicroUsd;
 use aos_core::pii::PiiScanner;
 use aos_core::policy::Action;
@@ -164,8 +166,16 @@ pub struct UsageReport {
     pub response: Option<String>,
     /// Response hash when the text is not sent.
     pub response_hash: Option<String>,
-    /// Hallucination score of the response, 0..=1.
+    /// Hallucination score of the response, 0..=1, when the workload
+    /// scored it itself. A `response` of a run that retrieved documents is
+    /// also scored by the grounding check (GAP-023), and the higher of the
+    /// two is decided on: the workload cannot talk the score down.
     pub hallucination_score: Option<f64>,
+    /// Ids of the retrieved documents the response relies on (checked
+    /// against what the run retrieved, with `[doc:ID]` citations in the
+    /// text).
+    #[serde(default)]
+    pub cited_doc_ids: Vec<String>,
 }
 
 /// `POST /api/v1/runs/{id}/end`.
@@ -195,6 +205,10 @@ pub struct StepAnswer {
     /// (`DOWNGRADED` to WARN, or `BYPASSED`), with what it would have been.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub governance: Option<Value>,
+    /// The grounding check of a usage report's response (GAP-023): score,
+    /// claims, unsupported claims, unknown citations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<Value>,
 }
 
 #[derive(Debug)]
@@ -365,6 +379,7 @@ impl Engine {
                             policy_id: None,
                             summary: format!("run timed out: {detail}"),
                             inflection: None,
+                            blocking: None,
                         }),
                     ));
                 }
@@ -740,6 +755,23 @@ impl Engine {
             });
         }
         let current = self.usable_snapshot()?;
+        // The grounding check runs outside the engine lock, on a shared
+        // copy of the run's passages, with bounded work (see
+        // `aos_core::grounding`). The workload cannot talk the score down:
+        // the higher of its own score and the check's is the one decided on.
+        let grounding = match &req.response {
+            Some(response) => {
+                let passages = self.lock().runs.get(run_id).map(|r| r.passages.shared());
+                passages
+                    .filter(|p| !p.is_empty())
+                    .map(|p| aos_core::grounding::check(response, &req.cited_doc_ids, &p))
+            }
+            None => None,
+        };
+        let hallucination_score = match (req.hallucination_score, grounding.as_ref().map(|g| g.score)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         let mut pii = aos_core::pii::PiiKinds::default();
         if let Some(scanner) = &self.pii {
             for text in [&req.prompt, &req.response].into_iter().flatten() {
@@ -780,7 +812,7 @@ impl Engine {
                 cost: Some(cost),
                 data_access: None,
                 pii,
-                hallucination_score: req.hallucination_score,
+                hallucination_score,
             };
             let decision = self.decide_for(run, &state.counters, &current, &step, now);
             let enforced = self.enforce(&decision);
@@ -804,8 +836,19 @@ impl Engine {
                     prompt: req.prompt.clone().filter(|_| inspection.allow_prompt_logging),
                     response: req.response.clone().filter(|_| inspection.allow_response_logging),
                     outcome: decision.outcome.as_str().to_owned(),
+                    policy_id: decision.winning_policy.as_ref().map(|w| w.policy_id.to_string()),
                     snapshot_version: decision.snapshot_version,
                     late_report,
+                    // The unsupported claims are response text: kept only
+                    // where response logging is allowed (GAP-033).
+                    grounding: grounding.as_ref().map(|g| {
+                        let mut kept = json!(g);
+                        if !inspection.allow_response_logging {
+                            kept["unsupported_claims"] = json!([]);
+                            kept["unsupported_claims_redacted"] = json!(true);
+                        }
+                        kept
+                    }),
                 }),
             );
             let mut records = vec![llm];
@@ -814,7 +857,9 @@ impl Engine {
             records.extend(self.save_run(run)?);
             self.append(records)?;
             let allowed = matches!(enforced.outcome, Action::Continue | Action::Warn);
-            answer(step_id, allowed, run.record.status, &decision, &enforced)
+            let mut answer = answer(step_id, allowed, run.record.status, &decision, &enforced);
+            answer.grounding = grounding.as_ref().map(|g| json!(g));
+            answer
         };
         self.store.flush().await?;
         Ok(answer)
@@ -951,6 +996,7 @@ impl Engine {
                         policy_id: None,
                         summary: detail,
                         inflection: None,
+                        blocking: None,
                     }),
                 ));
             }
@@ -1084,9 +1130,46 @@ impl Engine {
                             policy_id: policy,
                             summary: reasons,
                             inflection: Some(inflection(decision, run.record.steps, step_id)),
+                            blocking: Some(true),
                         }),
                     ));
                 }
+            }
+        }
+        // GAP-023, INV-002: a hallucination no policy blocks on is still an
+        // incident, raised on the EVENT path (a record, delivered later)
+        // and marked non-blocking; the run goes on.
+        for signal in decision
+            .signals
+            .iter()
+            .filter(|s| s.kind == SignalKind::Hallucination && s.level == SignalLevel::Breach && !s.blocking)
+        {
+            let key = format!("{}/HALLUCINATION", signal.policy_id);
+            if run.record.incidents.insert(key) {
+                records.push(Record::new(
+                    tenant,
+                    Some(&run_id),
+                    now,
+                    RecordBody::Incident(Incident {
+                        incident_kind: "HALLUCINATION".to_owned(),
+                        policy_id: Some(signal.policy_id.to_string()),
+                        summary: format!(
+                            "response grounding: hallucination score {:.3} reached the policy's threshold {:.3} (not blocking)",
+                            f64::from(u32::try_from(signal.value).unwrap_or(u32::MAX)) / 1000.0,
+                            f64::from(u32::try_from(signal.threshold).unwrap_or(u32::MAX)) / 1000.0
+                        ),
+                        inflection: Some(json!({
+                            "step_index": run.record.steps,
+                            "step_id": step_id,
+                            "signal": signal.kind,
+                            "value": signal.value,
+                            "threshold": signal.threshold,
+                            "snapshot_version": signal.snapshot_version,
+                            "policy_version": signal.policy_version,
+                        })),
+                        blocking: Some(false),
+                    }),
+                ));
             }
         }
         records
@@ -1163,6 +1246,7 @@ fn answer(
         decision: serde_json::to_value(decision).unwrap_or(Value::Null),
         reasons: decision.reasons(),
         governance: enforced.annotation.clone(),
+        grounding: None,
     }
 }
 

@@ -41,6 +41,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod governance;
+pub mod grounding;
 pub mod idempotency;
 pub mod identity;
 pub mod ids;

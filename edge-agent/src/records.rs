@@ -142,12 +142,19 @@ pub struct LlmRunRecord {
     pub response: Option<String>,
     /// The decision's outcome for this report.
     pub outcome: String,
+    /// The policy that decided it, when one did more than CONTINUE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
     /// Snapshot version the decision used.
     pub snapshot_version: u64,
     /// Reported for a step whose admission the agent lost in a crash
     /// (admissions are not fsynced; usage reports are).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub late_report: bool,
+    /// The hallucination detector's grounding check of the response
+    /// (GAP-023), when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<Value>,
 }
 
 /// A control event (GAP-019).
@@ -183,6 +190,10 @@ pub struct Incident {
     /// threshold hash. Absent for failures that are not a policy's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inflection: Option<serde_json::Value>,
+    /// Whether the run was stopped for it (`false`: a non-blocking
+    /// detection such as a hallucination, INV-002).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking: Option<bool>,
 }
 
 /// A system record.

@@ -133,6 +133,8 @@ pub struct Run {
     pub cancel: watch::Sender<bool>,
     /// The status last reported in a `RUN_STATE` record (`None`: never).
     pub reported_status: Option<RunStatus>,
+    /// What the run retrieved, for the hallucination detector (memory only).
+    pub passages: crate::grounding::RetrievedPassages,
 }
 
 impl Run {
@@ -142,7 +144,7 @@ impl Run {
     pub fn new(record: RunRecord, run_start: Option<VerifiedSnapshot>) -> Run {
         let (cancel, _) = watch::channel(record.status == RunStatus::Cancelled);
         let first_token = record.first_token_snapshot_version.and(run_start.clone());
-        Run { record, run_start, first_token, cancel, reported_status: None }
+        Run { record, run_start, first_token, cancel, reported_status: None, passages: Default::default() }
     }
 
     /// A run restored after a restart: its status was reported before.
@@ -168,6 +170,7 @@ impl Run {
         self.record.termination_reason = Some(reason);
         self.record.termination_detail = Some(detail);
         self.record.updated_at_ms = now_ms;
+        self.passages = Default::default();
         if cancel_in_flight {
             self.cancel.send_replace(true);
         }

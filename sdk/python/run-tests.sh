@@ -25,27 +25,9 @@ if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
     echo "the Python SDK needs Python >= 3.11; $PYTHON is $("$PYTHON" --version 2>&1)" >&2
     exit 1
 fi
-install_venv_support() {
-    log "installing python3-venv (Debian packages)"
-    local version
-    version=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-    apt-get update -qq
-    apt-get install -y -qq "python${version}-venv" || apt-get install -y -qq python3-venv
-}
-# Debian's python3 has no ensurepip (so no working venv) without python3-venv.
-if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    install_venv_support
-fi
-
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
-    log "creating the virtualenv $VENV"
-    rm -rf "$VENV"
-    if ! "$PYTHON" -m venv "$VENV"; then
-        rm -rf "$VENV"
-        install_venv_support
-        "$PYTHON" -m venv "$VENV"
-    fi
-fi
+# shellcheck source=../../scripts/lib/python-venv.sh
+. "$SDK_DIR/../../scripts/lib/python-venv.sh"
+ensure_venv "$PYTHON" "$VENV"
 
 # setuptools reuses build/ between builds; a stale copy could ship removed modules.
 rm -rf "$SDK_DIR/build"

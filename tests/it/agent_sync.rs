@@ -235,8 +235,15 @@ pub(crate) struct Acme {
 }
 
 pub(crate) fn acme_with_policy(dir: &Path) -> Acme {
+    acme_with_args(dir, &[])
+}
+
+/// [`acme_with_policy`] with extra node flags.
+pub(crate) fn acme_with_args(dir: &Path, extra: &[&str]) -> Acme {
     let gateway = format!("127.0.0.1:{}", free_port());
-    let node = start_single_node(dir, &["--agent-addr", &gateway]);
+    let mut args = vec!["--agent-addr", gateway.as_str()];
+    args.extend_from_slice(extra);
+    let node = start_single_node(dir, &args);
     let op = node.operator_key.clone();
     let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
     let (policy, token) = tenant_and_token(&ctl, &op, dir);

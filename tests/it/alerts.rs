@@ -164,3 +164,126 @@ fn a_near_threshold_alert_reaches_a_flaky_webhook_exactly_once_signed() {
     assert_eq!(stats["raised"], 1, "{stats}");
     assert_eq!(stats["dead_lettered"], 0, "{stats}");
 }
+
+/// A real SMTP server (aiosmtpd, the Python tools' interpreter from
+/// `scripts/test-tools`) writing every message it accepts to a Maildir.
+struct SmtpSink {
+    child: std::process::Child,
+    maildir: std::path::PathBuf,
+}
+
+impl SmtpSink {
+    fn start(port: u16, maildir: &std::path::Path) -> SmtpSink {
+        let python = std::env::var("AOS_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let has_aiosmtpd = std::process::Command::new(&python)
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            has_aiosmtpd,
+            "the SMTP sink needs aiosmtpd: set AOS_TEST_PYTHON=$(scripts/test-tools) (scripts/verify does)"
+        );
+        let child = std::process::Command::new(&python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the SMTP sink listening", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        SmtpSink { child, maildir: maildir.to_owned() }
+    }
+
+    /// The messages received so far, as text.
+    fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else { return Vec::new() };
+        entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GAP-017 email channel: a breach alert is retried while the relay is
+/// down and reaches the SMTP sink exactly once when it comes up.
+#[test]
+fn an_email_alert_reaches_a_real_smtp_sink_once_the_relay_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let smtp_port = free_port();
+    let relay = format!("smtp+plain://127.0.0.1:{smtp_port}");
+    let node = start_single_node(
+        dir.path(),
+        &[
+            "--agent-addr",
+            &gateway,
+            "--smtp-url",
+            &relay,
+            "--smtp-from",
+            "AOS Alerts <alerts@aos.example.com>",
+        ],
+    );
+    let op = node.operator_key.clone();
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    ctl.ok(&op, &["tenant", "create", "acme"]);
+    let policy = dir.path().join("alerts.yaml");
+    std::fs::write(&policy, POLICY.replace("notify: [UI, WEBHOOK]", "notify: [UI, EMAIL]")).unwrap();
+    ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
+    let channels = format!("http://{}/api/v1/tenants/acme/alert-channels", node.http);
+    // A header smuggled into the recipients is refused, naming the field.
+    let smuggled = json!({"channel": "EMAIL", "target": "ops@example.com\r\nBcc: evil@example.net"});
+    let (status, bad) = call_with_key("POST", &channels, Some(&op), Some(smuggled));
+    assert_eq!((status, bad["error"]["field_errors"][0]["path"].as_str()), (400, Some("target")), "{bad}");
+    let recipients = json!({"channel": "EMAIL", "target": "ops@example.com, sre@example.org"});
+    let (status, set) = call_with_key("POST", &channels, Some(&op), Some(recipients));
+    assert_eq!(status, 200, "{set}");
+
+    let created: Value =
+        serde_json::from_str(&ctl.ok(&op, &["-o", "json", "agent", "token", "create", "--tenant", "acme"]))
+            .unwrap();
+    let agent =
+        EdgeAgent::start(&dir.path().join("agent"), &gateway, Some(created["join_token"].as_str().unwrap()));
+    wait_for("the snapshot", Duration::from_secs(30), || (agent.snapshot_version() > 0).then_some(()));
+    let run = agent.start_run();
+    assert_eq!(agent.step(&run, 600)["decision"]["outcome"], "WARN");
+
+    // The relay is down: the delivery fails, is kept and retried.
+    let alerts_url = format!("http://{}/api/v1/tenants/acme/alerts", node.http);
+    let email_delivery = || {
+        let (_, body) = call_with_key("GET", &alerts_url, Some(&op), None);
+        let alert = body["alerts"].as_array()?.first()?.clone();
+        let email = alert["deliveries"].as_array()?.iter().find(|d| d["channel"] == "EMAIL")?.clone();
+        Some((alert, email))
+    };
+    let failed = wait_for("a failed email attempt", Duration::from_secs(30), || {
+        email_delivery().filter(|(_, email)| email["attempts"].as_u64() >= Some(1))
+    });
+    assert_eq!(failed.1["status"], "PENDING", "{}", failed.0);
+    assert!(failed.1["last_error"].as_str().unwrap().contains("SMTP"), "{}", failed.0);
+
+    let sink = SmtpSink::start(smtp_port, &dir.path().join("maildir"));
+    let (alert, email) = wait_for("the email delivered", Duration::from_secs(60), || {
+        email_delivery().filter(|(_, email)| email["status"] == "DELIVERED")
+    });
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1, "exactly one message: {messages:?}");
+    let message = &messages[0];
+    let alert_id = alert["alert_id"].as_str().unwrap();
+    for expected in [
+        "From: \"AOS Alerts\" <alerts@aos.example.com>",
+        "To: ops@example.com, sre@example.org",
+        &format!("Message-ID: <{alert_id}.acme@aos-alerts>"),
+        "pol-run-tokens",
+        "NEAR_50",
+        &format!("Run: {}", run),
+    ] {
+        assert!(message.contains(expected), "missing `{expected}` in:\n{message}");
+    }
+    assert!(email["attempts"].as_u64().unwrap() >= 2, "{alert}");
+}

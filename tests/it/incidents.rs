@@ -11,14 +11,14 @@ use serde_json::Value;
 use crate::agent_sync::{Acme, EdgeAgent, acme_with_policy, call_with_key};
 use crate::support::{Ctl, wait_for};
 
-fn incidents(ctl: &Ctl, op: &str) -> Vec<Value> {
+pub(crate) fn incidents(ctl: &Ctl, op: &str) -> Vec<Value> {
     let listed: Value =
         serde_json::from_str(&ctl.ok(op, &["-o", "json", "incident", "list", "--tenant", "acme"])).unwrap();
     listed["incidents"].as_array().cloned().unwrap_or_default()
 }
 
 /// Starts a run and steps it past the 1000-token limit; its id.
-fn breach(agent: &EdgeAgent) -> String {
+pub(crate) fn breach(agent: &EdgeAgent) -> String {
     let run = agent.start_run();
     assert_eq!(agent.step(&run, 600)["allowed"], true);
     let stopped = agent.step(&run, 600);

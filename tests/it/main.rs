@@ -12,6 +12,7 @@ mod alerts;
 mod aosctl_cluster;
 mod audit_offline;
 mod data_access;
+mod exports;
 mod governance;
 mod governance_cluster;
 mod incidents;

@@ -74,10 +74,12 @@ async fn serve(
             match committed.result {
                 CommandResult::Applied(applied) => {
                     ack.accepted += count(&applied.detail, "accepted");
-                    // A refused rewrite is settled for the agent (it cannot
-                    // fix it; the refusal is audited), so it is acked too.
-                    ack.duplicates +=
-                        count(&applied.detail, "duplicates") + count(&applied.detail, "rewrites_refused");
+                    // A refused rewrite or a record older than the tenant's
+                    // retention is settled for the agent (it cannot fix it;
+                    // the refusal is audited), so it is acked too.
+                    ack.duplicates += count(&applied.detail, "duplicates")
+                        + count(&applied.detail, "rewrites_refused")
+                        + count(&applied.detail, "expired");
                 }
                 CommandResult::Rejected(rejection) => {
                     return Err(Status::invalid_argument(format!(

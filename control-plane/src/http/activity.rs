@@ -74,6 +74,7 @@ async fn list_records(
         from_ms: q.from_ms,
         to_ms: q.to_ms,
         after_seq: q.after_seq,
+        policy_id: None,
     };
     Ok(Json(page(&node, &tenant, &filter, limit)))
 }

@@ -8,9 +8,9 @@
 //!   de-duplicated, rate-limited, delivered, dead-lettered.
 //! - `GET /api/v1/tenants/{tenant}/alert-channels` (targets whole for
 //!   admins, host and hash for other roles); `POST` (`admin`):
-//!   `{channel: WEBHOOK|SLACK, target}`. Setting a webhook answers its
-//!   signing secret, derived and shown only then. EMAIL is refused until
-//!   email delivery exists.
+//!   `{channel: WEBHOOK|SLACK|EMAIL, target}`. Setting a webhook answers
+//!   its signing secret, derived and shown only then. EMAIL (comma-separated
+//!   addresses) is refused by a node without an SMTP relay (`--smtp-url`).
 
 use aos_core::policy::ActorRole;
 use aos_cp_state::{Channel, Command};
@@ -124,6 +124,12 @@ async fn set_channel(
     let actor = authorize(&node, &headers, &intent).await?;
     let Json(req) = body.map_err(|e| bad_body(&e))?;
     let channel = req.channel;
+    if channel == Channel::Email && node.mailer().is_none() {
+        return Err(ApiError::invalid(
+            "this control plane has no SMTP relay configured (--smtp-url), so EMAIL alerts cannot be delivered",
+            vec![aos_core::FieldError::new("channel", "EMAIL needs an SMTP relay on the control plane")],
+        ));
+    }
     let command = Command::SetAlertChannel { tenant_id: tenant.clone(), channel, target: req.target };
     let mut answer = commit_with_id(&node, request_id(&headers, &actor), actor, command).await?;
     if channel == Channel::Webhook {

@@ -86,6 +86,26 @@ struct TenantRecords {
     /// digest and are only de-duplicated).
     #[serde(default)]
     digests: BTreeMap<String, String>,
+    /// Records pruned from the front by retention: `records[0].seq` is
+    /// `pruned + 1`.
+    #[serde(default)]
+    pruned: u64,
+    /// How long records are kept after they reached the control plane
+    /// (`None`: forever).
+    #[serde(default)]
+    max_age_ms: Option<u64>,
+    /// Records produced before this (Unix ms) were pruned or are due: a
+    /// record this old arriving now is refused as expired, so a pruned
+    /// record cannot come back, rewritten or not.
+    #[serde(default)]
+    pruned_before_ms: u64,
+}
+
+impl TenantRecords {
+    /// The seq the next record gets.
+    fn next_seq(&self) -> u64 {
+        self.pruned + self.records.len() as u64 + 1
+    }
 }
 
 /// What a record query selects.
@@ -101,6 +121,16 @@ pub struct RecordFilter<'a> {
     pub to_ms: Option<u64>,
     /// Only records with a larger seq (pagination cursor).
     pub after_seq: u64,
+    /// Only records naming this policy ([`record_policy`]).
+    pub policy_id: Option<&'a str>,
+}
+
+/// The policy a record names: its own `policy_id`, or its decision's
+/// winning policy (control events).
+pub fn record_policy(body: &Value) -> Option<&str> {
+    body.get("policy_id")
+        .and_then(Value::as_str)
+        .or_else(|| body.pointer("/decision/winning_policy/policy_id").and_then(Value::as_str))
 }
 
 impl Activity {
@@ -115,13 +145,16 @@ impl Activity {
         let Some(tenant) = self.tenants.get(tenant_id) else {
             return (Vec::new(), false);
         };
-        // Records are in seq order, seq = index + 1.
-        let start = usize::try_from(filter.after_seq).unwrap_or(usize::MAX).min(tenant.records.len());
+        // Records are in seq order, seq = pruned + index + 1.
+        let start = usize::try_from(filter.after_seq.saturating_sub(tenant.pruned))
+            .unwrap_or(usize::MAX)
+            .min(tenant.records.len());
         let mut matching = tenant.records[start..].iter().filter(|r| {
             filter.kind.is_none_or(|k| r.kind == k)
                 && filter.run_id.is_none_or(|id| r.run_id.as_deref() == Some(id))
                 && filter.from_ms.is_none_or(|t| r.at_ms >= t)
                 && filter.to_ms.is_none_or(|t| r.at_ms < t)
+                && filter.policy_id.is_none_or(|p| record_policy(&r.body) == Some(p))
         });
         let page: Vec<&StoredRecord> = matching.by_ref().take(limit).collect();
         let more = matching.next().is_some();
@@ -217,7 +250,7 @@ impl Activity {
         if !tenant.ids.insert(record_id.clone()) {
             return;
         }
-        let seq = tenant.records.len() as u64 + 1;
+        let seq = tenant.next_seq();
         tenant.records.push(StoredRecord {
             seq,
             record_id,
@@ -267,6 +300,7 @@ pub(crate) fn ingest_records(
     let mut malformed = 0u64;
     let (mut opened, mut repeated, mut prevented) = (Vec::new(), 0u64, 0u64);
     let mut rewrites: Vec<&str> = Vec::new();
+    let mut expired = 0u64;
     for record in records {
         let digest = {
             use sha2::Digest;
@@ -280,8 +314,13 @@ pub(crate) fn ingest_records(
             }
             continue;
         }
-        tenant.digests.insert(record.record_id.clone(), digest);
         let (kind, run_id, at_ms, mut body) = parse(record);
+        if at_ms > 0 && at_ms < tenant.pruned_before_ms {
+            tenant.ids.remove(&record.record_id);
+            expired += 1;
+            continue;
+        }
+        tenant.digests.insert(record.record_id.clone(), digest);
         // Filed under the agent's tenant, whatever the record claims.
         if let Some(object) = body.as_object_mut() {
             object.insert("tenant_id".to_owned(), Value::String(tenant_id.clone()));
@@ -289,7 +328,7 @@ pub(crate) fn ingest_records(
         if kind == "MALFORMED" {
             malformed += 1;
         }
-        let seq = tenant.records.len() as u64 + 1;
+        let seq = tenant.next_seq();
         let stored = StoredRecord {
             seq,
             record_id: record.record_id.clone(),
@@ -332,6 +371,9 @@ pub(crate) fn ingest_records(
     let mut detail = format!(
         "{accepted} records from edge agent `{edge_agent_id}` committed ({duplicates} duplicates, {malformed} malformed)"
     );
+    if expired > 0 {
+        detail.push_str(&format!("; {expired} older than the tenant's retention refused"));
+    }
     if alerts_raised > 0 {
         detail.push_str(&format!("; alerts raised: {alerts_raised}"));
     }
@@ -378,6 +420,7 @@ pub(crate) fn ingest_records(
         "duplicates": duplicates,
         "malformed": malformed,
         "rewrites_refused": rewrites_refused,
+        "expired": expired,
         "incidents_opened": opened,
     })))
 }
@@ -409,6 +452,10 @@ fn parse(record: &IngestRecord) -> (String, Option<String>, u64, Value) {
     let at_ms = value.get("at_ms").and_then(Value::as_u64).unwrap_or(0);
     (kind, run_id, at_ms, value)
 }
+
+mod retention;
+pub use retention::RetentionView;
+pub(crate) use retention::{apply_retention, set_retention};
 
 #[cfg(test)]
 mod tests;

@@ -194,11 +194,22 @@ impl ChannelConfig {
     pub fn redacted(&self) -> ChannelConfig {
         use sha2::Digest;
         let hash = hex::encode(sha2::Sha256::digest(self.target.as_bytes()));
-        let host = self
-            .target
-            .split_once("://")
-            .map(|(scheme, rest)| format!("{scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or("")))
-            .unwrap_or_default();
+        // Email: the domains only; a URL: scheme and host only.
+        let host = match self.channel {
+            Channel::Email => self
+                .target
+                .split(',')
+                .map(|a| format!("…@{}", a.trim().rsplit_once('@').map_or("", |(_, d)| d)))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => self
+                .target
+                .split_once("://")
+                .map(|(scheme, rest)| {
+                    format!("{scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or(""))
+                })
+                .unwrap_or_default(),
+        };
         ChannelConfig {
             channel: self.channel,
             target: format!("{host}/… (sha256 {})", &hash[..16]),
@@ -500,10 +511,11 @@ pub(crate) fn set_alert_channel(
                 errors.push(FieldError::new("target", "must be an http(s) URL of at most 2000 characters"));
             }
         }
-        Channel::Email => errors.push(FieldError::new(
-            "channel",
-            "EMAIL delivery is not available on this control plane yet; use WEBHOOK or SLACK",
-        )),
+        Channel::Email => {
+            if let Err(why) = email_recipients(target) {
+                errors.push(FieldError::new("target", why));
+            }
+        }
     }
     Refusal::check(errors)?;
     let tenant = domain.alerts.tenants.entry(tenant_id.to_owned()).or_default();
@@ -525,6 +537,37 @@ pub(crate) fn set_alert_channel(
         effect = effect.before(before);
     }
     Ok(effect)
+}
+
+/// Most recipients of one EMAIL channel.
+pub const MAX_EMAIL_RECIPIENTS: usize = 10;
+
+/// The recipients of an EMAIL channel's target: comma-separated
+/// `local@domain` addresses, at most [`MAX_EMAIL_RECIPIENTS`]. Deliberately
+/// strict (printable ASCII, no quoting, display names, comments or
+/// whitespace), so nothing a tenant writes can add a header or a recipient
+/// the target does not show.
+pub fn email_recipients(target: &str) -> Result<Vec<&str>, &'static str> {
+    const SHAPE: &str =
+        "must be 1 to 10 comma-separated addresses like ops@example.com (printable ASCII, no display names)";
+    let recipients: Vec<&str> = target.split(',').map(str::trim).collect();
+    if recipients.is_empty() || recipients.len() > MAX_EMAIL_RECIPIENTS {
+        return Err(SHAPE);
+    }
+    for address in &recipients {
+        let Some((local, domain)) = address.rsplit_once('@') else { return Err(SHAPE) };
+        let printable = |part: &str| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"@".contains(&b))
+        };
+        let domain_ok = domain.contains('.')
+            && !domain.starts_with(['.', '-'])
+            && !domain.ends_with(['.', '-'])
+            && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        if address.len() > 254 || local.len() > 64 || !printable(local) || !domain_ok {
+            return Err(SHAPE);
+        }
+    }
+    Ok(recipients)
 }
 
 /// `RECORD_ALERT_DELIVERY`: the dispatcher's outcome for one channel.

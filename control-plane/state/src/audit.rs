@@ -98,6 +98,12 @@ pub enum AuditAction {
     AccessDenied,
     /// A command was refused for any other reason.
     CommandRejected,
+    /// Evidence (a bundle, a report) was exported.
+    EvidenceExported,
+    /// A tenant's record retention was set.
+    RetentionSet,
+    /// Records were pruned by retention (the entry checkpoints the ledger).
+    RetentionApplied,
     /// A tenant data key was created (issue 6).
     DataKeyCreated,
     /// A data source was registered.
@@ -162,6 +168,9 @@ impl AuditAction {
             AuditAction::EdgeAgentDisconnected => "EDGE_AGENT_DISCONNECTED",
             AuditAction::AccessDenied => "ACCESS_DENIED",
             AuditAction::CommandRejected => "COMMAND_REJECTED",
+            AuditAction::EvidenceExported => "EVIDENCE_EXPORTED",
+            AuditAction::RetentionSet => "RETENTION_SET",
+            AuditAction::RetentionApplied => "RETENTION_APPLIED",
             AuditAction::DataKeyCreated => "DATA_KEY_CREATED",
             AuditAction::SourceCreated => "SOURCE_CREATED",
             AuditAction::SourceUpdated => "SOURCE_UPDATED",

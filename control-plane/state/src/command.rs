@@ -342,6 +342,37 @@ pub enum Command {
         /// Why it was refused.
         reason: String,
     },
+    /// Sets (or clears, `None`) how long the tenant's records are kept
+    /// after they reach the control plane.
+    SetRetention {
+        /// The tenant.
+        tenant_id: String,
+        /// Maximum age in seconds; `None` keeps records forever.
+        max_age_seconds: Option<u64>,
+    },
+    /// Prunes the tenant's records received before `cutoff_ms`: proposed
+    /// by the leader's retention job, which computed the cutoff.
+    ApplyRetention {
+        /// The tenant.
+        tenant_id: String,
+        /// Records received before this (Unix ms) go.
+        cutoff_ms: u64,
+    },
+    /// An evidence bundle or report was exported (issue 8, GAP-025..027):
+    /// written to the ledger so who took which evidence out is on record.
+    /// Changes nothing else.
+    RecordExport {
+        /// The tenant the evidence belongs to.
+        tenant_id: String,
+        /// `EVIDENCE_BUNDLE`, `SOC2_BUNDLE`, `PDF_REPORT`,
+        /// `EXECUTIVE_DEBRIEF`.
+        kind: String,
+        /// What it covers, e.g. `run run-1`.
+        subject: String,
+        /// SHA-256 of what was handed out (the bundle's manifest, the
+        /// report's bytes), hex.
+        sha256: String,
+    },
 }
 
 impl Command {
@@ -395,6 +426,9 @@ impl Command {
             Command::PutKnowledgePlane { .. } => "PUT_KNOWLEDGE_PLANE",
             Command::SetPlaneActivation { .. } => "SET_PLANE_ACTIVATION",
             Command::RecordDenial { .. } => "RECORD_DENIAL",
+            Command::RecordExport { .. } => "RECORD_EXPORT",
+            Command::SetRetention { .. } => "SET_RETENTION",
+            Command::ApplyRetention { .. } => "APPLY_RETENTION",
         }
     }
 }

@@ -55,6 +55,9 @@ const ADMIN: &[ActorRole] = &[ActorRole::Admin];
 const POLICY_WRITERS: &[ActorRole] = &[ActorRole::Admin, ActorRole::PolicyAuthor];
 const OVERRIDE_GRANTORS: &[ActorRole] = &[ActorRole::Admin, ActorRole::Sre];
 const GOVERNORS: &[ActorRole] = &[ActorRole::Admin, ActorRole::Sre];
+/// Every role of a tenant may read, so may take its evidence out.
+const EXPORTERS: &[ActorRole] =
+    &[ActorRole::Admin, ActorRole::PolicyAuthor, ActorRole::Sre, ActorRole::Auditor];
 
 impl Subject {
     /// Describes `command` against the current state.
@@ -169,6 +172,17 @@ impl Subject {
             Command::RecordDenial { tenant_id, target, .. } => {
                 (tenant_id.clone(), target.clone(), Need::Nothing)
             }
+            Command::SetRetention { tenant_id, .. } => {
+                (tenant(tenant_id), format!("tenants/{tenant_id}/retention"), roles(ADMIN, "set retention"))
+            }
+            Command::ApplyRetention { tenant_id, .. } => {
+                (tenant(tenant_id), format!("tenants/{tenant_id}/records"), Need::Operator)
+            }
+            Command::RecordExport { tenant_id, kind, .. } => (
+                tenant(tenant_id),
+                format!("tenants/{tenant_id}/exports/{}", kind.to_ascii_lowercase()),
+                roles(EXPORTERS, "export evidence"),
+            ),
             Command::SetTenantDataKey { tenant_id, .. } => {
                 (tenant(tenant_id), format!("tenants/{tenant_id}/data_key"), roles(ADMIN, "manage data keys"))
             }
@@ -383,6 +397,20 @@ pub(crate) fn execute(
         }
         Command::SetPlaneActivation { tenant_id, plane_id, active, reason } => {
             data_access::set_plane_activation(domain, &ctx, tenant_id, plane_id, *active, reason)
+        }
+        Command::SetRetention { tenant_id, max_age_seconds } => {
+            activity::set_retention(domain, tenant_id, *max_age_seconds)
+        }
+        Command::ApplyRetention { tenant_id, cutoff_ms } => {
+            activity::apply_retention(domain, &ctx, tenant_id, *cutoff_ms)
+        }
+        Command::RecordExport { tenant_id, kind, subject, sha256 } => {
+            domain.tenant(tenant_id)?;
+            Ok(Effect::new(
+                AuditAction::EvidenceExported,
+                format!("{kind} of {subject} exported (sha256 {sha256})"),
+            )
+            .result(serde_json::json!({ "recorded": true, "sha256": sha256 })))
         }
         Command::RecordDenial { action, target, reason, .. } => Ok(Effect::new(
             AuditAction::AccessDenied,

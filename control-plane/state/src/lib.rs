@@ -66,9 +66,11 @@ pub mod tenants;
 #[cfg(test)]
 mod test_support;
 
-pub use activity::{Activity, IngestRecord, RecordFilter, StoredRecord};
+pub use activity::{Activity, IngestRecord, RecordFilter, RetentionView, StoredRecord, record_policy};
 pub use actor::{ActorRef, ActorType};
-pub use alerts::{Alert, AlertStats, Alerts, Channel, ChannelConfig, Delivery, DeliveryStatus};
+pub use alerts::{
+    Alert, AlertStats, Alerts, Channel, ChannelConfig, Delivery, DeliveryStatus, email_recipients,
+};
 pub use audit::{
     AuditAction, AuditEntry, AuditLedger, AuditOutcome, ChainError, GENESIS_HASH, verify_chain,
     verify_chain_after,

@@ -428,6 +428,9 @@ impl Engine {
                 ));
                 self.append(records)?;
                 self.store.flush().await?;
+                if let Some(run) = self.lock().runs.get_mut(run_id) {
+                    run.passages.add(&output.data, &base.evidence_id);
+                }
                 Ok(AccessAnswer {
                     evidence_id: base.evidence_id,
                     plane_id: req.plane,

@@ -31,7 +31,7 @@ fn redelivered_records_are_counted_once_and_audited_per_batch() {
     let first = h.ok(&operator(), ingest("ea-acme", batch.clone()));
     assert_eq!(
         first.detail,
-        json!({"accepted": 2, "duplicates": 0, "malformed": 0, "rewrites_refused": 0, "incidents_opened": []})
+        json!({"accepted": 2, "duplicates": 0, "malformed": 0, "rewrites_refused": 0, "expired": 0, "incidents_opened": []})
     );
     assert_eq!(h.state.audit().last().unwrap().action, AuditAction::RecordsIngested);
     // The ack was lost; the agent sends the batch again plus one more.
@@ -40,7 +40,7 @@ fn redelivered_records_are_counted_once_and_audited_per_batch() {
     let second = h.ok(&operator(), ingest("ea-acme", again));
     assert_eq!(
         second.detail,
-        json!({"accepted": 1, "duplicates": 2, "malformed": 0, "rewrites_refused": 0, "incidents_opened": []})
+        json!({"accepted": 1, "duplicates": 2, "malformed": 0, "rewrites_refused": 0, "expired": 0, "incidents_opened": []})
     );
     assert_eq!(h.state.activity().count(ACME), 3);
 }
@@ -217,4 +217,66 @@ fn a_record_is_write_once_and_a_rewrite_is_refused_and_audited() {
         (again.detail["duplicates"].as_u64(), again.detail["rewrites_refused"].as_u64()),
         (Some(1), Some(0))
     );
+}
+
+#[test]
+fn retention_prunes_old_records_keeps_seqs_and_checkpoints_the_ledger() {
+    let mut h = with_agents();
+    h.ok(&operator(), ingest("ea-acme", vec![record("r1", "LLM_RUN_RECORD", "run-1", ACME)]));
+    h.ok(&operator(), ingest("ea-acme", vec![record("r2", "LLM_RUN_RECORD", "run-1", ACME)]));
+    let set = |secs| Command::SetRetention { tenant_id: ACME.into(), max_age_seconds: secs };
+    h.rejected(&auditor(ACME), set(Some(60)), RejectionCode::Forbidden);
+    h.rejected(&admin(ACME), set(Some(0)), RejectionCode::InvalidInput);
+    // Forever: nothing is ever due.
+    assert!(h.state.activity().due_for_retention(u64::MAX).is_empty());
+    h.ok(&admin(ACME), set(Some(3)));
+    h.ok(&operator(), ingest("ea-acme", vec![record("r3", "SYSTEM_RECORD", "run-2", ACME)]));
+    // Each proposal is a second later: r1 and r2 are older than 3 s, r3 is not.
+    let now = h.now();
+    let due = h.state.activity().due_for_retention(now);
+    assert_eq!(due, vec![(ACME.to_owned(), now - 3_000)]);
+    let cutoff = due[0].1;
+    // Only the leader's job (a cluster operator) prunes, and never past the setting.
+    let apply = |cutoff_ms| Command::ApplyRetention { tenant_id: ACME.into(), cutoff_ms };
+    h.rejected(&admin(ACME), apply(cutoff), RejectionCode::Forbidden);
+    h.rejected(&operator(), apply(now + 10_000), RejectionCode::Conflict);
+    let head_before = h.state.audit().last().unwrap().hash.clone();
+    let applied = h.ok(&operator(), apply(cutoff));
+    assert_eq!(applied.detail["pruned"], 2, "{}", applied.detail);
+    assert_eq!(
+        (applied.detail["first_seq"].as_u64(), applied.detail["last_seq"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let entry = h.state.audit().last().unwrap();
+    assert_eq!(entry.action, AuditAction::RetentionApplied);
+    assert_eq!(entry.prev_hash, head_before, "the entry checkpoints the head before pruning");
+    assert!(h.state.audit().verify().is_ok(), "the ledger is untouched");
+    // What is left keeps its seq; new records continue after it.
+    let (page, _) = h.state.activity().records(ACME, &RecordFilter::default(), 10);
+    assert_eq!(page.iter().map(|r| (r.record_id.as_str(), r.seq)).collect::<Vec<_>>(), [("r3", 3)]);
+    let fresh = IngestRecord {
+        record_id: "r4".into(),
+        json: json!({"record_id": "r4", "kind": "SYSTEM_RECORD", "at_ms": h.now()}).to_string(),
+    };
+    h.ok(&operator(), ingest("ea-acme", vec![fresh]));
+    let after = RecordFilter { after_seq: 3, ..RecordFilter::default() };
+    let (page, _) = h.state.activity().records(ACME, &after, 10);
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [4]);
+    let view = h.state.activity().retention(ACME);
+    assert_eq!((view.max_age_seconds, view.pruned, view.held, view.oldest_seq), (Some(3), 2, 2, Some(3)));
+    // A pruned record redelivered (or rewritten) is refused as expired:
+    // it was produced before the cutoff.
+    let old = IngestRecord {
+        record_id: "r1".into(),
+        json: json!({"record_id": "r1", "kind": "LLM_RUN_RECORD", "at_ms": 1_000, "rewritten": true})
+            .to_string(),
+    };
+    let again = h.ok(&operator(), ingest("ea-acme", vec![old]));
+    assert_eq!((again.detail["accepted"].as_u64(), again.detail["expired"].as_u64()), (Some(0), Some(1)));
+    assert!(h.state.audit().last().unwrap().detail.contains("older than the tenant's retention refused"));
+    // Other tenants are untouched; clearing the setting stops pruning.
+    assert_eq!(h.state.activity().retention(GLOBEX).pruned, 0);
+    h.ok(&admin(ACME), set(None));
+    assert!(h.state.activity().due_for_retention(u64::MAX).is_empty());
+    h.rejected(&operator(), apply(now), RejectionCode::Conflict);
 }

@@ -141,8 +141,23 @@ fn unconfigured_channels_are_skipped_and_channels_are_validated() {
         target: target.into(),
     };
     h.rejected(&admin(ACME), set(Channel::Webhook, "ftp://x"), RejectionCode::InvalidInput);
-    // Email is not delivered yet, so it cannot be configured.
-    h.rejected(&admin(ACME), set(Channel::Email, "ops@example.com"), RejectionCode::InvalidInput);
+    // Email recipients are plain addresses: nothing that could smuggle a
+    // header or a hidden recipient.
+    for bad in [
+        "",
+        "ops",
+        "ops@localhost",
+        "ops@example.com\r\nBcc: evil@example.net",
+        "Ops <ops@example.com>",
+        "ops@example.com;evil@example.net",
+        "a@example.com,b@example.com,c@example.com,d@example.com,e@example.com,f@example.com,g@example.com,h@example.com,i@example.com,j@example.com,k@example.com",
+    ] {
+        h.rejected(&admin(ACME), set(Channel::Email, bad), RejectionCode::InvalidInput);
+    }
+    h.ok(&admin(ACME), set(Channel::Email, "ops@example.com, sre-team@ops.example.org"));
+    let entry = h.state.audit().last().unwrap();
+    let recorded = format!("{:?} {:?}", entry.before, entry.after);
+    assert!(recorded.contains("…@example.com") && !recorded.contains("sre-team"), "{recorded}");
     h.rejected(&admin(ACME), set(Channel::Ui, "x"), RejectionCode::InvalidInput);
     h.rejected(&sre(ACME), set(Channel::Slack, "https://hooks.slack.example/T1"), RejectionCode::Forbidden);
     h.ok(&admin(ACME), set(Channel::Slack, "https://hooks.slack.example/T1/secret-path"));

@@ -45,7 +45,9 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         | Command::ApplyPolicy { tenant_id, .. }
         | Command::TransitionPolicy { tenant_id, .. }
         | Command::GrantOverride { tenant_id, .. }
-        | Command::RevokeOverride { tenant_id, .. } => Some(tenant_id.as_str()),
+        | Command::RevokeOverride { tenant_id, .. }
+        | Command::RecordExport { tenant_id, .. }
+        | Command::SetRetention { tenant_id, .. } => Some(tenant_id.as_str()),
         Command::CreateApiKey { tenant_id, .. } | Command::RecordDenial { tenant_id, .. } => {
             tenant_id.as_deref()
         }
@@ -58,6 +60,7 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         | Command::RecordAgentSync { .. }
         | Command::IngestRecords { .. }
         | Command::RecordAgentConnection { .. }
+        | Command::ApplyRetention { .. }
         | Command::ExpireGovernance {} => None,
         Command::SetGovernance { tenant_id, .. } => tenant_id.as_deref(),
         Command::TransitionIncident { tenant_id, .. }
@@ -136,6 +139,19 @@ fn command() -> impl Strategy<Value = Command> {
             tenant_id,
             override_id,
             reason: "r".into()
+        }),
+        1 => (tenant(), prop::option::of(1u64..5)).prop_map(|(tenant_id, max_age_seconds)| {
+            Command::SetRetention { tenant_id, max_age_seconds }
+        }),
+        1 => (tenant(), 0u64..20_000).prop_map(|(tenant_id, cutoff_ms)| Command::ApplyRetention {
+            tenant_id,
+            cutoff_ms
+        }),
+        1 => tenant().prop_map(|tenant_id| Command::RecordExport {
+            tenant_id,
+            kind: "EVIDENCE_BUNDLE".into(),
+            subject: "run r".into(),
+            sha256: "00".repeat(32),
         }),
         1 => prop::option::of(tenant()).prop_map(|tenant_id| Command::RecordDenial {
             tenant_id,

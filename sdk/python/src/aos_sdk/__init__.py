@@ -15,7 +15,7 @@
 Modules, one job each: :mod:`~aos_sdk.client` (sync client and run handle),
 :mod:`~aos_sdk.aio` (async twins), :mod:`~aos_sdk.protocol` (requests),
 :mod:`~aos_sdk.decode` (answers → results, exceptions, warnings),
-:mod:`~aos_sdk.results` (decision and data-access result types), :mod:`~aos_sdk.errors`
+:mod:`~aos_sdk.results` (decision, grounding and data-access result types), :mod:`~aos_sdk.errors`
 (exceptions), :mod:`~aos_sdk.retry` (retry policy), :mod:`~aos_sdk.transport`
 (settings shared by both clients), :mod:`~aos_sdk.runstate` (run
 bookkeeping), :mod:`~aos_sdk.openai` (OpenAI client wrapper).
@@ -51,7 +51,7 @@ from .errors import (
     ServiceUnavailable,
     StepNotFound,
 )
-from .results import AccessResult, Decision, Signal
+from .results import AccessResult, Decision, Grounding, Signal
 from .retry import RetryPolicy
 
 __version__ = "0.1.0"
@@ -77,6 +77,7 @@ __all__ = [
     "GovernanceDegraded",
     "GovernanceError",
     "GovernanceHalted",
+    "Grounding",
     "InvalidParams",
     "InvalidRequest",
     "PolicyError",

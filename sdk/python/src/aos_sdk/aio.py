@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -386,6 +386,7 @@ class AsyncRun:
         prompt: str | None = None,
         model: str | None = None,
         hallucination_score: float | None = None,
+        cited_doc_ids: Sequence[str] | None = None,
         step: Decision | str | None = None,
         send_text: bool = True,
     ) -> Decision:
@@ -400,6 +401,7 @@ class AsyncRun:
             model=model,
             hallucination_score=hallucination_score,
             send_text=send_text,
+            cited_doc_ids=cited_doc_ids,
         )
         try:
             body = await self._client._send(call)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -434,6 +434,7 @@ class Run:
         prompt: str | None = None,
         model: str | None = None,
         hallucination_score: float | None = None,
+        cited_doc_ids: Sequence[str] | None = None,
         step: Decision | str | None = None,
         send_text: bool = True,
     ) -> Decision:
@@ -441,6 +442,14 @@ class Run:
         last step admitted). The agent hashes ``prompt``/``response`` and keeps
         the text only where every policy allows; with ``send_text=False`` only
         the response's SHA-256 is sent (the agent takes no prompt hash).
+
+        The agent checks a ``response`` against the documents the run
+        retrieved (:meth:`access`) and answers with the result on
+        :attr:`Decision.grounding`; the policies evaluate the higher of its
+        score and ``hallucination_score`` (a policy's hallucination monitor
+        warns at its threshold). ``cited_doc_ids`` names the retrieved
+        documents the response relies on (as ``[doc:ID]`` in the text does):
+        an id the run never retrieved counts against the score.
 
         A STOP, KILL or PAUSE decided here does not raise (the call has
         happened): it is warned, and the next :meth:`check_step` raises it."""
@@ -454,6 +463,7 @@ class Run:
             model=model,
             hallucination_score=hallucination_score,
             send_text=send_text,
+            cited_doc_ids=cited_doc_ids,
         )
         try:
             body = self._client._send(call)

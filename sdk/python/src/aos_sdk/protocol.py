@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -185,10 +185,14 @@ def report_usage(
     response: str | None = None,
     response_hash: str | None = None,
     hallucination_score: float | None = None,
+    cited_doc_ids: Sequence[str] | None = None,
 ) -> Call:
     """``POST /api/v1/runs/{run_id}/steps/{step_id}/usage``. The agent hashes
     ``prompt``/``response`` text itself and stores the text only when every
-    policy allows; ``response_hash`` stands in when the text is withheld."""
+    policy allows; ``response_hash`` stands in when the text is withheld.
+    The agent checks a ``response`` of a run that retrieved documents
+    against them (``cited_doc_ids``: the ids the response relies on, sent
+    only when given)."""
     body = _drop_none(
         {
             "input_tokens": input_tokens,
@@ -199,9 +203,23 @@ def report_usage(
             "response": response,
             "response_hash": response_hash,
             "hallucination_score": hallucination_score,
+            "cited_doc_ids": doc_id_list(cited_doc_ids),
         }
     )
     return Call("POST", f"{API}/runs/{_seg(run_id)}/steps/{_seg(step_id)}/usage", json=body)
+
+
+def doc_id_list(ids: Sequence[str] | None) -> list[str] | None:
+    """Document ids as a list (``None`` stays absent); a lone string is
+    refused rather than sent as its characters."""
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+        raise ValueError(f"cited_doc_ids must be a sequence of document ids, got {ids!r}")
+    for doc_id in ids:
+        if not isinstance(doc_id, str) or not doc_id:
+            raise ValueError(f"a cited document id must be a non-empty string, got {doc_id!r}")
+    return list(ids)
 
 
 def resume(run_id: str, *, acknowledged_by: str | None = None) -> Call:

@@ -31,10 +31,19 @@ a summary of the decision (:func:`parse_access_answer` →
 
 Its refusals carry the same summary in ``{"error": {…, "decision": …}}``
 (:func:`parse_access_decision`).
+
+A usage report whose ``response`` the agent checked against the documents
+the run retrieved (the hallucination detector) also carries the check's
+result (:class:`Grounding`, on :attr:`Decision.grounding`)::
+
+    "grounding": {"method": "lexical-grounding/v1", "score": 1.0, "claims": 2, "unsupported": 2,
+                  "unsupported_claims": ["Our support office is located on the moon.", …],
+                  "unknown_citations": [], "truncated": false}
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +82,36 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class Grounding:
+    """The agent's grounding check of a reported response against the
+    documents the run retrieved (the hallucination detector). Its
+    :attr:`score` is evaluated by the run's policies as the step's
+    hallucination score (or the workload's own ``hallucination_score``, when
+    that is higher); a policy's hallucination monitor turns a score at or
+    above its threshold into a ``HALLUCINATION`` signal (a WARN and a
+    non-blocking incident, unless the policy opts in to blocking)."""
+
+    method: str
+    """How it was checked (``"lexical-grounding/v1"``)."""
+    score: float
+    """Hallucination score: 0.0 (every claim grounded) to 1.0 (nothing grounded)."""
+    claims: int
+    """Claims (sentences with content) checked."""
+    unsupported: int
+    """Claims no retrieved document supports."""
+    unsupported_claims: tuple[str, ...]
+    """The first few unsupported claims, as written in the response."""
+    unknown_citations: tuple[str, ...]
+    """Cited document ids (``[doc:ID]`` in the text, or ``cited_doc_ids``)
+    the run never retrieved, the first few; each counts against the score."""
+    truncated: bool
+    """Whether the response was longer than what the agent checks (it checks
+    a bounded prefix and number of claims)."""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The agent's ``grounding`` object, as received."""
+
+
+@dataclass(frozen=True)
 class Decision:
     """A decision of the edge agent: for a step, a usage report or a simulation."""
 
@@ -98,6 +137,10 @@ class Decision:
     """The step id (for the usage report); ``None`` for simulations."""
     run_status: str | None = None
     """The run's status after this step."""
+    grounding: Grounding | None = None
+    """For a usage report: the agent's grounding check of the response
+    against what the run retrieved; ``None`` when it did not run (no
+    ``response`` text, or a run that retrieved nothing)."""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """The agent's whole answer, as received."""
 
@@ -115,6 +158,33 @@ class Decision:
 
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def parse_grounding(raw: Any) -> Grounding | None:
+    """Reads a usage answer's ``grounding`` object; ``None`` when absent, or
+    when it has no usable score (not a number within 0..1)."""
+    if not isinstance(raw, Mapping):
+        return None
+    score = raw.get("score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        return None
+    score = float(score)
+    if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+        return None
+    return Grounding(
+        method=str(raw.get("method") or ""),
+        score=score,
+        claims=_int_or_none(raw.get("claims")) or 0,
+        unsupported=_int_or_none(raw.get("unsupported")) or 0,
+        unsupported_claims=_strings(raw.get("unsupported_claims")),
+        unknown_citations=_strings(raw.get("unknown_citations")),
+        truncated=bool(raw.get("truncated", False)),
+        raw=raw,
+    )
 
 
 def parse_signal(raw: Mapping[str, Any]) -> Signal:
@@ -148,6 +218,7 @@ def _decision(
     step_id: str | None,
     run_status: str | None,
     raw: Mapping[str, Any],
+    grounding: Grounding | None = None,
 ) -> Decision:
     decided = str(decision.get("outcome") or "CONTINUE")
     enforced = str(governance.get("enforced_outcome") or decided) if governance else decided
@@ -167,12 +238,14 @@ def _decision(
         snapshot_version=_int_or_none(decision.get("snapshot_version")),
         step_id=step_id,
         run_status=run_status,
+        grounding=grounding,
         raw=raw,
     )
 
 
 def parse_step_answer(body: Mapping[str, Any]) -> Decision:
-    """Reads the answer of a pre-step check or a usage report."""
+    """Reads the answer of a pre-step check or a usage report (with its
+    ``grounding``, when the agent checked the response)."""
     decision = body.get("decision")
     governance = body.get("governance")
     return _decision(
@@ -183,6 +256,7 @@ def parse_step_answer(body: Mapping[str, Any]) -> Decision:
         step_id=str(body["step_id"]) if body.get("step_id") is not None else None,
         run_status=str(body["run_status"]) if body.get("run_status") is not None else None,
         raw=body,
+        grounding=parse_grounding(body.get("grounding")),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import protocol
@@ -147,10 +147,14 @@ class RunState:
         model: str | None,
         hallucination_score: float | None,
         send_text: bool,
+        cited_doc_ids: Sequence[str] | None,
     ) -> tuple[str, Call]:
         """The usage report for ``step`` (default: the last step admitted and
         not yet reported) and that step's id. Without ``send_text`` only the
-        response's SHA-256 is sent (the agent takes no prompt hash)."""
+        response's SHA-256 is sent (the agent takes no prompt hash).
+        ``cited_doc_ids`` is checked before the step is taken, so a bad one
+        leaves the step open."""
+        cited = protocol.doc_id_list(cited_doc_ids)
         step_id = self.take_step(step)
         call = protocol.report_usage(
             self.run_id,
@@ -163,6 +167,7 @@ class RunState:
             response=response if send_text else None,
             response_hash=protocol.sha256_hex(response) if response is not None and not send_text else None,
             hallucination_score=hallucination_score,
+            cited_doc_ids=cited,
         )
         return step_id, call
 
