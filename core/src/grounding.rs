@@ -48,7 +48,7 @@ pub const MAX_LISTED: usize = 5;
 /// Longest response checked (the rest is not).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Most claims checked per response.
-pub const MAX_CLAIMS: usize = 100;
+pub const MAX_CLAIMS: usize = 50;
 /// Most citations checked per response.
 pub const MAX_CITATIONS: usize = 100;
 /// Most passages a corpus holds.

@@ -759,14 +759,32 @@ impl Engine {
         // copy of the run's passages, with bounded work (see
         // `aos_core::grounding`). The workload cannot talk the score down:
         // the higher of its own score and the check's is the one decided on.
-        let grounding = match &req.response {
-            Some(response) => {
-                let passages = self.lock().runs.get(run_id).map(|r| r.passages.shared());
-                passages
-                    .filter(|p| !p.is_empty())
-                    .map(|p| aos_core::grounding::check(response, &req.cited_doc_ids, &p))
-            }
+        // Small checks (microseconds) run in place; large ones (up to tens
+        // of milliseconds at the limits, see benches/README.md) on the
+        // blocking pool, so they never hold up other runs' steps.
+        let corpus = match &req.response {
+            Some(_) => self.lock().runs.get(run_id).map(|r| r.passages.shared()).filter(|p| !p.is_empty()),
             None => None,
+        };
+        let grounding = match (&req.response, corpus) {
+            (Some(response), Some(corpus)) if corpus.len() <= 64 && response.len() <= 8 * 1024 => {
+                Some(aos_core::grounding::check(response, &req.cited_doc_ids, &corpus))
+            }
+            (Some(response), Some(corpus)) => {
+                let (response, cited) = (response.clone(), req.cited_doc_ids.clone());
+                match tokio::task::spawn_blocking(move || {
+                    aos_core::grounding::check(&response, &cited, &corpus)
+                })
+                .await
+                {
+                    Ok(report) => Some(report),
+                    Err(e) => {
+                        tracing::warn!(message = "grounding check failed; response not scored", run_id, error = %e);
+                        None
+                    }
+                }
+            }
+            _ => None,
         };
         let hallucination_score = match (req.hallucination_score, grounding.as_ref().map(|g| g.score)) {
             (Some(a), Some(b)) => Some(a.max(b)),
