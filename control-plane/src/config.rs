@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 5_000;
 /// Default Raft heartbeat (elections time out after 3–6 heartbeats).
 pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
+/// Default interval of the leader's retention job.
+pub const DEFAULT_RETENTION_INTERVAL_MS: u64 = 60_000;
 /// Default validity of an issued policy snapshot.
 pub const DEFAULT_MAX_STALENESS_SECS: u64 = 24 * 60 * 60;
 
@@ -104,6 +106,9 @@ pub struct ConfigFile {
     pub smtp_url: Option<String>,
     /// Sender address of alert emails, e.g. `AOS <alerts@example.com>`.
     pub smtp_from: Option<String>,
+    /// How often the leader prunes records past their tenant's retention,
+    /// in milliseconds.
+    pub retention_interval_ms: Option<u64>,
 }
 
 impl ConfigFile {
@@ -175,6 +180,8 @@ pub struct StartConfig {
     pub smtp_url: Option<String>,
     /// Sender of alert emails (required with `smtp_url`).
     pub smtp_from: Option<String>,
+    /// Retention job interval in milliseconds.
+    pub retention_interval_ms: u64,
     /// The master key file given explicitly, if any (default
     /// `<data-dir>/master.key`; `AOS_MASTER_KEY` wins).
     pub master_key_file: Option<PathBuf>,
@@ -282,7 +289,19 @@ impl StartConfig {
         if smtp_url.is_some() && smtp_from.is_none() {
             return Err(ConfigError::Missing { field: "smtp_from", flag: "smtp-from", env: "AOS_SMTP_FROM" });
         }
+        let retention_interval_ms = supplied
+            .retention_interval_ms
+            .or(file.retention_interval_ms)
+            .unwrap_or(DEFAULT_RETENTION_INTERVAL_MS);
+        if retention_interval_ms < 100 {
+            return Err(ConfigError::Invalid {
+                field: "retention_interval_ms",
+                value: retention_interval_ms.to_string(),
+                why: "must be at least 100",
+            });
+        }
         Ok(StartConfig {
+            retention_interval_ms,
             smtp_url,
             smtp_from,
             master_key_file,
@@ -401,6 +420,21 @@ mod tests {
         let config =
             StartConfig::resolve(Supplied::default(), Some(("f".into(), file)), false, false).unwrap();
         assert_eq!(config.smtp_url.as_deref(), Some("smtps://mail.example.com"));
+        assert_eq!(config.retention_interval_ms, DEFAULT_RETENTION_INTERVAL_MS);
+    }
+
+    #[test]
+    fn the_retention_interval_comes_from_the_file_and_is_checked() {
+        let parsed = ConfigFile::parse("retention_interval_ms = 500\n").unwrap();
+        let file = ConfigFile { retention_interval_ms: parsed.retention_interval_ms, ..full_file() };
+        let config =
+            StartConfig::resolve(Supplied::default(), Some(("f".into(), file.clone())), false, false)
+                .unwrap();
+        assert_eq!(config.retention_interval_ms, 500);
+        let file = ConfigFile { retention_interval_ms: Some(5), ..file };
+        let err =
+            StartConfig::resolve(Supplied::default(), Some(("f".into(), file)), false, false).unwrap_err();
+        assert!(err.to_string().contains("retention_interval_ms"), "{err}");
     }
 
     #[test]

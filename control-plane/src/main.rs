@@ -129,7 +129,7 @@ struct StartArgs {
     smtp_from: Option<String>,
     /// How often the leader prunes records past their tenant's retention,
     /// in milliseconds (default 60000).
-    #[arg(long, env = "AOS_RETENTION_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(100..))]
+    #[arg(long, env = "AOS_RETENTION_INTERVAL_MS")]
     retention_interval_ms: Option<u64>,
     /// Initialise a new cluster with this node as its only voter (first
     /// node, first start); creates the operator key.
@@ -161,6 +161,7 @@ impl StartArgs {
             alert_private_targets: self.alert_private_targets.then_some(true),
             smtp_url: self.smtp_url.clone(),
             smtp_from: self.smtp_from.clone(),
+            retention_interval_ms: self.retention_interval_ms,
         };
         let key_in_env = std::env::var(SIGNING_KEY_ENV).is_ok_and(|v| !v.trim().is_empty());
         let ca_in_env = std::env::var(CA_KEY_ENV).is_ok_and(|v| !v.trim().is_empty());
@@ -237,9 +238,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     node_config.tls_names.clone_from(&config.tls_names);
     node_config.alert_private_targets = config.alert_private_targets;
     node_config.master_key = load_master_key(config.master_key_file.as_deref(), &config.data_dir, args.init)?;
-    if let Some(ms) = args.retention_interval_ms {
-        node_config.retention_interval = std::time::Duration::from_millis(ms);
-    }
+    node_config.retention_interval = std::time::Duration::from_millis(config.retention_interval_ms);
     if let (Some(url), Some(from)) = (&config.smtp_url, &config.smtp_from) {
         let credentials = Mailer::credentials_from_env()?;
         let authenticated = credentials.is_some();
