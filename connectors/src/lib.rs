@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 
 pub use error::ConnectorError;
 pub use mcp::CREDENTIAL_ENV as MCP_CREDENTIAL_ENV;
-pub use output::{Output, doc_ids};
+pub use output::{Output, doc_id, doc_ids, documents};
 pub use secret::Secret;
 
 /// Connection pools and HTTP clients shared by every access.

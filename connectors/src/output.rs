@@ -18,28 +18,35 @@ pub struct Output {
     pub bytes: usize,
 }
 
-/// Ids found in `data`: the `id` (or `doc_id`) of each object of an array,
-/// of an object's `items`/`results`/`documents` array, or of the object
-/// itself. Strings and integers count; at most 1,000 are kept.
-pub fn doc_ids(data: &Value) -> Vec<String> {
-    fn id_of(v: &Value) -> Option<String> {
-        let obj = v.as_object()?;
-        let id = obj.get("id").or_else(|| obj.get("doc_id"))?;
-        match id {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
-    let list = match data {
+/// The list of documents in `data`: `data` itself when it is an array, else
+/// an object's `items`/`results`/`documents`/`rows` array. `None` when
+/// `data` is a single document (or nothing recognisable).
+pub fn documents(data: &Value) -> Option<&Vec<Value>> {
+    match data {
         Value::Array(items) => Some(items),
         Value::Object(obj) => ["items", "results", "documents", "rows"]
             .iter()
             .find_map(|k| obj.get(*k).and_then(Value::as_array)),
         _ => None,
-    };
-    match list {
-        Some(items) => items.iter().filter_map(id_of).take(1000).collect(),
-        None => id_of(data).into_iter().collect(),
+    }
+}
+
+/// The id of one document: its `id` (or `doc_id`) when that is a string or
+/// an integer.
+pub fn doc_id(document: &Value) -> Option<String> {
+    let obj = document.as_object()?;
+    match obj.get("id").or_else(|| obj.get("doc_id"))? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Ids found in `data`: the [`doc_id`] of each of its [`documents`], or of
+/// `data` itself when it is a single document; at most 1,000 are kept.
+pub fn doc_ids(data: &Value) -> Vec<String> {
+    match documents(data) {
+        Some(items) => items.iter().filter_map(doc_id).take(1000).collect(),
+        None => doc_id(data).into_iter().collect(),
     }
 }

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use aos_connectors::{doc_id, documents};
 use aos_core::grounding::{Corpus, Passage};
 use serde_json::Value;
 
@@ -28,23 +29,18 @@ impl RetrievedPassages {
     /// `id`/`doc_id` and the text of its values; anything else is one
     /// passage under `fallback_id`.
     pub fn add(&mut self, data: &Value, fallback_id: &str) {
-        let list = match data {
-            Value::Array(items) => Some(items),
-            Value::Object(obj) => ["items", "results", "documents", "rows"]
-                .iter()
-                .find_map(|k| obj.get(*k).and_then(Value::as_array)),
-            _ => None,
-        };
         let corpus = Arc::make_mut(&mut self.corpus);
-        match list {
+        match documents(data) {
             Some(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    let doc_id = id_of(item).unwrap_or_else(|| format!("{fallback_id}#{i}"));
-                    corpus.push(Passage { doc_id, text: text_of(item) });
+                    corpus.push(Passage {
+                        doc_id: doc_id(item).unwrap_or_else(|| format!("{fallback_id}#{i}")),
+                        text: text_of(item),
+                    });
                 }
             }
             None => corpus.push(Passage {
-                doc_id: id_of(data).unwrap_or_else(|| fallback_id.to_owned()),
+                doc_id: doc_id(data).unwrap_or_else(|| fallback_id.to_owned()),
                 text: text_of(data),
             }),
         }
@@ -58,15 +54,6 @@ impl RetrievedPassages {
     /// Whether the run retrieved anything.
     pub fn is_empty(&self) -> bool {
         self.corpus.is_empty()
-    }
-}
-
-fn id_of(v: &Value) -> Option<String> {
-    let obj = v.as_object()?;
-    match obj.get("id").or_else(|| obj.get("doc_id"))? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 
