@@ -69,6 +69,14 @@ impl ClusterService for ClusterRpcServer {
         &self,
         _request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexReply>, Status> {
+        // A cut-off leader cannot vouch for any read: say so at once (this
+        // is also what followers' leader probes ask).
+        if let crate::node::LeaderContact::CutOffLeader(Some(since_ms)) = self.node.leader_contact() {
+            return Err(Status::unavailable(format!(
+                "leader {} has had no quorum acknowledgement for {since_ms} ms",
+                self.node.id()
+            )));
+        }
         match self.node.raft().get_read_log_id().await {
             Ok((read_log_id, _)) => Ok(Response::new(ReadIndexReply {
                 read_index: read_log_id.map_or(0, |id| id.index),

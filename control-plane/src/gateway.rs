@@ -3,8 +3,9 @@
 //!
 //! - [`join`]: a join token and a CSR in, the agent's client certificate
 //!   out. The only call allowed without a client certificate.
-//! - [`watch`]: pushes the tenant's signed snapshots; records each ACK and
-//!   NACK through Raft.
+//! - [`watch`]: pushes the tenant's signed snapshots when the node's
+//!   [`push_signal`] moves; ACKs go to the node's [`acks`] recorder
+//!   (batched through Raft), NACKs are committed one by one.
 //! - [`ingest`]: commits record batches through Raft, then acks them.
 //!
 //! Every call but `Join` is mutual TLS: rustls has already checked that
@@ -12,10 +13,12 @@
 //! fingerprint names the registered agent, and with it the one tenant it
 //! may see. Nothing in a request body can name another tenant.
 
+pub mod acks;
 #[cfg(debug_assertions)]
 pub mod fault;
 pub mod ingest;
 pub mod join;
+pub mod push_signal;
 pub mod watch;
 
 use std::pin::Pin;
@@ -39,12 +42,17 @@ pub type PushStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 #[derive(Debug, Clone)]
 pub struct GatewayService {
     node: Node,
+    acks: acks::AckRecorder,
+    pushes: tokio::sync::watch::Receiver<u64>,
 }
 
 impl GatewayService {
-    /// A gateway over `node`.
+    /// A gateway over `node`; starts the node's ACK recorder and push
+    /// signal (within a Tokio runtime).
     pub fn new(node: Node) -> GatewayService {
-        GatewayService { node }
+        let pushes = push_signal::start(&node);
+        let acks = acks::AckRecorder::start(node.clone());
+        GatewayService { node, acks, pushes }
     }
 
     /// The registered agent presenting the request's client certificate.
@@ -90,7 +98,9 @@ impl AgentGateway for GatewayService {
         request: Request<Streaming<AgentSnapshotMessage>>,
     ) -> Result<Response<Self::WatchSnapshotsStream>, Status> {
         let agent = self.authenticate(&request).await?;
-        Ok(Response::new(watch::start(self.node.clone(), agent, request.into_inner())))
+        let watch =
+            watch::Watch { node: self.node.clone(), acks: self.acks.clone(), pushes: self.pushes.clone() };
+        Ok(Response::new(watch::start(watch, agent, request.into_inner())))
     }
 
     type IngestStream = PushStream<BatchAck>;

@@ -50,6 +50,10 @@ pub enum LeaderContact {
     /// This node leads, but no quorum has acknowledged it for this many
     /// milliseconds (`None`: not once since it was elected).
     CutOffLeader(Option<u64>),
+    /// This node follows `0`, but that leader has not shown it a quorum
+    /// lately (see [`crate::leader_probe`]): it may be cut off with this
+    /// node on the minority side of a partition.
+    UnconfirmedLeader(NodeId),
 }
 
 impl std::fmt::Display for LeaderContact {
@@ -62,6 +66,9 @@ impl std::fmt::Display for LeaderContact {
             }
             LeaderContact::CutOffLeader(None) => {
                 f.write_str("this node leads but no quorum has acknowledged it yet")
+            }
+            LeaderContact::UnconfirmedLeader(leader) => {
+                write!(f, "leader {leader} has not shown this node a quorum lately (partitioned?)")
             }
         }
     }
@@ -192,6 +199,8 @@ struct NodeInner {
     connectors: aos_connectors::Connectors,
     mailer: Option<Arc<crate::email::Mailer>>,
     retention_interval: Duration,
+    /// The leader this follower's last successful probe reached, and when.
+    leader_confirmed: std::sync::Mutex<Option<(NodeId, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -270,6 +279,7 @@ impl Node {
                 connectors: aos_connectors::Connectors::new(),
                 mailer: config.mailer.clone(),
                 retention_interval: config.retention_interval,
+                leader_confirmed: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -296,7 +306,17 @@ impl Node {
         let metrics = metrics.borrow();
         match metrics.current_leader {
             None => LeaderContact::NoLeader,
-            Some(leader) if leader != self.id() => LeaderContact::Usable(leader),
+            Some(leader) if leader != self.id() => {
+                // Twice the leader's own limit: a probe answered slowly by a
+                // busy leader must not make a follower give up on it.
+                let limit = self.inner.quorum_contact_limit * 2;
+                match *self.inner.leader_confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+                    Some((confirmed, at)) if confirmed == leader && at.elapsed() < limit => {
+                        LeaderContact::Usable(leader)
+                    }
+                    _ => LeaderContact::UnconfirmedLeader(leader),
+                }
+            }
             Some(leader) => match metrics.millis_since_quorum_ack {
                 Some(ms) if u128::from(ms) < self.inner.quorum_contact_limit.as_millis() => {
                     LeaderContact::Usable(leader)
@@ -304,6 +324,13 @@ impl Node {
                 ms => LeaderContact::CutOffLeader(ms),
             },
         }
+    }
+
+    /// Notes that `leader` just granted this follower a read index, i.e.
+    /// a quorum acknowledges it (see [`crate::leader_probe`]).
+    pub(crate) fn leader_confirmed(&self, leader: NodeId) {
+        *self.inner.leader_confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((leader, std::time::Instant::now()));
     }
 
     /// The master key, when this node holds one.
@@ -456,6 +483,7 @@ impl Node {
         let stop_rx_reissue = stop_rx.clone();
         let stop_rx_alerts = stop_rx.clone();
         let stop_rx_retention = stop_rx.clone();
+        let stop_rx_probe = stop_rx.clone();
         let http_stop = wait_for(stop_rx);
 
         let grpc_server = tonic::transport::Server::builder()
@@ -481,6 +509,7 @@ impl Node {
         let reissue_task = tokio::spawn(crate::reissue::run(self.clone(), stop_rx_reissue));
         let alerts_task = tokio::spawn(crate::alerting::run(self.clone(), stop_rx_alerts));
         let retention_task = tokio::spawn(crate::retention::run(self.clone(), stop_rx_retention));
+        let probe_task = tokio::spawn(crate::leader_probe::run(self.clone(), stop_rx_probe));
         let grpc_task = tokio::spawn(grpc_server);
         let http_task = tokio::spawn(async move { http_server.await });
         shutdown.await;
@@ -490,6 +519,7 @@ impl Node {
         let _ = reissue_task.await;
         let _ = alerts_task.await;
         let _ = retention_task.await;
+        let _ = probe_task.await;
         if let Some(mut task) = gateway_task {
             // Edge agents hold watch and ingest streams open for as long as
             // they run, so a graceful stop would wait for them forever: give

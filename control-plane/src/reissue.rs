@@ -32,19 +32,10 @@ fn tick(max_staleness_ms: u64) -> Duration {
 const GOVERNANCE_TICK: Duration = Duration::from_millis(250);
 
 /// Runs until `stop` flips to true.
-pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(node: Node, stop: tokio::sync::watch::Receiver<bool>) {
     let max_staleness_ms = node.max_staleness_ms();
-    let mut interval = tokio::time::interval(tick(max_staleness_ms).min(GOVERNANCE_TICK));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    return;
-                }
-            }
-        }
+    let mut clock = crate::periodic::Periodic::new(tick(max_staleness_ms).min(GOVERNANCE_TICK), stop);
+    while clock.tick().await {
         let is_leader = node.raft().metrics().borrow().current_leader == Some(node.id());
         if !is_leader {
             continue;

@@ -11,19 +11,9 @@ use crate::node::{LeaderContact, Node};
 use crate::write::propose;
 
 /// Runs until `stop` flips to true.
-pub async fn run(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(node.retention_interval());
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    return;
-                }
-                continue;
-            }
-        }
+pub async fn run(node: Node, stop: tokio::sync::watch::Receiver<bool>) {
+    let mut clock = crate::periodic::Periodic::new(node.retention_interval(), stop);
+    while clock.tick().await {
         if node.leader_contact() == LeaderContact::Usable(node.id()) {
             apply(&node).await;
         }

@@ -177,7 +177,9 @@ pub async fn read_barrier(node: &Node, consistency: Consistency) -> Result<(), C
     wait_applied(node, read_index).await
 }
 
-async fn remote_read_index(leader: NodeId, addr: &str) -> Result<u64, ClusterError> {
+/// Asks `leader` for a read index; it answers only with a quorum's fresh
+/// acknowledgement.
+pub(crate) async fn remote_read_index(leader: NodeId, addr: &str) -> Result<u64, ClusterError> {
     let reply = leader_client(leader, addr)?
         .read_index(ReadIndexRequest {})
         .await

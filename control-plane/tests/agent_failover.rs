@@ -138,25 +138,51 @@ fn the_agent_fails_over_to_another_node_and_keeps_receiving_pushes() {
 
 #[test]
 fn a_follower_without_a_leader_closes_its_watches() {
-    a_cut_off_node_closes_its_watches(false);
+    a_cut_off_node_closes_its_watches(Cut::IsolatedFollower);
 }
 
 /// openraft keeps an isolated leader calling itself leader; the node
 /// notices that no quorum acknowledges it and closes its watches too.
 #[test]
 fn a_leader_without_a_quorum_closes_its_watches() {
-    a_cut_off_node_closes_its_watches(true);
+    a_cut_off_node_closes_its_watches(Cut::IsolatedLeader);
 }
 
-fn a_cut_off_node_closes_its_watches(pin_to_leader: bool) {
+/// Five nodes split 2 | 3 with the leader on the small side: its follower
+/// still hears it, so only the follower's leader probe tells it that the
+/// leader has no quorum (issue 5, partitions).
+#[test]
+fn a_follower_of_a_cut_off_leader_closes_its_watches() {
+    a_cut_off_node_closes_its_watches(Cut::FollowerOfCutOffLeader);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// 3 nodes; the agent's node, a follower, loses both others.
+    IsolatedFollower,
+    /// 3 nodes; the agent's node, the leader, loses both others.
+    IsolatedLeader,
+    /// 5 nodes; the agent's node, a follower, keeps only the leader.
+    FollowerOfCutOffLeader,
+}
+
+fn a_cut_off_node_closes_its_watches(cut: Cut) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut nodes, operator) = three_node_cluster(dir.path());
+    let size = if cut == Cut::FollowerOfCutOffLeader { 5 } else { 3 };
+    let (mut nodes, operator) = support::cluster_of(dir.path(), size, &[]);
     let admin = tenant_with_admin(&nodes[0], &operator, "acme");
     apply_yaml(&nodes[0], &admin, "acme", &POLICY.replace("MAX", "1000"));
     let (_, token) =
         call("POST", &nodes[0].url("/api/v1/tenants/acme/agent-tokens"), Some(&admin), Some(json!({})));
     let leader = wait_for("a leader", Duration::from_secs(30), || support::leader_of(&nodes[0], &operator));
-    let pinned = nodes.iter().position(|n| (n.id == leader) == pin_to_leader).unwrap();
+    let leader_index = nodes.iter().position(|n| n.id == leader).unwrap();
+    let pinned = match cut {
+        Cut::IsolatedLeader => leader_index,
+        Cut::IsolatedFollower | Cut::FollowerOfCutOffLeader => {
+            nodes.iter().position(|n| n.id != leader).unwrap()
+        }
+    };
+    let survives = |i: usize| i == pinned || (cut == Cut::FollowerOfCutOffLeader && i == leader_index);
     // The agent knows only that node.
     let listen = format!("127.0.0.1:{}", free_port());
     let data = dir.path().join("agent");
@@ -181,9 +207,18 @@ fn a_cut_off_node_closes_its_watches(pin_to_leader: bool) {
     // The node loses the quorum: it closes the watch rather than keep the
     // agent on state it can no longer vouch for.
     for (i, n) in nodes.iter_mut().enumerate() {
-        if i != pinned {
+        if !survives(i) {
             n.kill();
         }
+    }
+    if cut == Cut::FollowerOfCutOffLeader {
+        // The follower still names its leader, but no longer vouches for it.
+        wait_for("the follower to doubt its leader", Duration::from_secs(30), || {
+            let (status, health) = call("GET", &nodes[pinned].url("/health"), None, None);
+            let contact = health["raft"]["leader_contact"].as_str().unwrap_or_default().to_owned();
+            (status == 503 && health["raft"]["leader"] == leader && contact.contains("has not shown"))
+                .then_some(())
+        });
     }
     wait_for("the watch closed by the leaderless node", Duration::from_secs(30), || {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -191,7 +226,7 @@ fn a_cut_off_node_closes_its_watches(pin_to_leader: bool) {
     });
     // Healed, the agent is connected again.
     for (i, n) in nodes.iter_mut().enumerate() {
-        if i != pinned {
+        if !survives(i) {
             n.restart();
         }
     }

@@ -2,13 +2,17 @@
 //!
 //! The agent opens with `Hello {current_version}`. The node pushes the
 //! tenant's current snapshot whenever its version is newer than what the
-//! agent holds or was last sent, woken by every entry its state machine
-//! applies (no polling). Each ACK or NACK is committed through Raft
-//! (`RECORD_AGENT_SYNC`, audited), so `aosctl agent list` shows it from
-//! any node. Any node serves the stream; followers push what they have
-//! applied, and the agent's version check makes an older push harmless.
+//! agent holds or was last sent, and the governance state whenever its
+//! version moves, woken by the node's [`push_signal`](super::push_signal)
+//! (no polling, and no wake-up for the many entries that change neither).
+//! ACKs go to the node's [`AckRecorder`] (committed in batches,
+//! `RECORD_AGENT_ACKS`); each NACK is committed on its own
+//! (`RECORD_AGENT_SYNC`); both are audited, so `aosctl agent list` shows
+//! them from any node. Any node serves the stream; followers push what
+//! they have applied, and the agent's version check makes an older push
+//! harmless.
 
-use aos_cp_state::EdgeAgentRecord;
+use aos_cp_state::{AgentAck, EdgeAgentRecord};
 use aos_proto::agent::agent_snapshot_message::Kind;
 use aos_proto::agent::{AgentSnapshotMessage, GovernanceState, SnapshotPush};
 use tokio::sync::mpsc;
@@ -16,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::PushStream;
+use super::acks::AckRecorder;
 use crate::bootstrap::system_actor;
 use crate::node::{LeaderContact, Node, SnapshotIssueError};
 use crate::write::propose;
@@ -32,21 +37,33 @@ pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30
 /// move to a node that can give them current state.
 pub const LEADERLESS_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// What a watch needs from its node.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// The node serving it.
+    pub node: Node,
+    /// Where ACKs go.
+    pub acks: AckRecorder,
+    /// Moves when something a push carries may have changed.
+    pub pushes: tokio::sync::watch::Receiver<u64>,
+}
+
 /// Starts serving one agent's watch; the returned stream carries the
 /// pushes.
 pub fn start(
-    node: Node,
+    watch: Watch,
     agent: EdgeAgentRecord,
     inbound: Streaming<AgentSnapshotMessage>,
 ) -> PushStream<SnapshotPush> {
     let (tx, rx) = mpsc::channel(PUSH_BUFFER);
     tokio::spawn(async move {
         let agent_id = agent.agent_id.clone();
+        let node = &watch.node;
         node.watch_opened();
-        connection(&node, &agent, true).await;
-        let result = serve(&node, &agent, inbound, &tx).await;
+        connection(node, &agent, true).await;
+        let result = serve(&watch, &agent, inbound, &tx).await;
         node.watch_closed();
-        connection(&node, &agent, false).await;
+        connection(node, &agent, false).await;
         if let Err(status) = result {
             tracing::info!(message = "snapshot watch ended", agent_id = %agent_id, status = %status.message());
             let _ = tx.send(Err(status)).await;
@@ -56,11 +73,12 @@ pub fn start(
 }
 
 async fn serve(
-    node: &Node,
+    watch: &Watch,
     agent: &EdgeAgentRecord,
     mut inbound: Streaming<AgentSnapshotMessage>,
     tx: &mpsc::Sender<Result<SnapshotPush, Status>>,
 ) -> Result<(), Status> {
+    let node = &watch.node;
     let hello = match inbound.message().await? {
         Some(AgentSnapshotMessage { kind: Some(Kind::Hello(hello)) }) => hello,
         Some(_) => return Err(Status::invalid_argument("the first message of a watch must be Hello")),
@@ -78,11 +96,13 @@ async fn serve(
     let mut governance_sent = hello.governance_version;
     // What the agent enforces (its Hello, then each ACK).
     let mut agent_version = hello.current_version;
-    let mut applied = node.state().subscribe();
+    let mut pushes = watch.pushes.clone();
     let mut heard = tokio::time::Instant::now();
     let mut leader_check = tokio::time::interval(std::time::Duration::from_millis(500));
     let mut leaderless_since: Option<tokio::time::Instant> = None;
     loop {
+        // Seen before reading, so a change made after the read wakes us.
+        pushes.borrow_and_update();
         let (current, governance) = node.state().read(|s| {
             let g = s.0.governance();
             let (mode, source) = g.effective_setting(tenant);
@@ -159,7 +179,7 @@ async fn serve(
             () = tokio::time::sleep_until(heard + SILENCE_LIMIT) => {
                 return Err(Status::unavailable(format!("no heartbeat for {} s", SILENCE_LIMIT.as_secs())));
             }
-            changed = applied.changed() => {
+            changed = pushes.changed() => {
                 if changed.is_err() {
                     return Err(Status::unavailable("this node is shutting down"));
                 }
@@ -180,7 +200,9 @@ async fn serve(
                     heard = tokio::time::Instant::now();
                     agent_version = agent_version.max(ack.version);
                     tracing::debug!(message = "push acked", agent_id = %agent.agent_id, agent_version, governance_version = ack.governance_version);
-                    record(node, agent, ack.version, ack.governance_version, None).await;
+                    let governance_version = (ack.governance_version > 0).then_some(ack.governance_version);
+                    let ack = AgentAck { agent_id: agent.agent_id.clone(), version: ack.version, governance_version };
+                    watch.acks.record(tenant, ack).await;
                 }
                 Some(AgentSnapshotMessage { kind: Some(Kind::Nack(nack)) }) => {
                     heard = tokio::time::Instant::now();
@@ -191,7 +213,7 @@ async fn serve(
                         version = nack.version,
                         reason = %nack.reason
                     );
-                    record(node, agent, nack.version, 0, Some(nack.reason)).await;
+                    record_nack(node, agent, nack.version, nack.reason).await;
                 }
                 Some(_) => return Err(Status::invalid_argument("expected Ack or Nack after Hello")),
             },
@@ -220,15 +242,9 @@ async fn connection(node: &Node, agent: &EdgeAgentRecord, connected: bool) {
     }
 }
 
-/// Commits an ACK or NACK. A failure (no leader) is logged: the agent
-/// repeats its answer on its next push or reconnect.
-async fn record(
-    node: &Node,
-    agent: &EdgeAgentRecord,
-    version: u64,
-    governance_version: u64,
-    nack_reason: Option<String>,
-) {
+/// Commits a NACK. A failure (no leader) is logged: the agent repeats its
+/// answer on its next push or reconnect.
+async fn record_nack(node: &Node, agent: &EdgeAgentRecord, version: u64, reason: String) {
     let mut nonce = [0u8; 8];
     let _ = getrandom::fill(&mut nonce);
     let proposal = aos_cp_state::Proposal {
@@ -238,12 +254,12 @@ async fn record(
         command: aos_cp_state::Command::RecordAgentSync {
             agent_id: agent.agent_id.clone(),
             version,
-            governance_version: (governance_version > 0).then_some(governance_version),
-            nack_reason,
+            governance_version: None,
+            nack_reason: Some(reason),
         },
     };
     if let Err(e) = propose(node, proposal).await {
-        tracing::warn!(message = "cannot record a snapshot ACK/NACK", agent_id = %agent.agent_id, error = %e);
+        tracing::warn!(message = "cannot record a snapshot NACK", agent_id = %agent.agent_id, error = %e);
     }
 }
 

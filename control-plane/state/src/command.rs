@@ -182,6 +182,14 @@ pub enum Command {
         /// Why it was refused; `None` for an ACK.
         nack_reason: Option<String>,
     },
+    /// Records ACKs of one tenant's edge agents in one entry (a node's
+    /// batch of what its watches received since the previous batch).
+    RecordAgentAcks {
+        /// The tenant every agent of the batch serves.
+        tenant_id: String,
+        /// One per agent, at most [`crate::edge_agents::MAX_ACKS_PER_BATCH`].
+        acks: Vec<crate::edge_agents::AgentAck>,
+    },
     /// Sets the global (`tenant_id: None`) or a tenant's governance mode.
     SetGovernance {
         /// The tenant, or `None` for the global setting.
@@ -385,6 +393,7 @@ impl Command {
             self,
             Command::IngestRecords { .. }
                 | Command::RecordAgentSync { .. }
+                | Command::RecordAgentAcks { .. }
                 | Command::RecordAgentConnection { .. }
                 | Command::RecordAlertDelivery { .. }
         )
@@ -410,6 +419,7 @@ impl Command {
             Command::RevokeJoinToken { .. } => "REVOKE_JOIN_TOKEN",
             Command::RegisterEdgeAgent { .. } => "REGISTER_EDGE_AGENT",
             Command::RecordAgentSync { .. } => "RECORD_AGENT_SYNC",
+            Command::RecordAgentAcks { .. } => "RECORD_AGENT_ACKS",
             Command::IngestRecords { .. } => "INGEST_RECORDS",
             Command::RecordAgentConnection { .. } => "RECORD_AGENT_CONNECTION",
             Command::SetGovernance { .. } => "SET_GOVERNANCE",

@@ -136,6 +136,9 @@ impl Subject {
                 let owner = domain.edge_agents.agent(agent_id).map(|a| a.tenant_id.clone());
                 (owner, format!("edge_agents/{agent_id}"), Need::Operator)
             }
+            Command::RecordAgentAcks { tenant_id, .. } => {
+                (tenant(tenant_id), format!("tenants/{tenant_id}/edge_agents"), Need::Operator)
+            }
             Command::IngestRecords { edge_agent_id, .. } => {
                 let owner = domain.edge_agents.agent(edge_agent_id).map(|a| a.tenant_id.clone());
                 (owner, format!("edge_agents/{edge_agent_id}/records"), Need::Operator)
@@ -340,6 +343,9 @@ pub(crate) fn execute(
                 *governance_version,
                 nack_reason.as_deref(),
             )
+        }
+        Command::RecordAgentAcks { tenant_id, acks } => {
+            edge_agents::record_agent_acks(domain, &ctx, tenant_id, acks)
         }
         Command::RecordAgentConnection { agent_id, node_id, connected } => {
             edge_agents::record_agent_connection(domain, &ctx, agent_id, *node_id, *connected)

@@ -58,6 +58,11 @@ pub(crate) struct Domain {
     /// Data sources, knowledge planes and tenant data keys (issue 6).
     #[serde(default)]
     pub(crate) data_access: crate::data_access::DataAccess,
+    /// How many tenant snapshot versions have been issued, all tenants
+    /// together: lets a node wake its snapshot watches only when something
+    /// they push changed (see `State::push_generation`).
+    #[serde(default)]
+    pub(crate) snapshot_generation: u64,
 }
 
 /// One tenant and everything it owns.
@@ -100,6 +105,7 @@ impl Domain {
         // panic-free regardless.
         tenant.snapshot_version = tenant.snapshot_version.saturating_add(1);
         tenant.snapshot_changed_at_ms = at_ms;
+        self.snapshot_generation = self.snapshot_generation.saturating_add(1);
         Some(tenant.snapshot_version)
     }
 }

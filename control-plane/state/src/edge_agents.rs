@@ -15,6 +15,10 @@
 //! - `RECORD_AGENT_SYNC` (system): an ACK or NACK of a snapshot version.
 //!   NACKs are security-relevant (a tampered, wrongly signed or rolled-back
 //!   snapshot), so both are audited.
+//! - `RECORD_AGENT_ACKS` (system): the ACKs a node received from one
+//!   tenant's agents since its previous batch, in one entry with one audit
+//!   entry naming each agent and what it applied. A governance change
+//!   reaching 100 agents is then a handful of Raft writes, not 100.
 
 use std::collections::BTreeMap;
 
@@ -305,17 +309,7 @@ pub(crate) fn record_agent_sync(
     agent.last_sync_ms = Some(ctx.at_ms);
     match nack_reason {
         None => {
-            if version > 0 {
-                agent.acked_version = Some(agent.acked_version.map_or(version, |v| v.max(version)));
-            }
-            if let Some(g) = governance_version {
-                agent.acked_governance_version = Some(agent.acked_governance_version.map_or(g, |v| v.max(g)));
-            }
-            let what = match (version, governance_version) {
-                (0, Some(g)) => format!("governance version {g}"),
-                (v, Some(g)) => format!("snapshot {v} and governance version {g}"),
-                (v, None) => format!("snapshot {v}"),
-            };
+            let what = apply_ack(agent, version, governance_version);
             Ok(Effect::new(AuditAction::SnapshotAcked, format!("edge agent `{agent_id}` applied {what}"))
                 .result(serde_json::json!({
                     "acked_version": agent.acked_version,
@@ -333,6 +327,87 @@ pub(crate) fn record_agent_sync(
             .result(serde_json::json!({ "nacked_version": version })))
         }
     }
+}
+
+/// Raises the agent's acknowledged versions (never lowers them: a late
+/// ACK is harmless) and says what it applied, for the ledger.
+fn apply_ack(agent: &mut EdgeAgentRecord, version: u64, governance_version: Option<u64>) -> String {
+    if version > 0 {
+        agent.acked_version = Some(agent.acked_version.map_or(version, |v| v.max(version)));
+    }
+    if let Some(g) = governance_version {
+        agent.acked_governance_version = Some(agent.acked_governance_version.map_or(g, |v| v.max(g)));
+    }
+    match (version, governance_version) {
+        (0, Some(g)) => format!("governance version {g}"),
+        (v, Some(g)) => format!("snapshot {v} and governance version {g}"),
+        (v, None) => format!("snapshot {v}"),
+    }
+}
+
+/// One edge agent's ACK in a [`Command::RecordAgentAcks`](crate::Command::RecordAgentAcks) batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentAck {
+    /// Agent.
+    pub agent_id: String,
+    /// Snapshot version it holds (0: the pushes carried only governance state).
+    pub version: u64,
+    /// Governance version it applied, if any.
+    #[serde(default)]
+    pub governance_version: Option<u64>,
+}
+
+/// Most ACKs one batch may carry; a node splits larger backlogs.
+pub const MAX_ACKS_PER_BATCH: usize = 1_000;
+
+pub(crate) fn record_agent_acks(
+    domain: &mut Domain,
+    ctx: &Ctx<'_>,
+    tenant_id: &str,
+    acks: &[AgentAck],
+) -> Result<Effect, Refusal> {
+    if acks.is_empty() || acks.len() > MAX_ACKS_PER_BATCH {
+        return Err(Refusal::invalid(vec![FieldError::new(
+            "acks",
+            format!("a batch carries 1 to {MAX_ACKS_PER_BATCH} ACKs, not {}", acks.len()),
+        )]));
+    }
+    // Every agent must be this tenant's before anything changes: a batch
+    // naming another tenant's agent is refused whole (INV-003).
+    for ack in acks {
+        match domain.edge_agents.agents.get(&ack.agent_id) {
+            Some(agent) if agent.tenant_id != tenant_id => {
+                return Err(Refusal::forbidden(format!(
+                    "edge agent `{}` does not serve tenant `{tenant_id}`",
+                    ack.agent_id
+                )));
+            }
+            _ => {}
+        }
+    }
+    let mut applied = Vec::with_capacity(acks.len());
+    let mut unknown = Vec::new();
+    for ack in acks {
+        // An agent removed since it ACKed is skipped, not a reason to lose
+        // the others' ACKs.
+        let Some(agent) = domain.edge_agents.agents.get_mut(&ack.agent_id) else {
+            unknown.push(ack.agent_id.as_str());
+            continue;
+        };
+        agent.last_sync_ms = Some(ctx.at_ms);
+        let what = apply_ack(agent, ack.version, ack.governance_version);
+        applied.push(serde_json::json!({
+            "agent_id": ack.agent_id,
+            "applied": what,
+            "acked_version": agent.acked_version,
+            "acked_governance_version": agent.acked_governance_version,
+        }));
+    }
+    let mut detail = format!("{} edge agents of tenant `{tenant_id}` acknowledged pushes", applied.len());
+    if !unknown.is_empty() {
+        detail.push_str(&format!("; skipped unknown agents {}", unknown.join(", ")));
+    }
+    Ok(Effect::new(AuditAction::SnapshotAcked, detail).result(serde_json::json!({ "acks": applied })))
 }
 
 #[cfg(test)]

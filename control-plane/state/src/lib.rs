@@ -77,7 +77,7 @@ pub use audit::{
 };
 pub use command::{Applied, Command, CommandResult, Proposal, Rejection, RejectionCode};
 pub use domain::Revocation;
-pub use edge_agents::EdgeAgentRecord;
+pub use edge_agents::{AgentAck, EdgeAgentRecord, MAX_ACKS_PER_BATCH};
 pub use error::StateError;
 pub use governance::{Governance, GovernanceMode, GovernanceSetting, effective_mode};
 pub use incidents::{

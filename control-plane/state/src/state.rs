@@ -249,6 +249,15 @@ impl ControlState {
         &self.domain.data_access
     }
 
+    /// A number that grows whenever anything a snapshot watch pushes may
+    /// have changed: any tenant's snapshot version or the governance state.
+    /// Nodes wake their watches on it instead of on every applied entry, so
+    /// record ingest and ACKs do not wake every watch (which made the cost
+    /// of a governance round quadratic in the number of edge agents).
+    pub fn push_generation(&self) -> u64 {
+        self.domain.snapshot_generation.saturating_add(self.domain.governance.version())
+    }
+
     /// The tenant's snapshot version; 0 when unknown or before the first
     /// policy or override change.
     pub fn snapshot_version(&self, tenant_id: &str) -> u64 {

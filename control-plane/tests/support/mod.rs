@@ -239,30 +239,37 @@ pub fn three_node_cluster(root: &Path) -> (Vec<NodeProc>, String) {
 
 /// [`three_node_cluster`] with extra flags for every node.
 pub fn three_node_cluster_with(root: &Path, extra_args: &[&str]) -> (Vec<NodeProc>, String) {
+    cluster_of(root, 3, extra_args)
+}
+
+/// A cluster of `size` voters (node 1 initialised, the others added
+/// through it), every node with `extra_args`; and the operator key.
+pub fn cluster_of(root: &Path, size: u64, extra_args: &[&str]) -> (Vec<NodeProc>, String) {
     let n1 = NodeProc::start_with(1, root, true, extra_args);
     let key = operator_key(&n1);
-    let mut n2 = NodeProc::start_with(2, root, false, extra_args);
-    let mut n3 = NodeProc::start_with(3, root, false, extra_args);
-    for n in [&mut n2, &mut n3] {
+    let mut nodes = vec![n1];
+    for id in 2..=size {
+        let mut n = NodeProc::start_with(id, root, false, extra_args);
         wait_for("a node to answer HTTP", Duration::from_secs(30), || {
-            assert_running(n);
+            assert_running(&mut n);
             (call("GET", &n.url("/health"), None, None).0 != 0).then_some(())
         });
         let (status, body) = call(
             "POST",
-            &n1.url("/api/v1/cluster/nodes"),
+            &nodes[0].url("/api/v1/cluster/nodes"),
             Some(&key),
             Some(json!({"node_id": n.id, "grpc_addr": n.grpc})),
         );
         assert_eq!(status, 200, "add node {}: {body}", n.id);
+        nodes.push(n);
     }
-    let nodes = vec![n1, n2, n3];
+    let size = usize::try_from(size).unwrap();
     for n in &nodes {
-        wait_for("three voters and a leader", Duration::from_secs(30), || {
+        wait_for("every voter and a leader", Duration::from_secs(30), || {
             let (status, body) = call("GET", &n.url("/api/v1/cluster"), Some(&key), None);
             let voters =
                 body["nodes"].as_array().map_or(0, |a| a.iter().filter(|n| n["voter"] == true).count());
-            (status == 200 && voters == 3 && !body["leader"].is_null()).then_some(())
+            (status == 200 && voters == size && !body["leader"].is_null()).then_some(())
         });
     }
     (nodes, key)

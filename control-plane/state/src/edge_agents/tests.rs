@@ -150,6 +150,55 @@ fn acks_and_nacks_are_recorded_and_audited() {
 }
 
 #[test]
+fn a_batch_of_acks_is_one_entry_scoped_to_its_tenant() {
+    let mut h = Harness::with_tenants();
+    h.ok(&admin(ACME), token_cmd(&h, ACME, "jt-1", 1));
+    h.ok(&admin(GLOBEX), token_cmd(&h, GLOBEX, "jt-2", 2));
+    h.ok(&operator(), register(ACME, "ea-1", "jt-1", 1));
+    h.ok(&operator(), register(ACME, "ea-2", "jt-1", 2));
+    h.ok(&operator(), register(GLOBEX, "eg-1", "jt-2", 3));
+    let ack = |agent: &str, version, governance: Option<u64>| crate::AgentAck {
+        agent_id: agent.into(),
+        version,
+        governance_version: governance,
+    };
+    let batch = |tenant: &str, acks| Command::RecordAgentAcks { tenant_id: tenant.into(), acks };
+    let before = h.state.audit().len();
+    let applied = h.ok(
+        &operator(),
+        batch(ACME, vec![ack("ea-1", 4, Some(7)), ack("ea-2", 0, Some(7)), ack("ea-gone", 1, None)]),
+    );
+    assert_eq!(h.state.audit().len(), before + 1, "one ledger entry for the batch");
+    let entry = h.state.audit().last().unwrap();
+    assert_eq!((entry.action, entry.tenant_id.as_deref()), (AuditAction::SnapshotAcked, Some(ACME)));
+    assert!(entry.detail.contains("2 edge agents") && entry.detail.contains("ea-gone"), "{}", entry.detail);
+    assert_eq!(applied.detail["acks"].as_array().map(Vec::len), Some(2));
+    let agents = h.state.edge_agents();
+    let one = agents.agent("ea-1").unwrap();
+    assert_eq!((one.acked_version, one.acked_governance_version), (Some(4), Some(7)));
+    let two = agents.agent("ea-2").unwrap();
+    assert_eq!((two.acked_version, two.acked_governance_version), (None, Some(7)));
+    // Late ACKs never lower what was recorded.
+    h.ok(&operator(), batch(ACME, vec![ack("ea-1", 2, Some(5))]));
+    let one = h.state.edge_agents().agent("ea-1").unwrap();
+    assert_eq!((one.acked_version, one.acked_governance_version), (Some(4), Some(7)));
+
+    // Another tenant's agent refuses the whole batch, nothing changes.
+    h.rejected(
+        &operator(),
+        batch(ACME, vec![ack("ea-2", 9, Some(9)), ack("eg-1", 9, Some(9))]),
+        RejectionCode::Forbidden,
+    );
+    assert_eq!(h.state.edge_agents().agent("ea-2").unwrap().acked_version, None);
+    assert_eq!(h.state.edge_agents().agent("eg-1").unwrap().acked_version, None);
+    // Empty and oversized batches are malformed; tenant members may not record ACKs.
+    h.rejected(&operator(), batch(ACME, Vec::new()), RejectionCode::InvalidInput);
+    let huge = (0..=crate::MAX_ACKS_PER_BATCH).map(|_| ack("ea-1", 1, None)).collect();
+    h.rejected(&operator(), batch(ACME, huge), RejectionCode::InvalidInput);
+    h.rejected(&admin(ACME), batch(ACME, vec![ack("ea-1", 5, None)]), RejectionCode::Forbidden);
+}
+
+#[test]
 fn connections_are_tracked_and_a_late_disconnect_from_an_old_node_is_ignored() {
     let mut h = Harness::with_tenants();
     let cmd = token_cmd(&h, ACME, "jt-1", 1);

@@ -61,7 +61,9 @@ fn combination_table_row_global_halted() {
 fn changes_are_versioned_audited_and_scoped() {
     let mut h = Harness::with_tenants();
     assert_eq!((h.state.governance().version(), h.state.governance().effective(ACME)), (0, Enforcing));
+    let generation = h.state.push_generation();
     let applied = h.ok(&sre(ACME), set(Some(ACME), Halted, None));
+    assert!(h.state.push_generation() > generation, "a governance change wakes the watches");
     assert_eq!(applied.detail["governance_version"], 1);
     assert_eq!(h.state.audit().last().unwrap().action, AuditAction::GovernanceChanged);
     assert_eq!(h.state.governance().effective(ACME), Halted);

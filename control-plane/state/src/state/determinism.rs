@@ -58,6 +58,7 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         | Command::ReissueSnapshots { .. }
         | Command::RevokeJoinToken { .. }
         | Command::RecordAgentSync { .. }
+        | Command::RecordAgentAcks { .. }
         | Command::IngestRecords { .. }
         | Command::RecordAgentConnection { .. }
         | Command::ApplyRetention { .. }

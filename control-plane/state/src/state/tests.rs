@@ -431,9 +431,12 @@ fn the_request_log_forgets_the_oldest_ids() {
 
 fn expect_bump(h: &mut Harness, actor: &ActorRef, command: Command, bumped: bool) {
     let before = (h.state.snapshot_version(ACME), h.state.snapshot_version(GLOBEX));
+    let generation = h.state.push_generation();
     let applied = h.ok(actor, command);
     let after = (h.state.snapshot_version(ACME), h.state.snapshot_version(GLOBEX));
     assert_eq!(after.1, before.1, "another tenant's version never moves");
+    // Watches wake on the push generation: it moves exactly when a snapshot does.
+    assert_eq!(h.state.push_generation() > generation, bumped, "push generation");
     if bumped {
         assert_eq!(after.0, before.0 + 1);
         assert_eq!(applied.tenant_snapshot_version, Some(after.0));
