@@ -2,8 +2,8 @@
 //!
 //! Executes governed data access (issue 6, GAP-059, GAP-060, GAP-063): a
 //! registered SQL template against SQLite or PostgreSQL, a registered HTTP
-//! endpoint, an allowed MCP tool on a stdio server, and a source's
-//! verification probe (GAP-039). What to run always comes
+//! endpoint, an allowed MCP tool on a stdio or streamable-HTTP server, and
+//! a source's verification probe (GAP-039). What to run always comes
 //! from an `aos_core::access::DataSource`; the caller only supplies
 //! parameter values, which are type-checked and bound (SQL) or
 //! percent-encoded into their own segment (HTTP) — never spliced.
@@ -165,12 +165,17 @@ impl Connectors {
             return self.http.probe(http, credential).await;
         }
         if let Some(mcp) = &source.mcp {
-            return match site {
-                ProbeSite::ControlPlane { .. } => Ok(format!(
+            return match (site, mcp.url.as_deref()) {
+                (ProbeSite::ControlPlane { .. }, None) => Ok(format!(
                     "configuration checked ({} allowed tools); the MCP server is started only by the tenant's edge agents",
                     mcp.allowed_tools.len()
                 )),
-                ProbeSite::Edge => self.mcp.probe(&source.source_id, mcp, credential).await,
+                (ProbeSite::ControlPlane { allow_private }, Some(url)) => {
+                    self.mcp
+                        .probe_from_control_plane(&source.source_id, mcp, url, credential, allow_private)
+                        .await
+                }
+                (ProbeSite::Edge, _) => self.mcp.probe(&source.source_id, mcp, credential).await,
             };
         }
         Err(ConnectorError::Unsupported { asset_type: source.asset_type.as_str() })
@@ -181,8 +186,9 @@ impl Connectors {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeSite {
     /// A shared control-plane node, on a tenant admin's request: it opens
-    /// no local file and starts no process (SQLite and MCP sources get a
-    /// configuration check only), and reaches network hosts only at public
+    /// no local file and starts no process (SQLite and stdio MCP sources
+    /// get a configuration check only), and reaches network hosts
+    /// (PostgreSQL, HTTP and streamable-HTTP MCP sources) only at public
     /// addresses unless `allow_private` (the operator's
     /// `--alert-private-targets`).
     ControlPlane {

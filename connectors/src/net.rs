@@ -5,7 +5,7 @@
 //! link-local, shared, unspecified or multicast addresses unless the
 //! operator allowed them (`--alert-private-targets`).
 
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 /// Whether `ip` is a public unicast address.
 pub fn is_public(ip: IpAddr) -> bool {
@@ -38,23 +38,30 @@ pub fn is_public(ip: IpAddr) -> bool {
 
 /// Resolves `host:port` (blocking) and refuses it unless every address is
 /// public or `allow_private`. The connection resolves the name again, so a
-/// DNS answer that changes in between is not covered.
+/// DNS answer that changes in between is not covered; callers that can pin
+/// the connection to the checked addresses use [`resolve_public`].
 pub fn check_host(host: &str, port: u16, allow_private: bool) -> Result<(), String> {
+    resolve_public(host, port, allow_private).map(|_| ())
+}
+
+/// Resolves `host:port` (blocking) and returns its addresses if every one
+/// is public, for a client to connect to exactly these (no second lookup
+/// that a rebinding DNS server could answer differently). With
+/// `allow_private` nothing is resolved or refused and the list is empty.
+pub fn resolve_public(host: &str, port: u16, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
     if allow_private {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<IpAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve the host: {e}"))?
-        .map(|a| a.ip())
-        .collect();
-    match addrs.iter().find(|ip| !is_public(**ip)) {
-        Some(ip) => Err(format!(
-            "the host resolves to {ip}, a non-public address; refused from the control plane (the operator may allow it with --alert-private-targets)"
+    let addrs: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve the host: {e}"))?.collect();
+    match addrs.iter().find(|a| !is_public(a.ip())) {
+        Some(a) => Err(format!(
+            "the host resolves to {}, a non-public address; refused from the control plane (the operator may allow it with --alert-private-targets)",
+            a.ip()
         )),
         None if addrs.is_empty() => Err("the host resolves to no address".to_owned()),
-        None => Ok(()),
+        None => Ok(addrs),
     }
 }
 
@@ -84,5 +91,8 @@ mod tests {
         let err = check_host("127.0.0.1", 80, false).unwrap_err();
         assert!(err.contains("non-public") && err.contains("--alert-private-targets"), "{err}");
         assert!(check_host("127.0.0.1", 80, true).is_ok());
+        assert!(resolve_public("[::1]", 80, false).unwrap_err().contains("non-public"));
+        assert_eq!(resolve_public("1.1.1.1", 443, false).unwrap(), ["1.1.1.1:443".parse().unwrap()]);
+        assert!(resolve_public("127.0.0.1", 80, true).unwrap().is_empty(), "nothing to pin");
     }
 }

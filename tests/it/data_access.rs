@@ -1,8 +1,9 @@
 //! Governed data access end to end (issue 6): a control plane with data
 //! sources, a sealed credential and knowledge planes; an edge agent that
-//! mediates `POST /api/v1/access` against a real SQLite file and a real
-//! HTTP upstream (a Python `http.server` process), with evidence for every
-//! attempt at the control plane.
+//! mediates `POST /api/v1/access` against a real SQLite file, a real
+//! HTTP upstream (a Python `http.server` process) and a real MCP server
+//! (`aos-test-mcp-server`, over stdio and over streamable HTTP), with
+//! evidence for every attempt at the control plane.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::agent_sync::{EdgeAgent, call_with_key, tenant_and_token};
-use crate::support::{Ctl, free_port, repo, start_single_node, wait_for};
+use crate::support::{Ctl, SingleNode, free_port, repo, start_single_node, wait_for};
 
 /// Lets `research-bot` read both planes and run at most 4 SQL queries per
 /// run.
@@ -80,6 +81,59 @@ db.commit()
     assert!(status.success());
 }
 
+/// A single control-plane node with an agent gateway (its address is
+/// returned), tenant `acme` and a join token for its agents. With
+/// `private_targets`, verification probes may reach loopback, where the
+/// tests' upstreams listen.
+fn acme_node(dir: &Path, private_targets: bool) -> (SingleNode, String, String) {
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--agent-addr", gateway.as_str()];
+    if private_targets {
+        args.push("--alert-private-targets");
+    }
+    let node = start_single_node(dir, &args);
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    let (_, token) = tenant_and_token(&ctl, &node.operator_key, dir);
+    (node, gateway, token)
+}
+
+/// Calls `delete_all_orders`, which no MCP source allows: refused, with
+/// evidence, before it reaches the server, whose call log (`calls`) shows
+/// only the one allowed call made before. The refusal.
+fn refuse_a_tool_not_allowed(agent: &EdgeAgent, run: &str, calls: &Path) -> Value {
+    let (status, refused) = access(agent, run, "orders", "call_tool", json!({"tool": "delete_all_orders"}));
+    assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("UNKNOWN_TARGET")), "{refused}");
+    assert!(refused["error"]["evidence_id"].as_str().is_some());
+    let received = std::fs::read_to_string(calls).unwrap();
+    assert_eq!(
+        received.lines().collect::<Vec<_>>(),
+        ["lookup_order"],
+        "the server saw only the allowed call"
+    );
+    refused
+}
+
+/// Enables `source_id` and binds it to a new, activated PUBLIC plane
+/// `orders`; the three answers, in that order.
+fn enable_into_orders_plane(cp: &Cp<'_>, source_id: &str) -> [Value; 3] {
+    let enabled = cp.ok(
+        "POST",
+        &format!("/api/v1/tenants/acme/sources/{source_id}/enable"),
+        Some(json!({"reason": "reviewed"})),
+    );
+    let plane = cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/planes",
+        Some(json!({"plane_id": "orders", "name": "orders", "sensitivity": "PUBLIC", "bound_source_ids": [source_id]})),
+    );
+    let activated = cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/planes/orders/activate",
+        Some(json!({"reason": "ok", "confirm": true})),
+    );
+    [enabled, plane, activated]
+}
+
 struct Cp<'a> {
     http: &'a str,
     op: &'a str,
@@ -138,13 +192,10 @@ fn access_is_gated_by_planes_and_policies_executed_safely_and_evidenced() {
     let db = dir.path().join("hr.db");
     sqlite_db(&db);
 
-    let gateway = format!("127.0.0.1:{}", free_port());
-    // The upstream listens on loopback: the operator lets probes reach it.
-    let node = start_single_node(dir.path(), &["--agent-addr", &gateway, "--alert-private-targets"]);
+    let (node, gateway, token) = acme_node(dir.path(), true);
     let op = node.operator_key.clone();
-    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
-    let (_, token) = tenant_and_token(&ctl, &op, dir.path());
     let cp = Cp { http: &node.http, op: &op };
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
 
     // Sources, then planes (a policy may only name existing planes).
     cp.ok(
@@ -513,11 +564,8 @@ fn aosctl_manages_sources_and_planes_without_ever_printing_a_secret() {
 fn mcp_tools_are_called_only_when_allowed_and_the_credential_reaches_the_server_alone() {
     let dir = tempfile::tempdir().unwrap();
     let calls = dir.path().join("mcp-calls.log");
-    let gateway = format!("127.0.0.1:{}", free_port());
-    let node = start_single_node(dir.path(), &["--agent-addr", &gateway]);
+    let (node, gateway, token) = acme_node(dir.path(), false);
     let op = node.operator_key.clone();
-    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
-    let (_, token) = tenant_and_token(&ctl, &op, dir.path());
     let cp = Cp { http: &node.http, op: &op };
     let server = crate::support::binary("aos-test-mcp-server");
     let source = |tools: Value| {
@@ -539,17 +587,7 @@ fn mcp_tools_are_called_only_when_allowed_and_the_credential_reaches_the_server_
     let detail = verified["result"]["last_probe"]["detail"].as_str().unwrap();
     assert!(detail.contains("configuration checked (1 allowed tools)"), "{detail}");
     assert!(!calls.exists(), "no server was started by the control plane");
-    cp.ok("POST", "/api/v1/tenants/acme/sources/orders-mcp/enable", Some(json!({"reason": "reviewed"})));
-    cp.ok(
-        "POST",
-        "/api/v1/tenants/acme/planes",
-        Some(json!({"plane_id": "orders", "name": "orders", "sensitivity": "PUBLIC", "bound_source_ids": ["orders-mcp"]})),
-    );
-    let activated = cp.ok(
-        "POST",
-        "/api/v1/tenants/acme/planes/orders/activate",
-        Some(json!({"reason": "ok", "confirm": true})),
-    );
+    let [_, _, activated] = enable_into_orders_plane(&cp, "orders-mcp");
 
     let agent = EdgeAgent::start(&dir.path().join("agent"), &gateway, Some(&token));
     wait_version(&agent, activated["tenant_snapshot_version"].as_u64().unwrap());
@@ -569,14 +607,149 @@ fn mcp_tools_are_called_only_when_allowed_and_the_credential_reaches_the_server_
     );
     assert_eq!(order["doc_ids"], json!(["o-17"]));
 
-    // A tool not allowed is refused before it reaches the server.
-    let (status, refused) = access(&agent, &run, "orders", "call_tool", json!({"tool": "delete_all_orders"}));
-    assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("UNKNOWN_TARGET")), "{refused}");
-    assert!(refused["error"]["evidence_id"].as_str().is_some());
-    let received = std::fs::read_to_string(&calls).unwrap();
+    refuse_a_tool_not_allowed(&agent, &run, &calls);
+}
+
+/// The test MCP server over streamable HTTP, as a process on loopback.
+struct McpHttpServer {
+    child: Child,
+}
+
+impl McpHttpServer {
+    /// Starts it on `port` and waits until it accepts connections.
+    fn start(port: u16, calls: &Path) -> McpHttpServer {
+        let mut child = Command::new(crate::support::binary("aos-test-mcp-server"))
+            .args(["--http", &format!("127.0.0.1:{port}"), "--log"])
+            .arg(calls)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the MCP server to accept connections", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the MCP server exited with {status}");
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+        });
+        McpHttpServer { child }
+    }
+}
+
+impl Drop for McpHttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn mcp_tools_over_streamable_http_are_gated_carry_the_credential_as_a_bearer_token_and_survive_a_server_restart()
+ {
+    const TOKEN: &str = "mcp-token-31";
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("mcp-http-calls.log");
+    let port = free_port();
+    let server = McpHttpServer::start(port, &calls);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+
+    let (node, gateway, token) = acme_node(dir.path(), true);
+    let op = node.operator_key.clone();
+    let cp = Cp { http: &node.http, op: &op };
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    let mut answers = Vec::new();
+
+    answers.push(cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/sources",
+        Some(json!({
+            "source_id": "orders-http",
+            "asset_type": "MCP",
+            "mcp": {"url": url, "allowed_tools": ["lookup_order"], "timeout_ms": 3000}
+        })),
+    ));
+    answers.push(cp.ok(
+        "PUT",
+        "/api/v1/tenants/acme/sources/orders-http/credential",
+        Some(json!({"secret": TOKEN})),
+    ));
+    // The control plane connects like it does to HTTP sources: it lists the
+    // tools (nothing is called) and closes the session.
+    let verified = cp.ok("POST", "/api/v1/tenants/acme/sources/orders-http/verify", None);
+    assert_eq!(verified["result"]["status"], "VERIFIED", "{verified}");
+    let detail = verified["result"]["last_probe"]["detail"].as_str().unwrap();
+    assert!(detail.contains("all 1 allowed tools present") && detail.contains(&url), "{detail}");
+    assert!(std::fs::read_to_string(&calls).unwrap_or_default().is_empty(), "the probe called no tool");
+    answers.push(verified);
+    let [enabled, plane, activated] = enable_into_orders_plane(&cp, "orders-http");
+    answers.extend([enabled, plane]);
+
+    let agent = EdgeAgent::start(&dir.path().join("agent"), &gateway, Some(&token));
+    wait_version(&agent, activated["tenant_snapshot_version"].as_u64().unwrap());
+    answers.push(activated);
+    let run = run_for(&agent, "support-bot");
+    let lookup = json!({"tool": "lookup_order", "arguments": {"order_id": "o-17"}});
+    let (status, order) = access(&agent, &run, "orders", "call_tool", lookup.clone());
+    assert_eq!(status, 200, "{order}");
     assert_eq!(
-        received.lines().collect::<Vec<_>>(),
-        ["lookup_order"],
-        "the server saw only the allowed call"
+        order["data"],
+        json!({"id": "o-17", "status": "shipped", "credential_ok": true, "token_in_url": false}),
+        "the token reached the server as `Authorization: Bearer`, and only there"
     );
+    assert_eq!(order["doc_ids"], json!(["o-17"]));
+    answers.push(order);
+
+    answers.push(refuse_a_tool_not_allowed(&agent, &run, &calls));
+
+    // The server goes away: a clear upstream error, evidenced, no panic.
+    drop(server);
+    let (status, down) = access(&agent, &run, "orders", "call_tool", lookup.clone());
+    assert_eq!((status, down["error"]["code"].as_str()), (502, Some("UPSTREAM_FAILED")), "{down}");
+    let message = down["error"]["message"].as_str().unwrap();
+    assert!(message.contains("lookup_order") && message.contains("Connection refused"), "{message}");
+    assert!(down["error"]["evidence_id"].as_str().is_some(), "{down}");
+    answers.push(down);
+
+    // Back on the same port: the broken session was dropped and the next
+    // call opens a new one.
+    let _server = McpHttpServer::start(port, &calls);
+    let (status, again) = access(&agent, &run, "orders", "call_tool", lookup);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["data"]["credential_ok"], true, "{again}");
+    answers.push(again);
+    let received = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(received.lines().collect::<Vec<_>>(), ["lookup_order", "lookup_order"]);
+
+    // Every attempt is evidence at the control plane.
+    let evidence = wait_for("every evidence record at the control plane", Duration::from_secs(30), || {
+        let page = cp.ok("GET", "/api/v1/tenants/acme/records?kind=RETRIEVAL_EVIDENCE&limit=1000", None);
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        (records.len() >= 4).then_some(records)
+    });
+    assert_eq!(evidence.len(), 4, "one evidence record per access");
+    let outcomes: Vec<(&str, Option<&str>)> = evidence
+        .iter()
+        .map(|r| (r["body"]["outcome"].as_str().unwrap(), r["body"]["code"].as_str()))
+        .collect();
+    for expected in
+        [("ALLOWED", None), ("DENIED", Some("UNKNOWN_TARGET")), ("FAILED", Some("UPSTREAM_FAILED"))]
+    {
+        assert!(outcomes.contains(&expected), "{expected:?} in {outcomes:?}");
+    }
+    assert_eq!(outcomes.iter().filter(|(o, _)| *o == "ALLOWED").count(), 2, "{outcomes:?}");
+
+    // The token is nowhere: not in API answers, the ledger, evidence or
+    // either log.
+    let sources = cp.ok("GET", "/api/v1/tenants/acme/sources", None).to_string();
+    let audit = ctl.ok(&op, &["-o", "json", "audit", "list"]);
+    for (what, text) in [
+        ("API answers", serde_json::to_string(&answers).unwrap()),
+        ("sources API", sources),
+        ("audit ledger", audit),
+        ("evidence", serde_json::to_string(&evidence).unwrap()),
+        ("control-plane log", std::fs::read_to_string(&node.log).unwrap_or_default()),
+        ("edge-agent log", std::fs::read_to_string(dir.path().join("agent/agent.log")).unwrap()),
+    ] {
+        assert!(!text.contains(TOKEN), "the credential leaked into the {what}");
+    }
 }

@@ -478,6 +478,12 @@ fn check_mcp(mcp: &McpConnector, path: &FieldPath<'_>, errors: &mut Vec<FieldErr
             if let Some(problem) = base_url_problem(url) {
                 errors.push(FieldError::at(&path.field("url"), problem));
             }
+            // Arguments belong to a process; silently ignoring them would
+            // let a registration mean something other than what it says.
+            if !mcp.args.is_empty() {
+                errors
+                    .push(FieldError::at(&path.field("args"), "apply to command (stdio) only; remove them"));
+            }
         }
         _ => {}
     }
@@ -527,21 +533,32 @@ fn postgres_target_has_password(target: &str) -> bool {
 }
 
 /// Why `url` is not a usable base URL: scheme `http`/`https`, a host, no
-/// user info, query or fragment.
+/// user info, query or fragment, and no character that URL parsers disagree
+/// about (whitespace, control characters, backslashes), so the host the
+/// control plane checks is the host a connector reaches. The messages never
+/// repeat the URL: a mistaken one may carry a secret (user info, a token in
+/// the query) and field errors are returned to the caller and logged.
 fn base_url_problem(url: &str) -> Option<String> {
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     let Some(rest) = rest else {
-        return Some(format!("{url:?} must start with http:// or https://"));
+        return Some("must start with http:// or https://".to_owned());
     };
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() {
-        return Some(format!("{url:?} has no host"));
-    }
+    let authority = rest.split(['/', '\\', '?', '#']).next().unwrap_or_default();
     if authority.contains('@') {
         return Some("must not carry user info: set it as the source's credential".to_owned());
     }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
+        return Some("must not contain whitespace, control characters or backslashes".to_owned());
+    }
     if url.contains('?') || url.contains('#') {
-        return Some(format!("{url:?} must not have a query or fragment"));
+        return Some("must not have a query or fragment: put a token in the source's credential".to_owned());
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() {
+        return Some("has no host".to_owned());
     }
     None
 }

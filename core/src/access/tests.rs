@@ -183,6 +183,67 @@ fn sources_are_validated_with_field_paths() {
     assert!(text.contains("http.endpoints[0].path_template: names {id}"), "{text}");
 }
 
+fn mcp_source(command: Option<&str>, args: &[&str], url: Option<&str>) -> DataSource {
+    DataSource {
+        source_id: "m".into(),
+        asset_type: AssetType::Mcp,
+        status: SourceStatus::Created,
+        sql: None,
+        http: None,
+        mcp: Some(McpConnector {
+            command: command.map(Into::into),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            url: url.map(Into::into),
+            allowed_tools: vec!["lookup".into()],
+            timeout_ms: 1000,
+        }),
+    }
+}
+
+#[test]
+fn mcp_sources_name_exactly_one_transport_and_a_clean_url() {
+    assert!(mcp_source(Some("/bin/server"), &["--log", "x"], None).validate().is_ok());
+    assert!(mcp_source(None, &[], Some("https://mcp.example/mcp")).validate().is_ok());
+    assert!(mcp_source(None, &[], Some("http://127.0.0.1:8080/mcp")).validate().is_ok());
+    assert!(mcp_source(None, &[], Some("http://[::1]:8080/mcp")).validate().is_ok());
+    let cases = [
+        (mcp_source(Some("s"), &[], Some("https://a.example")), "mcp: set either command (stdio) or url"),
+        (mcp_source(None, &[], None), "mcp: set command (stdio) or url (streamable HTTP)"),
+        (mcp_source(Some("  "), &[], None), "mcp.command: must not be empty"),
+        (
+            mcp_source(None, &["--x"], Some("https://a.example/mcp")),
+            "mcp.args: apply to command (stdio) only",
+        ),
+        (mcp_source(None, &[], Some("ftp://a.example/mcp")), "mcp.url: must start with http:// or https://"),
+        (mcp_source(None, &[], Some("file:///etc/passwd")), "mcp.url: must start with http://"),
+        (mcp_source(None, &[], Some("https:///mcp")), "mcp.url: has no host"),
+        (mcp_source(None, &[], Some("http://:8080/mcp")), "mcp.url: has no host"),
+        (mcp_source(None, &[], Some("http://[]:8080/mcp")), "mcp.url: has no host"),
+        (mcp_source(None, &[], Some("https://a.example/mcp?k=v")), "mcp.url: must not have a query"),
+        (mcp_source(None, &[], Some("https://a.example/mcp#f")), "mcp.url: must not have a query"),
+        (
+            mcp_source(None, &[], Some("https://a.example\\@b.example/")),
+            "mcp.url: must not contain whitespace",
+        ),
+        (
+            mcp_source(None, &[], Some("https://a.example\\.b.example/")),
+            "mcp.url: must not contain whitespace",
+        ),
+        (mcp_source(None, &[], Some("https://a.example /mcp")), "mcp.url: must not contain whitespace"),
+        (mcp_source(None, &[], Some("https://a.example/\nmcp")), "mcp.url: must not contain whitespace"),
+    ];
+    for (source, expected) in cases {
+        let text = source.validate().unwrap_err().to_string();
+        assert!(text.contains(expected), "{:?}: {text}", source.mcp);
+    }
+    // A credential put in the URL by mistake is refused and never echoed
+    // back in the field error (which reaches API answers and logs).
+    for url in ["https://bot:hunter2-pw@a.example/mcp", "https://a.example/mcp?token=hunter2-pw"] {
+        let text = mcp_source(None, &[], Some(url)).validate().unwrap_err().to_string();
+        assert!(text.contains("mcp.url") && !text.contains("hunter2-pw"), "{text}");
+    }
+}
+
 #[test]
 fn sealed_credentials_open_only_in_their_context() {
     let key = [9u8; 32];
