@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/aos/raft/v1/raft.proto",
         "proto/aos/cluster/v1/cluster.proto",
         "proto/aos/agent/v1/agent.proto",
+        "proto/aos/agent/v1/local.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

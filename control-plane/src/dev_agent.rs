@@ -108,7 +108,8 @@ pub async fn start(
             aos_edge_agent::auth::AuthMode::Required
         };
         let auth = aos_edge_agent::auth::Auth::new(mode, Arc::clone(&engine));
-        let app = App { engine, jobs, link: Some(link), auth };
+        // Dev mode serves no gRPC API; the HTTP API has the same access.
+        let app = App { engine, jobs, link: Some(link), auth, grpc_listen: None };
         if let Err(e) = axum::serve(listener, aos_edge_agent::api::router(app)).await {
             tracing::error!(message = "dev edge agent stopped", error = %e);
         }

@@ -53,6 +53,9 @@ pub struct App {
     pub link: Option<Arc<crate::link::Link>>,
     /// Bearer authentication with the snapshot's workload keys.
     pub auth: Arc<crate::auth::Auth>,
+    /// Where the local gRPC API ([`crate::grpc_api`]) listens, when it is
+    /// enabled (`--grpc-listen`); listed in the capabilities.
+    pub grpc_listen: Option<std::net::SocketAddr>,
 }
 
 /// Builds the router.
@@ -82,8 +85,9 @@ pub fn router(app: App) -> Router {
 
 /// A run may be driven only with the workload key it was started with; a
 /// run started without one (authentication off) by any caller. Checked on
-/// the decoded path, after routing, so an encoded id cannot slip by.
-fn authorize_run(app: &App, caller: &Caller, run_id: &str) -> Result<(), ApiError> {
+/// the decoded path, after routing, so an encoded id cannot slip by (and
+/// by the gRPC API on the request's field).
+pub(crate) fn authorize_run(app: &App, caller: &Caller, run_id: &str) -> Result<(), ApiError> {
     let Some(key_id) = &caller.key_id else {
         return Ok(());
     };
@@ -99,23 +103,36 @@ fn authorize_run(app: &App, caller: &Caller, run_id: &str) -> Result<(), ApiErro
     }
 }
 
-/// An error answer.
+/// An error answer (also the gRPC API's, which maps the status).
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     /// Extra fields of the error object (evidence id, decision).
-    details: Option<Value>,
+    pub(crate) details: Option<Value>,
+}
+
+impl ApiError {
+    /// The JSON body: `{"error": {"code", "message", ...details}}`.
+    pub(crate) fn body(&self) -> Value {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(Value::Object(extra)), Some(object)) = (&self.details, error.as_object_mut()) {
+            object.extend(extra.clone());
+        }
+        json!({ "error": error })
+    }
+}
+
+impl From<crate::auth::AuthRefusal> for ApiError {
+    fn from(r: crate::auth::AuthRefusal) -> Self {
+        ApiError { status: r.status, code: r.code, message: r.message, details: None }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let (Some(Value::Object(extra)), Some(object)) = (self.details, error.as_object_mut()) {
-            object.extend(extra);
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let mut response = (self.status, Json(self.body())).into_response();
         // A governance refusal is a decision, not a transient fault: no
         // Retry-After, so clients do not retry it.
         if self.status == StatusCode::SERVICE_UNAVAILABLE && !self.code.starts_with("GOVERNANCE_") {
@@ -350,6 +367,12 @@ async fn capabilities(State(app): State<App>) -> Json<Value> {
         // GAP-066: the only data access there is, all of it governed.
         "data_access": {
             "endpoint": "/api/v1/access",
+            // The same access over gRPC, when `--grpc-listen` enables it.
+            "grpc": app.grpc_listen.map(|addr| json!({
+                "address": addr.to_string(),
+                "service": crate::grpc_api::SERVICE,
+                "method": "Access",
+            })),
             "actions": crate::engine::ACCESS_ACTIONS,
             "planes": current.as_ref().map(|s| s.snapshot().knowledge_planes.iter().filter(|p| p.active).map(|p| p.plane_id.clone()).collect::<Vec<_>>()).unwrap_or_default(),
         },
@@ -438,7 +461,17 @@ async fn access(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: crate::engine::AccessRequest = required_body(&body)?;
-    authorize_run(&app, &caller, &req.run_id)?;
+    Ok(Json(access_as(&app, &caller, req).await?))
+}
+
+/// A governed data access by `caller`, who must own the run: the JSON
+/// answer. Shared by `POST /api/v1/access` and the gRPC `Access`.
+pub(crate) async fn access_as(
+    app: &App,
+    caller: &Caller,
+    req: crate::engine::AccessRequest,
+) -> Result<Value, ApiError> {
+    authorize_run(app, caller, &req.run_id)?;
     // Its own task: a client that disconnects drops this handler, but an
     // access that was admitted still finishes and writes its evidence.
     let engine = Arc::clone(&app.engine);
@@ -448,7 +481,7 @@ async fn access(
         message: format!("the access task failed: {e}"),
         details: None,
     })??;
-    Ok(Json(serde_json::to_value(answer).unwrap_or(Value::Null)))
+    Ok(serde_json::to_value(answer).unwrap_or(Value::Null))
 }
 
 async fn pre_step(

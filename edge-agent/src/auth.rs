@@ -9,10 +9,12 @@
 //! agent cut off from the control plane keeps honouring the keys of the
 //! last snapshot it verified. A run records the key it was started with
 //! (`api_key_id` in its scope) and only that key may drive it (checked by
-//! the handlers on the decoded run id, `api::authorize_run`).
+//! the handlers on the decoded run id, `api::authorize_run`). The local
+//! gRPC API ([`crate::grpc_api`]) applies the same rules to its
+//! `authorization` metadata through [`Auth::authenticate`].
 //!
 //! [`AuthMode::Off`] exists for development and is refused unless the
-//! listen address is loopback. `/health` and `/metrics` are always open
+//! listen addresses (HTTP and gRPC) are loopback. `/health` and `/metrics` are always open
 //! (probes and scrapers carry no keys; they reveal no tenant data).
 
 use std::net::SocketAddr;
@@ -80,24 +82,41 @@ impl Auth {
         self.refused.load(Ordering::Relaxed)
     }
 
-    fn check(&self, request: &Request) -> Result<Caller, (StatusCode, &'static str, String)> {
+    /// Authenticates a caller from the value of its `Authorization`
+    /// header (HTTP) or `authorization` metadata (gRPC), so both local APIs
+    /// apply the same rules. A refusal for a missing, unknown or revoked
+    /// key is counted and logged with `what` (the path or RPC).
+    pub fn authenticate(&self, authorization: Option<&[u8]>, what: &str) -> Result<Caller, AuthRefusal> {
+        let result = self.check(authorization);
+        if let Err(refusal) = &result
+            && refusal.status == StatusCode::UNAUTHORIZED
+        {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(message = "local API call refused", reason = %refusal.message, path = %what);
+        }
+        result
+    }
+
+    fn check(&self, authorization: Option<&[u8]>) -> Result<Caller, AuthRefusal> {
         if self.mode == AuthMode::Off {
             return Ok(Caller { key_id: None });
         }
         let Some(snapshot) = self.engine.slot().current() else {
-            return Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                "BOOT_GUARD",
-                "no policy snapshot yet, so no API key can be checked".to_owned(),
-            ));
+            return Err(AuthRefusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "BOOT_GUARD",
+                message: "no policy snapshot yet, so no API key can be checked".to_owned(),
+            });
         };
-        let unauthenticated =
-            |message: &str| (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message.to_owned());
-        let header = request.headers().get(header::AUTHORIZATION).ok_or_else(|| {
+        let unauthenticated = |message: &str| AuthRefusal {
+            status: StatusCode::UNAUTHORIZED,
+            code: "UNAUTHENTICATED",
+            message: message.to_owned(),
+        };
+        let header = authorization.ok_or_else(|| {
             unauthenticated("a workload API key is required: send `Authorization: Bearer <key>`")
         })?;
-        let secret = header
-            .to_str()
+        let secret = std::str::from_utf8(header)
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
@@ -115,22 +134,31 @@ impl Auth {
     }
 }
 
+/// Why a caller was not authenticated: the HTTP status and the code and
+/// message of the JSON error (the gRPC API maps the status to its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRefusal {
+    /// 401, or 503 before the first snapshot.
+    pub status: StatusCode,
+    /// `UNAUTHENTICATED` or `BOOT_GUARD`.
+    pub code: &'static str,
+    /// Why; never the presented secret.
+    pub message: String,
+}
+
 /// The middleware.
 pub async fn layer(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if path == "/health" || path == "/metrics" {
         return next.run(request).await;
     }
-    match auth.check(&request) {
+    let authorization = request.headers().get(header::AUTHORIZATION).map(header::HeaderValue::as_bytes);
+    match auth.authenticate(authorization, path) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err((status, code, message)) => {
-            if status == StatusCode::UNAUTHORIZED {
-                auth.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(message = "local API call refused", reason = %message, path = %request.uri().path());
-            }
+        Err(AuthRefusal { status, code, message }) => {
             let mut response =
                 (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response();
             if status == StatusCode::UNAUTHORIZED {

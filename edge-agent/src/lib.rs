@@ -21,6 +21,8 @@
 //! - [`jobs`]: scheduled jobs (GAP-052): stale runs, staleness, heartbeats.
 //! - [`store`]: the sled database (snapshot, runs, outbox).
 //! - [`api`]: the local HTTP API for the workload.
+//! - [`grpc_api`]: the local gRPC API for the workload (governed data
+//!   access, `--grpc-listen`), with the HTTP API's authentication.
 //! - [`auth`]: bearer authentication of the local API with the snapshot's
 //!   workload keys; a run is driven only by the key that started it.
 //! - [`idempotency`]: `Idempotency-Key` on the local API's POSTs.
@@ -42,6 +44,7 @@ pub mod error;
 pub mod events;
 pub mod governance;
 pub mod grounding;
+pub mod grpc_api;
 pub mod idempotency;
 pub mod identity;
 pub mod ids;

@@ -46,6 +46,11 @@ struct Args {
     /// Local API address.
     #[arg(long, env = "AOS_AGENT_LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
+    /// Local gRPC API address (`aos.agent.local.v1.LocalAccess`, governed
+    /// data access over plain HTTP/2, authenticated like the HTTP API);
+    /// not served unless given.
+    #[arg(long, env = "AOS_AGENT_GRPC_LISTEN")]
+    grpc_listen: Option<SocketAddr>,
     /// Snapshot signing public keys to trust (hex; comma-separated or
     /// repeated). Required without a control plane, which otherwise pushes
     /// them.
@@ -99,6 +104,9 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     args.auth.check_listen(args.listen).map_err(anyhow::Error::msg)?;
+    if let Some(grpc) = args.grpc_listen {
+        args.auth.check_listen(grpc).map_err(anyhow::Error::msg)?;
+    }
     std::fs::create_dir_all(&args.data_dir).context("creating the data directory")?;
     let identity = identity(&args).await?;
     let tenant = match (&identity, &args.tenant) {
@@ -154,6 +162,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("starting scheduled jobs")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc_stop = stop_rx.clone();
     let link = identity.map(|id| Arc::new(Link::new(args.control_plane.clone(), id)));
     let mut link_tasks = Vec::new();
     if let Some(link) = &link {
@@ -161,19 +170,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
         link_tasks.push(tokio::spawn(run_delivery(Arc::clone(&engine), Arc::clone(link), stop_rx)));
     }
     let listener = tokio::net::TcpListener::bind(args.listen).await.context("binding the local API")?;
+    let auth = Auth::new(args.auth, Arc::clone(&engine));
+    let app = App { engine: Arc::clone(&engine), jobs, link, auth, grpc_listen: args.grpc_listen };
+    let grpc_task = match args.grpc_listen {
+        Some(addr) => {
+            // Stops with the link tasks, once the HTTP API has drained.
+            let mut stop = grpc_stop;
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let server = aos_edge_agent::grpc_api::serve(app.clone(), addr, shutdown).await?;
+            Some(tokio::spawn(async move {
+                let result = server.await;
+                if let Err(e) = &result {
+                    tracing::error!(message = "local gRPC API stopped", error = %e);
+                }
+                result
+            }))
+        }
+        None => None,
+    };
     println!(
-        "aos-edge-agent for tenant {} ready: http://{} (snapshot version {})",
+        "aos-edge-agent for tenant {} ready: http://{}{} (snapshot version {})",
         tenant,
         args.listen,
+        args.grpc_listen.map_or_else(String::new, |a| format!(", gRPC {a}")),
         engine.slot().current().map_or_else(|| "none".to_owned(), |s| s.version().to_string())
     );
-    let auth = Auth::new(args.auth, Arc::clone(&engine));
-    axum::serve(listener, aos_edge_agent::api::router(App { engine: Arc::clone(&engine), jobs, link, auth }))
+    axum::serve(listener, aos_edge_agent::api::router(app))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving the local API")?;
     let _ = stop_tx.send(true);
     for task in link_tasks {
+        let _ = task.await;
+    }
+    if let Some(task) = grpc_task {
+        // A failure was logged when it happened; the shutdown record is
+        // still written.
         let _ = task.await;
     }
     engine.record_shutdown("stopped by signal").await.context("recording the shutdown")?;

@@ -25,3 +25,9 @@ pub mod cluster {
 pub mod agent {
     tonic::include_proto!("aos.agent.v1");
 }
+
+/// The edge agent's local gRPC API for the workload: governed data access
+/// (the equivalent of `POST /api/v1/access`).
+pub mod agent_local {
+    tonic::include_proto!("aos.agent.local.v1");
+}

@@ -3,13 +3,16 @@
 //! mediates `POST /api/v1/access` against a real SQLite file, a real
 //! HTTP upstream (a Python `http.server` process) and a real MCP server
 //! (`aos-test-mcp-server`, over stdio and over streamable HTTP), with
-//! evidence for every attempt at the control plane.
+//! evidence for every attempt at the control plane; and the same access
+//! over the agent's local gRPC API (`--grpc-listen`).
 
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use aos_proto::agent_local::AccessRequest;
+use aos_proto::agent_local::local_access_client::LocalAccessClient;
 use serde_json::{Value, json};
 
 use crate::agent_sync::{EdgeAgent, call_with_key, tenant_and_token};
@@ -79,6 +82,29 @@ db.commit()
 ";
     let status = Command::new("python3").args(["-c", script]).arg(path).status().unwrap();
     assert!(status.success());
+}
+
+/// Registers the SQLite file `db` (see [`sqlite_db`]) as source `hr-db`
+/// with the template `by-dept`.
+fn add_hr_db(cp: &Cp<'_>, db: &Path) {
+    cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/sources",
+        Some(json!({
+            "source_id": "hr-db",
+            "asset_type": "SQL",
+            "sql": {
+                "engine": "SQLITE",
+                "target": db.to_str().unwrap(),
+                "templates": [{
+                    "template_id": "by-dept",
+                    "statement": "SELECT id, name FROM people WHERE dept = :dept ORDER BY id",
+                    "params": [{"name": "dept", "type": "STRING"}],
+                    "max_rows": 10
+                }]
+            }
+        })),
+    );
 }
 
 /// A single control-plane node with an agent gateway (its address is
@@ -198,24 +224,7 @@ fn access_is_gated_by_planes_and_policies_executed_safely_and_evidenced() {
     let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
 
     // Sources, then planes (a policy may only name existing planes).
-    cp.ok(
-        "POST",
-        "/api/v1/tenants/acme/sources",
-        Some(json!({
-            "source_id": "hr-db",
-            "asset_type": "SQL",
-            "sql": {
-                "engine": "SQLITE",
-                "target": db.to_str().unwrap(),
-                "templates": [{
-                    "template_id": "by-dept",
-                    "statement": "SELECT id, name FROM people WHERE dept = :dept ORDER BY id",
-                    "params": [{"name": "dept", "type": "STRING"}],
-                    "max_rows": 10
-                }]
-            }
-        })),
-    );
+    add_hr_db(&cp, &db);
     cp.ok(
         "POST",
         "/api/v1/tenants/acme/sources",
@@ -751,5 +760,225 @@ fn mcp_tools_over_streamable_http_are_gated_carry_the_credential_as_a_bearer_tok
         ("edge-agent log", std::fs::read_to_string(dir.path().join("agent/agent.log")).unwrap()),
     ] {
         assert!(!text.contains(TOKEN), "the credential leaked into the {what}");
+    }
+}
+
+/// Lets `research-bot` read the `hr` plane (the gRPC test's only plane).
+const HR_POLICY: &str = "api_version: aos/v1
+policies:
+  - id: pol-research-hr
+    name: research bot may read HR data
+    status: ACTIVE
+    scope: { type: AGENT, ids: [research-bot] }
+    monitors:
+      rag_access: { enabled: true, allowed_planes: [hr] }
+      db_queries: true
+    limits:
+      - { signal: DB_QUERIES, max: 100, window: PER_RUN }
+    actions: { on_breach: STOP }
+";
+
+/// A gRPC `LocalAccess` client on its own runtime (the tests are
+/// synchronous).
+struct GrpcAccess {
+    runtime: tokio::runtime::Runtime,
+    client: LocalAccessClient<tonic::transport::Channel>,
+}
+
+impl GrpcAccess {
+    fn connect(addr: &str) -> GrpcAccess {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = runtime.block_on(LocalAccessClient::connect(format!("http://{addr}"))).unwrap();
+        GrpcAccess { runtime, client }
+    }
+
+    /// `Access` with `authorization: <authorization>`: the answer, or the
+    /// status code and its message parsed as the JSON error body.
+    fn access(
+        &mut self,
+        authorization: Option<&str>,
+        run: &str,
+        plane: &str,
+        action: &str,
+        payload_json: &[u8],
+    ) -> Result<Value, (tonic::Code, Value)> {
+        let mut request = tonic::Request::new(AccessRequest {
+            run_id: run.to_owned(),
+            plane: plane.to_owned(),
+            action: action.to_owned(),
+            payload_json: payload_json.to_vec(),
+        });
+        if let Some(value) = authorization {
+            request.metadata_mut().insert("authorization", value.parse().unwrap());
+        }
+        request.set_timeout(Duration::from_secs(10));
+        match self.runtime.block_on(self.client.access(request)) {
+            Ok(reply) => Ok(serde_json::from_slice(&reply.into_inner().answer_json).unwrap()),
+            Err(status) => {
+                let body = serde_json::from_str(status.message())
+                    .unwrap_or_else(|_| panic!("not a JSON error body: {status:?}"));
+                Err((status.code(), body))
+            }
+        }
+    }
+}
+
+/// The gRPC equivalent of `POST /api/v1/access` (issue 6): the same
+/// answer, the same refusals (with their codes and evidence ids) under
+/// the same authentication and run ownership, and evidence for every
+/// attempt that reached the engine.
+#[test]
+fn grpc_access_answers_like_the_http_api_with_the_same_auth_and_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hr.db");
+    sqlite_db(&db);
+    let (node, gateway, token) = acme_node(dir.path(), false);
+    let op = node.operator_key.clone();
+    let cp = Cp { http: &node.http, op: &op };
+    let ctl = Ctl { endpoints: vec![format!("http://{}", node.http)] };
+    add_hr_db(&cp, &db);
+    cp.verify_and_enable("hr-db");
+    cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/planes",
+        Some(json!({"plane_id": "hr", "name": "hr", "sensitivity": "CONFIDENTIAL", "bound_source_ids": ["hr-db"]})),
+    );
+    let policy = dir.path().join("hr.yaml");
+    std::fs::write(&policy, HR_POLICY).unwrap();
+    ctl.ok(&op, &["policy", "apply", "--tenant", "acme", "-f", policy.to_str().unwrap()]);
+    let create = |name: &str| -> String {
+        let out = ctl.ok(
+            &op,
+            &["-o", "json", "key", "create", "--tenant", "acme", "--name", name, "--role", "workload"],
+        );
+        serde_json::from_str::<Value>(&out).unwrap()["secret"].as_str().unwrap().to_owned()
+    };
+    let (key1, key2) = (create("bot-1"), create("bot-2"));
+    let activated = cp.ok(
+        "POST",
+        "/api/v1/tenants/acme/planes/hr/activate",
+        Some(json!({"reason": "owner ok", "confirm": true})),
+    );
+
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let agent = EdgeAgent::start_with(
+        &dir.path().join("agent"),
+        &gateway,
+        Some(&token),
+        &["--auth", "required", "--grpc-listen", &grpc],
+    );
+    wait_version(&agent, activated["tenant_snapshot_version"].as_u64().unwrap());
+    let runs = agent.url("/api/v1/runs");
+    let start = |key: &str, workload: &str| -> String {
+        let (status, run) = call_with_key("POST", &runs, Some(key), Some(json!({"agent_id": workload})));
+        assert_eq!(status, 201, "{run}");
+        run["run_id"].as_str().unwrap().to_owned()
+    };
+    let run = start(&key1, "research-bot");
+    let other = start(&key1, "sales-bot");
+    let bearer1 = format!("Bearer {key1}");
+    let http = |run: &str, payload: Value| {
+        call_with_key(
+            "POST",
+            &agent.url("/api/v1/access"),
+            Some(&key1),
+            Some(json!({"run_id": run, "plane": "hr", "action": "query", "payload": payload})),
+        )
+    };
+    let eng = json!({"template_id": "by-dept", "params": {"dept": "eng"}});
+    let eng_json = eng.to_string().into_bytes();
+    let mut client = GrpcAccess::connect(&grpc);
+    let mut accesses = 0;
+
+    // The capabilities name the gRPC endpoint.
+    let (status, caps) = call_with_key("GET", &agent.url("/api/v1/capabilities"), Some(&key1), None);
+    assert_eq!(status, 200, "{caps}");
+    assert_eq!(caps["data_access"]["grpc"]["address"], grpc.as_str(), "{caps}");
+    assert_eq!(caps["data_access"]["grpc"]["service"], "aos.agent.local.v1.LocalAccess", "{caps}");
+
+    // Allowed: the same answer as the HTTP endpoint, its own evidence.
+    let (status, over_http) = http(&run, eng.clone());
+    accesses += 1;
+    assert_eq!(status, 200, "{over_http}");
+    let over_grpc = client.access(Some(&bearer1), &run, "hr", "query", &eng_json).unwrap();
+    accesses += 1;
+    for field in ["plane_id", "source_id", "data", "doc_ids", "rows", "truncated", "run_status"] {
+        assert_eq!(over_grpc[field], over_http[field], "{field}: {over_grpc} vs {over_http}");
+    }
+    assert_eq!(over_grpc["data"], json!([{"id": 1, "name": "Ada"}, {"id": 2, "name": "Grace"}]));
+    assert_eq!(over_grpc["doc_ids"], json!(["1", "2"]));
+    assert_eq!(over_grpc["rows"], 2);
+    assert_eq!(over_grpc["decision"]["outcome"], over_http["decision"]["outcome"], "{over_grpc}");
+    let grpc_evidence = over_grpc["evidence_id"].as_str().unwrap().to_owned();
+    assert_ne!(Some(grpc_evidence.as_str()), over_http["evidence_id"].as_str());
+
+    // A DENY-default plane refuses a workload no policy allows: the same
+    // code and message as over HTTP, with its evidence id.
+    let (status, denied_http) = http(&other, eng.clone());
+    accesses += 1;
+    assert_eq!((status, denied_http["error"]["code"].as_str()), (403, Some("PLANE_DENIED")), "{denied_http}");
+    let (code, denied) = client.access(Some(&bearer1), &other, "hr", "query", &eng_json).unwrap_err();
+    accesses += 1;
+    assert_eq!(
+        (code, denied["error"]["code"].as_str()),
+        (tonic::Code::PermissionDenied, Some("PLANE_DENIED"))
+    );
+    assert_eq!(denied["error"]["message"], denied_http["error"]["message"], "{denied}");
+    assert!(denied["error"]["evidence_id"].as_str().is_some(), "{denied}");
+    // An unknown template is refused and evidenced too.
+    let (code, unknown) =
+        client.access(Some(&bearer1), &run, "hr", "query", br#"{"template_id": "everything"}"#).unwrap_err();
+    accesses += 1;
+    assert_eq!(
+        (code, unknown["error"]["code"].as_str()),
+        (tonic::Code::PermissionDenied, Some("UNKNOWN_TARGET"))
+    );
+    assert!(unknown["error"]["evidence_id"].as_str().is_some(), "{unknown}");
+    // An unknown action is bad input (not an access: no evidence, like
+    // over HTTP).
+    let (code, bad) = client.access(Some(&bearer1), &run, "hr", "drop_table", &eng_json).unwrap_err();
+    assert_eq!((code, bad["error"]["code"].as_str()), (tonic::Code::InvalidArgument, Some("INVALID_INPUT")));
+    assert!(bad["error"]["message"].as_str().unwrap().contains("unknown action `drop_table`"), "{bad}");
+    // A malformed payload names the problem.
+    for payload in [&b"{\"template_id\": "[..], b"[\"by-dept\"]"] {
+        let (code, bad) = client.access(Some(&bearer1), &run, "hr", "query", payload).unwrap_err();
+        assert_eq!(
+            (code, bad["error"]["code"].as_str()),
+            (tonic::Code::InvalidArgument, Some("INVALID_INPUT"))
+        );
+        assert!(bad["error"]["message"].as_str().unwrap().starts_with("payload_json: "), "{bad}");
+    }
+    // An unknown run is NOT_FOUND.
+    let (code, _) = client.access(Some(&bearer1), "run-nope", "hr", "query", &eng_json).unwrap_err();
+    assert_eq!(code, tonic::Code::NotFound);
+
+    // The HTTP API's authentication: no key, a wrong key, not Bearer.
+    for authorization in [None, Some("Bearer aos_wrong"), Some(format!("Basic {key1}").as_str())] {
+        let (code, refused) = client.access(authorization, &run, "hr", "query", &eng_json).unwrap_err();
+        assert_eq!(
+            (code, refused["error"]["code"].as_str()),
+            (tonic::Code::Unauthenticated, Some("UNAUTHENTICATED")),
+            "{authorization:?}: {refused}"
+        );
+        assert!(!refused.to_string().contains(&key1), "the presented key is not echoed: {refused}");
+    }
+    // Another key's run is refused before it reaches the engine.
+    let (code, forbidden) =
+        client.access(Some(&format!("Bearer {key2}")), &run, "hr", "query", &eng_json).unwrap_err();
+    assert_eq!(
+        (code, forbidden["error"]["code"].as_str()),
+        (tonic::Code::PermissionDenied, Some("FORBIDDEN"))
+    );
+
+    // Every attempt that reached the engine, and only those, is evidence
+    // at the control plane, the gRPC ones included.
+    let evidence = wait_for("every evidence record at the control plane", Duration::from_secs(30), || {
+        let page = cp.ok("GET", "/api/v1/tenants/acme/records?kind=RETRIEVAL_EVIDENCE&limit=1000", None);
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        (records.len() >= accesses).then_some(records)
+    });
+    assert_eq!(evidence.len(), accesses, "one evidence record per access");
+    for id in [Some(grpc_evidence.as_str()), denied["error"]["evidence_id"].as_str()] {
+        assert!(evidence.iter().any(|r| r["body"]["evidence_id"].as_str() == id), "{id:?} is evidenced");
     }
 }
