@@ -1138,8 +1138,9 @@ impl Engine {
                 run.end(RunStatus::FailedPolicy, termination, reasons.clone(), now, kill);
                 let policy = decision.winning_policy.as_ref().map(|w| w.policy_id.to_string());
                 let key = format!("{}/{kind}", policy.as_deref().unwrap_or("-"));
-                if run.record.incidents.insert(key) {
-                    records.push(Record::new(
+                let steps = run.record.steps;
+                file_incident_once(&mut run.record.incidents, key, &mut records, || {
+                    Record::new(
                         tenant,
                         Some(&run_id),
                         now,
@@ -1147,11 +1148,11 @@ impl Engine {
                             incident_kind: kind.to_owned(),
                             policy_id: policy,
                             summary: reasons,
-                            inflection: Some(inflection(decision, run.record.steps, step_id)),
+                            inflection: Some(inflection(decision, steps, step_id)),
                             blocking: Some(true),
                         }),
-                    ));
-                }
+                    )
+                });
             }
         }
         // GAP-023, INV-002: a hallucination no policy blocks on is still an
@@ -1163,8 +1164,9 @@ impl Engine {
             .filter(|s| s.kind == SignalKind::Hallucination && s.level == SignalLevel::Breach && !s.blocking)
         {
             let key = format!("{}/HALLUCINATION", signal.policy_id);
-            if run.record.incidents.insert(key) {
-                records.push(Record::new(
+            let steps = run.record.steps;
+            file_incident_once(&mut run.record.incidents, key, &mut records, || {
+                Record::new(
                     tenant,
                     Some(&run_id),
                     now,
@@ -1177,7 +1179,7 @@ impl Engine {
                             f64::from(u32::try_from(signal.threshold).unwrap_or(u32::MAX)) / 1000.0
                         ),
                         inflection: Some(json!({
-                            "step_index": run.record.steps,
+                            "step_index": steps,
                             "step_id": step_id,
                             "signal": signal.kind,
                             "value": signal.value,
@@ -1187,8 +1189,8 @@ impl Engine {
                         })),
                         blocking: Some(false),
                     }),
-                ));
-            }
+                )
+            });
         }
         records
     }
@@ -1322,6 +1324,20 @@ pub fn status_str(status: RunStatus) -> &'static str {
 /// The inflection point of a stopping decision (GAP-024): the winning
 /// policy's blocking signal, the step it happened in and the policy
 /// version (with its threshold hash) and snapshot version in force.
+/// Files an incident record once per run and `key` (policy and kind):
+/// a run that keeps breaching gets one incident, not one per step. The
+/// record is built only when it is filed.
+fn file_incident_once(
+    filed: &mut std::collections::BTreeSet<String>,
+    key: String,
+    records: &mut Vec<Record>,
+    record: impl FnOnce() -> Record,
+) {
+    if filed.insert(key) {
+        records.push(record());
+    }
+}
+
 fn inflection(decision: &Decision, steps: u64, step_id: Option<&str>) -> Value {
     let winner = decision.winning_policy.as_ref();
     let signal =
