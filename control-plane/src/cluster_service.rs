@@ -1,11 +1,14 @@
 //! Inbound `aos.cluster.v1.ClusterService`: proposals forwarded by
-//! followers, and read-index requests. A node that is not the leader answers
+//! followers, read-index requests, and log positions for a fast takeover
+//! (see [`crate::takeover`]). A node that is not the leader answers
 //! `UNAVAILABLE` with the leader it knows in `aos-leader-id` /
 //! `aos-leader-addr` metadata, so callers can retry there.
 
 use aos_cp_state::Proposal;
 use aos_proto::cluster::cluster_service_server::ClusterService;
-use aos_proto::cluster::{ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest};
+use aos_proto::cluster::{
+    LogPositionReply, LogPositionRequest, ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest,
+};
 use openraft::BasicNode;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use tonic::{Request, Response, Status};
@@ -90,5 +93,17 @@ impl ClusterService for ClusterRpcServer {
             }
             Err(e) => Err(Status::internal(e.to_string())),
         }
+    }
+
+    async fn log_position(
+        &self,
+        _request: Request<LogPositionRequest>,
+    ) -> Result<Response<LogPositionReply>, Status> {
+        let position = self
+            .node
+            .log_position()
+            .await
+            .ok_or_else(|| Status::unavailable("the Raft log cannot be read"))?;
+        Ok(Response::new(position.to_reply()))
     }
 }

@@ -11,6 +11,10 @@
 //! leader usable only while such a grant is recent. Watches on a node
 //! without a usable leader close, and its agents move to a node that has
 //! one (issue 5, partitions).
+//!
+//! A probe that fails because nothing listens on the leader's address any
+//! more (its process has exited) starts a fast takeover instead of waiting
+//! for openraft's election timers (see [`crate::takeover`]).
 
 use std::time::Duration;
 
@@ -37,7 +41,12 @@ pub async fn run(node: Node, stop: tokio::sync::watch::Receiver<bool>) {
         let Some((leader, addr)) = leader else { continue };
         match tokio::time::timeout(PROBE_TIMEOUT, remote_read_index(leader, &addr)).await {
             Ok(Ok(_)) => node.leader_confirmed(leader),
-            Ok(Err(e)) => tracing::debug!(message = "leader probe refused", leader, error = %e),
+            Ok(Err(e)) => {
+                tracing::debug!(message = "leader probe refused", leader, error = %e);
+                if crate::takeover::process_gone(&addr).await {
+                    crate::takeover::take_over(&node, leader).await;
+                }
+            }
             Err(_) => tracing::debug!(message = "leader probe timed out", leader),
         }
     }

@@ -48,6 +48,7 @@ pub mod reports;
 pub mod retention;
 pub mod signing;
 pub mod spine;
+pub mod takeover;
 pub mod write;
 
 /// Wall-clock milliseconds, stamped on proposals by the node that accepts

@@ -19,7 +19,7 @@ use crate::master_key::MasterKey;
 use crate::pki::ClusterCa;
 use crate::raft::network::GrpcNetwork;
 use crate::raft::service::RaftRpcServer;
-use crate::raft::store::{self, StateReader};
+use crate::raft::store::{self, LogStore, StateReader};
 use crate::raft::{NodeId, Raft};
 use crate::signing::KeyRing;
 use crate::spine::{SpineInputs, SpineReport};
@@ -201,6 +201,13 @@ struct NodeInner {
     retention_interval: Duration,
     /// The leader this follower's last successful probe reached, and when.
     leader_confirmed: std::sync::Mutex<Option<(NodeId, std::time::Instant)>>,
+    /// When this node last accepted an AppendEntries (see [`crate::takeover`]).
+    leader_heartbeat: Arc<crate::takeover::LeaderHeartbeat>,
+    /// How long voters refuse to vote after a leader's last heartbeat
+    /// (openraft's leader lease: `election_timeout_max`).
+    leader_lease: Duration,
+    /// A reader of the Raft log, for this node's log position.
+    log_store: LogStore,
 }
 
 impl std::fmt::Debug for Node {
@@ -257,6 +264,8 @@ impl Node {
                 failures = %spine.failures()
             );
         }
+        let leader_lease = Duration::from_millis(raft_config.election_timeout_max);
+        let log_reader = log_store.clone();
         let raft = Raft::new(config.node_id, Arc::new(raft_config), GrpcNetwork, log_store, state_machine)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -280,6 +289,9 @@ impl Node {
                 mailer: config.mailer.clone(),
                 retention_interval: config.retention_interval,
                 leader_confirmed: std::sync::Mutex::new(None),
+                leader_heartbeat: Arc::default(),
+                leader_lease,
+                log_store: log_reader,
             }),
         })
     }
@@ -331,6 +343,38 @@ impl Node {
     pub(crate) fn leader_confirmed(&self, leader: NodeId) {
         *self.inner.leader_confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((leader, std::time::Instant::now()));
+    }
+
+    /// When this node last accepted an AppendEntries from a leader.
+    pub(crate) fn leader_heartbeat(&self) -> &crate::takeover::LeaderHeartbeat {
+        &self.inner.leader_heartbeat
+    }
+
+    /// How long voters refuse votes after a leader's last heartbeat.
+    pub(crate) fn leader_lease(&self) -> Duration {
+        self.inner.leader_lease
+    }
+
+    /// fsyncs run for Raft log appends since start.
+    pub fn raft_log_fsyncs(&self) -> u64 {
+        self.inner.log_store.append_fsyncs()
+    }
+
+    /// This node's last log id and time since it heard a leader (`None`
+    /// when the log cannot be read).
+    pub(crate) async fn log_position(&self) -> Option<crate::takeover::LogPosition> {
+        use openraft::storage::RaftLogStorage;
+        let mut reader = self.inner.log_store.clone();
+        match reader.get_log_state().await {
+            Ok(state) => Some(crate::takeover::LogPosition {
+                last_log_id: state.last_log_id,
+                since_leader: self.inner.leader_heartbeat.last().map(|at| at.elapsed()),
+            }),
+            Err(e) => {
+                tracing::warn!(message = "cannot read the Raft log state", error = %e);
+                None
+            }
+        }
     }
 
     /// The master key, when this node holds one.
@@ -488,8 +532,11 @@ impl Node {
 
         let grpc_server = tonic::transport::Server::builder()
             .add_service(
-                RaftServiceServer::new(RaftRpcServer::new(self.raft().clone()))
-                    .max_decoding_message_size(usize::MAX),
+                RaftServiceServer::new(RaftRpcServer::new(
+                    self.raft().clone(),
+                    Arc::clone(&self.inner.leader_heartbeat),
+                ))
+                .max_decoding_message_size(usize::MAX),
             )
             .add_service(ClusterServiceServer::new(ClusterRpcServer::new(self.clone())))
             .serve_with_incoming_shutdown(

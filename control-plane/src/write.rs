@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aos_cp_state::{CommandResult, Proposal};
 use aos_proto::cluster::cluster_service_client::ClusterServiceClient;
-use aos_proto::cluster::{ProposeRequest, ReadIndexRequest};
+use aos_proto::cluster::{LogPositionReply, LogPositionRequest, ProposeRequest, ReadIndexRequest};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tonic::transport::{Channel, Endpoint};
 
@@ -185,6 +185,15 @@ pub(crate) async fn remote_read_index(leader: NodeId, addr: &str) -> Result<u64,
         .await
         .map_err(|status| leader_status(leader, &status))?;
     Ok(reply.into_inner().read_index)
+}
+
+/// Asks the voter `peer` for its log position (see [`crate::takeover`]).
+pub(crate) async fn remote_log_position(peer: NodeId, addr: &str) -> Result<LogPositionReply, ClusterError> {
+    let reply = leader_client(peer, addr)?
+        .log_position(LogPositionRequest {})
+        .await
+        .map_err(|status| leader_status(peer, &status))?;
+    Ok(reply.into_inner())
 }
 
 /// Waits until the local state machine has applied `index`.

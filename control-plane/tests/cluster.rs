@@ -47,6 +47,12 @@ fn three_node_cluster_replicates_writes_from_any_node() {
         assert!(text.contains(&format!("aos_cp_raft_has_leader{{node_id=\"{}\"}} 1", n.id)), "{text}");
         assert!(text.contains(&format!("aos_cp_tenants{{node_id=\"{}\"}} 1", n.id)), "{text}");
         assert!(text.contains(&format!("aos_cp_edge_agents_nacking{{node_id=\"{}\"}} 0", n.id)), "{text}");
+        // Every node has appended (membership, blank, the tenant) and made it durable.
+        let fsyncs = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("aos_cp_raft_log_fsyncs_total{{node_id=\"{}\"}} ", n.id)))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(fsyncs.is_some_and(|f| f > 0), "{text}");
         if text.contains(&format!("aos_cp_raft_is_leader{{node_id=\"{}\"}} 1", n.id)) {
             leaders += 1;
         }

@@ -153,3 +153,65 @@ fn kill_9_of_the_leader_loses_no_acknowledged_write() {
         tenant_ids(restarted, &key, "stale").filter(|ids| acked.iter().all(|a| ids.contains(a)))
     });
 }
+
+/// The term a node reports on `GET /api/v1/cluster`.
+fn term_of(n: &NodeProc, key: &str) -> Option<u64> {
+    let (status, body) = support::call("GET", &n.url("/api/v1/cluster"), Some(key), None);
+    if status == 200 { body["term"].as_u64() } else { None }
+}
+
+fn log_of(n: &NodeProc) -> String {
+    std::fs::read_to_string(n.data_dir.with_extension("log")).unwrap_or_default()
+}
+
+/// Issue 3 (failover): when the leader's process is gone, the survivors
+/// pick the one with the most up-to-date log between them and it campaigns
+/// once the lease is over — one election, decided before openraft's own
+/// timers (lease + 3..6 heartbeats) would start one. Heartbeats of 200 ms
+/// keep those timers ≥ 600 ms behind the takeover, so only the takeover can
+/// explain a single-term election won by the survivor that said it
+/// campaigns.
+#[test]
+fn the_survivors_of_a_dead_leader_elect_one_of_them_in_a_single_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, key) = support::three_node_cluster_with(dir.path(), &["--heartbeat-ms", "200"]);
+    for i in 0..5 {
+        let (status, body) = support::call(
+            "POST",
+            &nodes[i % 3].url("/api/v1/tenants"),
+            Some(&key),
+            Some(json!({"tenant_id": format!("t-{i}"), "name": "t"})),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let leader = wait_for("a leader", Duration::from_secs(10), || leader_of(&nodes[0], &key));
+    let term = wait_for("the term", Duration::from_secs(10), || {
+        term_of(nodes.iter().find(|n| n.id == leader).unwrap(), &key)
+    });
+    nodes.iter_mut().find(|n| n.id == leader).unwrap().kill();
+
+    let survivors: Vec<&NodeProc> = nodes.iter().filter(|n| n.id != leader).collect();
+    let new_leader = wait_for("a new leader", Duration::from_secs(20), || {
+        leader_of(survivors[0], &key).filter(|l| *l != leader)
+    });
+    let new_term = wait_for("the new leader's term", Duration::from_secs(10), || {
+        term_of(survivors.iter().find(|n| n.id == new_leader).unwrap(), &key)
+    });
+    let campaigned: Vec<u64> = survivors
+        .iter()
+        .filter(|n| log_of(n).contains("campaigning as the survivor with the most up-to-date log"))
+        .map(|n| n.id)
+        .collect();
+    let logs: String = survivors.iter().map(|n| format!("--- node {}\n{}", n.id, log_of(n))).collect();
+    assert_eq!(campaigned, vec![new_leader], "exactly the new leader campaigned\n{logs}");
+    assert_eq!(new_term, term + 1, "one election, no split vote\n{logs}");
+
+    // And the cluster takes writes again.
+    let (status, body) = support::call(
+        "POST",
+        &survivors[0].url("/api/v1/tenants"),
+        Some(&key),
+        Some(json!({"tenant_id": "after", "name": "t"})),
+    );
+    assert_eq!(status, 200, "{body}");
+}

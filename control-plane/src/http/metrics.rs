@@ -23,6 +23,12 @@ fn gauge(out: &mut String, name: &str, help: &str, node_id: u64, value: u64) {
     let _ = writeln!(out, "{name}{{node_id=\"{node_id}\"}} {value}");
 }
 
+fn counter(out: &mut String, name: &str, help: &str, node_id: u64, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name}{{node_id=\"{node_id}\"}} {value}");
+}
+
 async fn metrics(State(node): State<Node>) -> Response {
     let m = node.raft().metrics().borrow().clone();
     let id = node.id();
@@ -122,6 +128,13 @@ async fn metrics(State(node): State<Node>) -> Response {
         "Snapshot watches this node serves now (edge agents connected to it).",
         id,
         node.open_watches(),
+    );
+    counter(
+        &mut out,
+        "aos_cp_raft_log_fsyncs_total",
+        "fsyncs run to make appended Raft log entries durable since start (appends arriving during one fsync share the next).",
+        id,
+        node.raft_log_fsyncs(),
     );
     let mut response = out.into_response();
     response

@@ -4,7 +4,7 @@
 
 use aos_proto::raft::RaftPayload;
 use aos_proto::raft::raft_service_server::RaftService;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
@@ -15,6 +15,7 @@ use super::{NodeId, Raft, TypeConfig};
 #[derive(Clone)]
 pub struct RaftRpcServer {
     raft: Raft,
+    heartbeat: std::sync::Arc<crate::takeover::LeaderHeartbeat>,
 }
 
 impl std::fmt::Debug for RaftRpcServer {
@@ -24,9 +25,9 @@ impl std::fmt::Debug for RaftRpcServer {
 }
 
 impl RaftRpcServer {
-    /// Serves `raft`.
-    pub fn new(raft: Raft) -> Self {
-        RaftRpcServer { raft }
+    /// Serves `raft`, noting each AppendEntries it accepts in `heartbeat`.
+    pub fn new(raft: Raft, heartbeat: std::sync::Arc<crate::takeover::LeaderHeartbeat>) -> Self {
+        RaftRpcServer { raft, heartbeat }
     }
 }
 
@@ -45,7 +46,13 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
 impl RaftService for RaftRpcServer {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request, "append-entries request")?;
-        encode(&self.raft.append_entries(rpc).await)
+        let result = self.raft.append_entries(rpc).await;
+        // Accepted from a current leader: its lease runs from now on this
+        // voter (a stale leader's request is answered HigherVote).
+        if matches!(&result, Ok(reply) if !matches!(reply, AppendEntriesResponse::HigherVote(_))) {
+            self.heartbeat.heard();
+        }
+        encode(&result)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

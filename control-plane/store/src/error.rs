@@ -16,6 +16,10 @@ pub enum StoreError {
     #[error("raft storage database error: {0}")]
     Database(#[from] sled::Error),
 
+    /// The thread that makes appended log entries durable could not start.
+    #[error("cannot start the raft log flusher thread: {0}")]
+    FlusherThread(std::io::Error),
+
     /// A value could not be encoded before being written.
     #[error("cannot encode {what}: {source}")]
     Encode {

@@ -67,3 +67,26 @@ async fn second_open_of_a_live_directory_is_refused() {
     let second = aos_cp_store::open::<crate::support::TestConfig, crate::support::KvApp>(dir.path());
     assert!(matches!(second, Err(aos_cp_store::StoreError::Database(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_in_flight_together_are_all_acknowledged_and_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = entries(40);
+    {
+        let (log, _sm) = open(dir.path());
+        // Each append is acknowledged by the flusher thread's fsync, not
+        // inside `append`; appends queued during one fsync share the next.
+        let mut appends = tokio::task::JoinSet::new();
+        for entry in written.clone() {
+            let mut log = log.clone();
+            appends.spawn(async move { log.blocking_append([entry]).await });
+        }
+        while let Some(done) = appends.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let fsyncs = log.append_fsyncs();
+        assert!((1..=40).contains(&fsyncs), "{fsyncs} fsyncs for 40 appends");
+    }
+    let (mut log, _sm) = open(dir.path());
+    assert_eq!(log.try_get_log_entries(..).await.unwrap(), written);
+}
