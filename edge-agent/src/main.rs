@@ -197,6 +197,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.grpc_listen.map_or_else(String::new, |a| format!(", gRPC {a}")),
         engine.slot().current().map_or_else(|| "none".to_owned(), |s| s.version().to_string())
     );
+    // Small request/response exchanges on every step: no Nagle delays.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(message = "cannot set TCP_NODELAY on the local API", error = %e);
+        }
+    });
     axum::serve(listener, aos_edge_agent::api::router(app))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -20,6 +20,10 @@ pub enum StoreError {
     #[error("cannot start the raft log flusher thread: {0}")]
     FlusherThread(std::io::Error),
 
+    /// The task encoding a snapshot failed (it panicked or the runtime is shutting down).
+    #[error("snapshot encoding task failed: {0}")]
+    SnapshotTask(String),
+
     /// A value could not be encoded before being written.
     #[error("cannot encode {what}: {source}")]
     Encode {

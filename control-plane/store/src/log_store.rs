@@ -247,15 +247,29 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut rows = Vec::new();
         let mut last = None;
         for entry in entries {
             let value = codec::encode("log entry", &entry)
                 .map_err(|e| e.into_storage_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write))?;
-            batch.insert(&codec::index_key(entry.log_id.index), value);
+            rows.push((codec::index_key(entry.log_id.index), value));
             last = Some(entry.log_id);
         }
-        self.log.apply_batch(batch).map_err(StoreError::from).map_err(logs_err(ErrorVerb::Write))?;
+        // Several entries go in one atomic batch. A lone entry (the usual case at low load) is a
+        // plain insert: a sled batch adds a manifest record that costs its own IO buffer write
+        // and `sync_file_range` at the next flush (measured: two per flush instead of one).
+        if let [(key, value)] = rows.as_slice() {
+            self.log
+                .insert(key, value.as_slice())
+                .map_err(StoreError::from)
+                .map_err(logs_err(ErrorVerb::Write))?;
+        } else {
+            let mut batch = sled::Batch::default();
+            for (key, value) in rows {
+                batch.insert(&key, value);
+            }
+            self.log.apply_batch(batch).map_err(StoreError::from).map_err(logs_err(ErrorVerb::Write))?;
+        }
 
         // The entries are readable now; they are acknowledged once they are on disk, by the
         // flusher's next fsync.

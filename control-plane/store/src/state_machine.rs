@@ -184,7 +184,14 @@ where
         let to_storage = |e: StoreError| {
             e.into_storage_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write)
         };
-        let data = codec::encode("snapshot", &payload).map_err(to_storage)?;
+        // Encoding the whole state takes long on a large one (hundreds of milliseconds): on the
+        // blocking pool, so it never holds up a runtime worker (and with it Raft heartbeats and
+        // client requests).
+        let data = tokio::task::spawn_blocking(move || codec::encode("snapshot", &payload))
+            .await
+            .map_err(|e| StoreError::SnapshotTask(e.to_string()))
+            .and_then(|encoded| encoded)
+            .map_err(to_storage)?;
         self.persist_snapshot(&meta, &data, true).await.map_err(to_storage)?;
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
