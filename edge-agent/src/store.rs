@@ -62,7 +62,12 @@ struct GroupCommit {
 impl AgentStore {
     /// Opens (creating) the database under `dir`.
     pub fn open(dir: &Path) -> Result<AgentStore, AgentError> {
-        let db = sled::Config::new().path(dir).open()?;
+        // No background flush every 500 ms: whatever must survive a crash
+        // is flushed before its answer leaves (`flush`), and the rest (a
+        // plain admission's reservation, outbox deletions, which are
+        // re-sent and de-duplicated) may be lost by design. sled's timer
+        // flush only competed with the steps for the IO buffers.
+        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
         Ok(AgentStore {
             snapshot: db.open_tree("snapshot")?,
             runs: db.open_tree("runs")?,
