@@ -349,7 +349,10 @@ impl TransactionalTree {
     }
 
     fn unstage(&self) {
-        unimplemented!()
+        // AOS patch: upstream has `unimplemented!()` here. It is reached only
+        // after `stage` fails or `validate` returns false, and neither can
+        // (both are constant in this version), and a single tree stages
+        // nothing to undo: an empty body, so the binary holds no panic stub.
     }
 
     const fn validate(&self) -> bool {
