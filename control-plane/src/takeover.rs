@@ -172,7 +172,8 @@ pub async fn take_over(node: &Node, dead: NodeId) -> bool {
         }
         // Campaign only knowing a quorum is there to grant it: with too few
         // answers the others may be campaigning on what they saw instead.
-        let (answered, voters) = peers_and_voters(&peers, node);
+        let answered = peers.len();
+        let voters = node.raft().metrics().borrow().membership_config.membership().voter_ids().count();
         if (answered + 1) * 2 <= voters {
             tracing::warn!(
                 message = "leader process gone; too few voters answered to pick a candidate, leaving it to the election timers",
@@ -206,12 +207,6 @@ pub async fn take_over(node: &Node, dead: NodeId) -> bool {
         };
     }
     false
-}
-
-/// How many peers answered and how many voters the cluster has.
-fn peers_and_voters(peers: &[(NodeId, LogPosition)], node: &Node) -> (usize, usize) {
-    let voters = node.raft().metrics().borrow().membership_config.membership().voter_ids().count();
-    (peers.len(), voters)
 }
 
 /// This node is still a follower of `dead` and has heard from no leader

@@ -109,8 +109,8 @@ pub async fn propose(node: &Node, proposal: Proposal) -> Result<Committed, Clust
 static CHANNELS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Channel>>> =
     std::sync::LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
 
-/// A client to the leader's cluster service.
-fn leader_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<Channel>, ClusterError> {
+/// A client to a peer's (usually the leader's) cluster service.
+fn peer_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<Channel>, ClusterError> {
     let mut channels = CHANNELS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(channel) = channels.get(addr) {
         return Ok(ClusterServiceClient::new(channel.clone()));
@@ -135,7 +135,7 @@ fn leader_status(leader: NodeId, status: &tonic::Status) -> ClusterError {
 
 async fn forward_propose(leader: NodeId, addr: &str, proposal: &Proposal) -> Result<Committed, ClusterError> {
     let proposal_json = serde_json::to_vec(proposal).map_err(|e| ClusterError::Codec(e.to_string()))?;
-    let reply = leader_client(leader, addr)?
+    let reply = peer_client(leader, addr)?
         .propose(ProposeRequest { proposal_json })
         .await
         .map_err(|status| leader_status(leader, &status))?
@@ -180,7 +180,7 @@ pub async fn read_barrier(node: &Node, consistency: Consistency) -> Result<(), C
 /// Asks `leader` for a read index; it answers only with a quorum's fresh
 /// acknowledgement.
 pub(crate) async fn remote_read_index(leader: NodeId, addr: &str) -> Result<u64, ClusterError> {
-    let reply = leader_client(leader, addr)?
+    let reply = peer_client(leader, addr)?
         .read_index(ReadIndexRequest {})
         .await
         .map_err(|status| leader_status(leader, &status))?;
@@ -189,7 +189,7 @@ pub(crate) async fn remote_read_index(leader: NodeId, addr: &str) -> Result<u64,
 
 /// Asks the voter `peer` for its log position (see [`crate::takeover`]).
 pub(crate) async fn remote_log_position(peer: NodeId, addr: &str) -> Result<LogPositionReply, ClusterError> {
-    let reply = leader_client(peer, addr)?
+    let reply = peer_client(peer, addr)?
         .log_position(LogPositionRequest {})
         .await
         .map_err(|status| leader_status(peer, &status))?;

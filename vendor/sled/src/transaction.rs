@@ -349,7 +349,7 @@ impl TransactionalTree {
     }
 
     fn unstage(&self) {
-        // AOS patch: upstream has `unimplemented!()` here. It is reached only
+        // AOS patch: upstream panics here ("not implemented"). It is reached only
         // after `stage` fails or `validate` returns false, and neither can
         // (both are constant in this version), and a single tree stages
         // nothing to undo: an empty body, so the binary holds no panic stub.
