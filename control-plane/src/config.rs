@@ -80,7 +80,7 @@ pub struct ConfigFile {
     pub http_addr: Option<SocketAddr>,
     /// Address peers use for this node's gRPC.
     pub advertise_grpc: Option<String>,
-    /// Raft snapshot interval in log entries.
+    /// Fewest log entries between Raft snapshots (see `snapshot_trigger`).
     pub snapshot_every: Option<u64>,
     /// Signing key files (the first is the primary).
     pub signing_key_files: Option<Vec<PathBuf>>,
@@ -157,7 +157,7 @@ pub struct StartConfig {
     pub http_addr: SocketAddr,
     /// Address peers use for this node's gRPC.
     pub advertise_grpc: String,
-    /// Raft snapshot interval in log entries.
+    /// Fewest log entries between Raft snapshots (see `snapshot_trigger`).
     pub snapshot_every: u64,
     /// Raft heartbeat in milliseconds.
     pub heartbeat_ms: u64,

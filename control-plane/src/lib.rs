@@ -47,6 +47,7 @@ pub mod reissue;
 pub mod reports;
 pub mod retention;
 pub mod signing;
+pub mod snapshot_trigger;
 pub mod spine;
 pub mod takeover;
 pub mod write;

@@ -78,8 +78,9 @@ struct StartArgs {
     /// Address peers use to reach this node's gRPC (defaults to --grpc-addr).
     #[arg(long, env = "AOS_ADVERTISE_GRPC")]
     advertise_grpc: Option<String>,
-    /// Build a Raft snapshot and purge the log behind it every N entries
-    /// (default 5000).
+    /// Build a Raft snapshot (and purge the log behind it) at most every N
+    /// entries (default 5000), and only once the log has grown by the size
+    /// of the last snapshot.
     #[arg(long, env = "AOS_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
     /// Raft heartbeat in milliseconds (default 50; elections time out after

@@ -208,6 +208,8 @@ struct NodeInner {
     leader_lease: Duration,
     /// A reader of the Raft log, for this node's log position.
     log_store: LogStore,
+    /// The fewest log entries between two Raft snapshots.
+    snapshot_every: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -233,7 +235,9 @@ impl Node {
             heartbeat_interval: heartbeat,
             election_timeout_min: heartbeat * 3,
             election_timeout_max: heartbeat * 6,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
+            // Snapshots are asked for by `snapshot_trigger`, which weighs
+            // the log's growth against the state's size.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             // Keep a tail behind the snapshot so a briefly lagging follower
             // catches up from the log; further behind, it gets the snapshot.
             max_in_snapshot_log_to_keep: (config.snapshot_every / 5).min(1_000),
@@ -292,6 +296,7 @@ impl Node {
                 leader_heartbeat: Arc::default(),
                 leader_lease,
                 log_store: log_reader,
+                snapshot_every: config.snapshot_every.max(1),
             }),
         })
     }
@@ -358,6 +363,17 @@ impl Node {
     /// fsyncs run for Raft log appends since start.
     pub fn raft_log_fsyncs(&self) -> u64 {
         self.inner.log_store.append_fsyncs()
+    }
+
+    /// Encoded bytes appended to this node's Raft log since it started.
+    pub fn raft_log_appended_bytes(&self) -> u64 {
+        self.inner.log_store.appended_bytes()
+    }
+
+    /// The fewest log entries between two Raft snapshots (see
+    /// [`crate::snapshot_trigger`]).
+    pub fn snapshot_every(&self) -> u64 {
+        self.inner.snapshot_every
     }
 
     /// This node's last log id and time since it heard a leader (`None`
@@ -528,6 +544,7 @@ impl Node {
         let stop_rx_alerts = stop_rx.clone();
         let stop_rx_retention = stop_rx.clone();
         let stop_rx_probe = stop_rx.clone();
+        let stop_rx_snapshot = stop_rx.clone();
         let http_stop = wait_for(stop_rx);
 
         let grpc_server = tonic::transport::Server::builder()
@@ -557,6 +574,7 @@ impl Node {
         let alerts_task = tokio::spawn(crate::alerting::run(self.clone(), stop_rx_alerts));
         let retention_task = tokio::spawn(crate::retention::run(self.clone(), stop_rx_retention));
         let probe_task = tokio::spawn(crate::leader_probe::run(self.clone(), stop_rx_probe));
+        let snapshot_task = tokio::spawn(crate::snapshot_trigger::run(self.clone(), stop_rx_snapshot));
         let grpc_task = tokio::spawn(grpc_server);
         let http_task = tokio::spawn(async move { http_server.await });
         shutdown.await;
@@ -567,6 +585,7 @@ impl Node {
         let _ = alerts_task.await;
         let _ = retention_task.await;
         let _ = probe_task.await;
+        let _ = snapshot_task.await;
         if let Some(mut task) = gateway_task {
             // Edge agents hold watch and ingest streams open for as long as
             // they run, so a graceful stop would wait for them forever: give

@@ -43,6 +43,9 @@ pub struct SledLogStore<C> {
     purged: sled::Tree,
     flusher: mpsc::Sender<FlushWaiter>,
     fsyncs: Arc<AtomicU64>,
+    /// Encoded bytes of the entries appended since the store was opened (see
+    /// [`SledLogStore::appended_bytes`]).
+    appended_bytes: Arc<AtomicU64>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -86,6 +89,7 @@ impl<C> SledLogStore<C> {
             purged: db.open_tree(codec::PURGED_TREE)?,
             flusher: spawn_flusher(db.clone(), Arc::clone(&fsyncs))?,
             fsyncs,
+            appended_bytes: Arc::new(AtomicU64::new(0)),
             db,
             _config: PhantomData,
         })
@@ -109,6 +113,13 @@ impl<C> SledLogStore<C> {
         self.fsyncs.load(Ordering::Relaxed)
     }
 
+    /// Encoded bytes of the log entries appended since the store was opened (entries replaced
+    /// after a conflict count again): how much the log has grown, which the node's snapshot
+    /// trigger compares with the size of the last snapshot.
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended_bytes.load(Ordering::Relaxed)
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
@@ -125,6 +136,7 @@ impl<C> Clone for SledLogStore<C> {
             purged: self.purged.clone(),
             flusher: self.flusher.clone(),
             fsyncs: Arc::clone(&self.fsyncs),
+            appended_bytes: Arc::clone(&self.appended_bytes),
             _config: PhantomData,
         }
     }
@@ -249,12 +261,15 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
     {
         let mut rows = Vec::new();
         let mut last = None;
+        let mut bytes = 0_u64;
         for entry in entries {
             let value = codec::encode("log entry", &entry)
                 .map_err(|e| e.into_storage_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write))?;
+            bytes += value.len() as u64;
             rows.push((codec::index_key(entry.log_id.index), value));
             last = Some(entry.log_id);
         }
+        self.appended_bytes.fetch_add(bytes, Ordering::Relaxed);
         // Several entries go in one atomic batch. A lone entry (the usual case at low load) is a
         // plain insert: a sled batch adds a manifest record that costs its own IO buffer write
         // and `sync_file_range` at the next flush (measured: two per flush instead of one).

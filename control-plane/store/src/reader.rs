@@ -5,6 +5,7 @@
 //! has been applied (read-index reads).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::{BasicNode, LogId, StoredMembership};
@@ -22,12 +23,23 @@ pub(crate) struct Applied<A> {
 pub(crate) struct Shared<A> {
     state: RwLock<Applied<A>>,
     applied_index: watch::Sender<u64>,
+    /// Encoded size of the latest snapshot built, installed or restored; 0 before any.
+    snapshot_bytes: AtomicU64,
 }
 
 impl<A> Shared<A> {
     pub(crate) fn new(applied: Applied<A>) -> Arc<Self> {
         let index = applied_index(&applied);
-        Arc::new(Self { state: RwLock::new(applied), applied_index: watch::Sender::new(index) })
+        Arc::new(Self {
+            state: RwLock::new(applied),
+            applied_index: watch::Sender::new(index),
+            snapshot_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Records the encoded size of the snapshot just built, installed or restored.
+    pub(crate) fn set_snapshot_bytes(&self, bytes: usize) {
+        self.snapshot_bytes.store(bytes as u64, Ordering::Relaxed);
     }
 
     /// Read access. A poisoned lock (a panic inside `Application::apply`) still holds the state
@@ -65,6 +77,12 @@ impl<A> StateReader<A> {
     /// applying entries waits for it.
     pub fn read<R>(&self, f: impl FnOnce(&A) -> R) -> R {
         f(&self.shared.read().app)
+    }
+
+    /// Encoded size in bytes of the latest snapshot this node built, installed or restored
+    /// from disk; 0 before any.
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.shared.snapshot_bytes.load(Ordering::Relaxed)
     }
 
     /// The id of the last log entry applied to the state, `None` before any.

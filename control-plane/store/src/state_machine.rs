@@ -39,21 +39,17 @@ impl<C, A: Application> SledStateMachine<C, A> {
     /// Opens the snapshot tree in `db` and restores the state from the stored snapshot, if any.
     pub(crate) fn open(db: sled::Db) -> Result<Self, StoreError> {
         let snapshot = db.open_tree(codec::SNAPSHOT_TREE)?;
-        let applied = match read_snapshot(&snapshot)? {
+        let (applied, snapshot_bytes) = match read_snapshot(&snapshot)? {
             Some((meta, data)) => {
                 let applied = decode_payload::<A>(&meta, &data)?;
                 tracing::info!(last_applied = ?applied.last_applied, "restored state from snapshot");
-                applied
+                (applied, data.len())
             }
-            None => Applied::default(),
+            None => (Applied::default(), 0),
         };
-        Ok(Self {
-            shared: Shared::new(applied),
-            db,
-            snapshot,
-            snapshot_write: Arc::new(Mutex::new(())),
-            _config: PhantomData,
-        })
+        let shared = Shared::new(applied);
+        shared.set_snapshot_bytes(snapshot_bytes);
+        Ok(Self { shared, db, snapshot, snapshot_write: Arc::new(Mutex::new(())), _config: PhantomData })
     }
 
     /// Runs `f` on the applied application state (see [`StateReader::read`]).
@@ -193,6 +189,7 @@ where
             .and_then(|encoded| encoded)
             .map_err(to_storage)?;
         self.persist_snapshot(&meta, &data, true).await.map_err(to_storage)?;
+        self.shared.set_snapshot_bytes(data.len());
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -264,6 +261,7 @@ where
             .map_err(|e| e.into_storage_error(subject(), ErrorVerb::Write))?;
         let index = applied_index(&applied);
         *self.shared.write() = applied;
+        self.shared.set_snapshot_bytes(data.len());
         self.shared.publish(index);
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "installed snapshot");
         Ok(())
