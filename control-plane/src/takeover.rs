@@ -127,6 +127,30 @@ pub fn should_campaign(
     peers.iter().all(|&(id, log)| log < my_log || (log == my_log && id > my_id))
 }
 
+/// A voter that heard the dead leader later than this node (at `heard`)
+/// still holds the leader's lease a little longer and refuses votes until
+/// then: the end of the latest such lease, from when each peer heard the
+/// leader (`None` for a peer whose time cannot be placed). `None` when no
+/// peer heard it meaningfully later (within [`LEASE_MARGIN`]).
+fn later_lease_end(
+    heard: Instant,
+    peers_heard: impl Iterator<Item = Option<Instant>>,
+    lease: Duration,
+) -> Option<Instant> {
+    peers_heard
+        .map(|at| at.unwrap_or(heard))
+        .max()
+        .filter(|latest| *latest > heard + LEASE_MARGIN)
+        .map(|latest| latest + lease + LEASE_MARGIN)
+}
+
+/// Whether this node and the `answered` peers make a majority of `voters`.
+/// A takeover campaigns only knowing a quorum is there to grant it: with
+/// too few answers the others may be campaigning on what they saw instead.
+fn quorum_answered(answered: usize, voters: usize) -> bool {
+    (answered + 1) * 2 > voters
+}
+
 /// Whether nothing listens on `addr` any more (its process has exited):
 /// a refused TCP connection. A timeout or any other error is *not* taken
 /// as death (a partition or an overloaded host looks like that).
@@ -157,24 +181,18 @@ pub async fn take_over(node: &Node, dead: NodeId) -> bool {
         }
         let Some(me) = node.log_position().await else { return false };
         let peers = ask_peers(node, dead).await;
-        // A voter that heard the leader later than this node still holds
-        // its lease a little longer (and refuses votes until then).
-        let latest_peer = peers
-            .iter()
-            .filter_map(|(_, p)| p.since_leader)
-            .map(|since| Instant::now().checked_sub(since).unwrap_or(heard))
-            .max();
-        if let Some(later) = latest_peer.filter(|t| *t > heard + LEASE_MARGIN) {
-            lease_end = later + lease + LEASE_MARGIN;
-            if lease_end > Instant::now() {
+        let now = Instant::now();
+        let peers_heard =
+            peers.iter().filter_map(|(_, p)| p.since_leader).map(|since| now.checked_sub(since));
+        if let Some(later) = later_lease_end(heard, peers_heard, lease) {
+            lease_end = later;
+            if lease_end > now {
                 continue;
             }
         }
-        // Campaign only knowing a quorum is there to grant it: with too few
-        // answers the others may be campaigning on what they saw instead.
         let answered = peers.len();
         let voters = node.raft().metrics().borrow().membership_config.membership().voter_ids().count();
-        if (answered + 1) * 2 <= voters {
+        if !quorum_answered(answered, voters) {
             tracing::warn!(
                 message = "leader process gone; too few voters answered to pick a candidate, leaving it to the election timers",
                 dead_leader = dead,
@@ -263,6 +281,35 @@ mod tests {
 
     fn log(term: u64, leader: NodeId, index: u64) -> Option<LogId<NodeId>> {
         Some(LogId { leader_id: CommittedLeaderId::new(term, leader), index })
+    }
+
+    #[test]
+    fn a_takeover_needs_answers_from_a_majority_of_the_voters() {
+        // Three voters, the leader dead: this node alone is not a majority.
+        assert!(!quorum_answered(0, 3));
+        assert!(quorum_answered(1, 3));
+        // Five voters: two survivors are not enough, three are.
+        assert!(!quorum_answered(1, 5));
+        assert!(quorum_answered(2, 5));
+        // A single-node cluster needs no one else.
+        assert!(quorum_answered(0, 1));
+    }
+
+    #[test]
+    fn a_peer_that_heard_the_leader_later_extends_the_wait() {
+        let heard = Instant::now();
+        let lease = Duration::from_millis(300);
+        // Nobody answered, or nobody heard it later than the margin: no change.
+        assert_eq!(later_lease_end(heard, std::iter::empty(), lease), None);
+        let within = heard + LEASE_MARGIN;
+        assert_eq!(later_lease_end(heard, [Some(within), None].into_iter(), lease), None);
+        // The latest peer's heartbeat sets the end of the lease.
+        let later = heard + Duration::from_millis(40);
+        let latest = heard + Duration::from_millis(90);
+        assert_eq!(
+            later_lease_end(heard, [Some(later), Some(latest), None].into_iter(), lease),
+            Some(latest + lease + LEASE_MARGIN)
+        );
     }
 
     #[test]
