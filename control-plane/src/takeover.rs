@@ -130,15 +130,14 @@ pub fn should_campaign(
 /// A voter that heard the dead leader later than this node (at `heard`)
 /// still holds the leader's lease a little longer and refuses votes until
 /// then: the end of the latest such lease, from when each peer heard the
-/// leader (`None` for a peer whose time cannot be placed). `None` when no
-/// peer heard it meaningfully later (within [`LEASE_MARGIN`]).
+/// leader. `None` when no peer heard it meaningfully later (within
+/// [`LEASE_MARGIN`]).
 fn later_lease_end(
     heard: Instant,
-    peers_heard: impl Iterator<Item = Option<Instant>>,
+    peers_heard: impl Iterator<Item = Instant>,
     lease: Duration,
 ) -> Option<Instant> {
     peers_heard
-        .map(|at| at.unwrap_or(heard))
         .max()
         .filter(|latest| *latest > heard + LEASE_MARGIN)
         .map(|latest| latest + lease + LEASE_MARGIN)
@@ -182,8 +181,11 @@ pub async fn take_over(node: &Node, dead: NodeId) -> bool {
         let Some(me) = node.log_position().await else { return false };
         let peers = ask_peers(node, dead).await;
         let now = Instant::now();
-        let peers_heard =
-            peers.iter().filter_map(|(_, p)| p.since_leader).map(|since| now.checked_sub(since));
+        // A peer whose time cannot be placed counts as hearing it with us.
+        let peers_heard = peers
+            .iter()
+            .filter_map(|(_, p)| p.since_leader)
+            .map(|since| now.checked_sub(since).unwrap_or(heard));
         if let Some(later) = later_lease_end(heard, peers_heard, lease) {
             lease_end = later;
             if lease_end > now {
@@ -302,12 +304,12 @@ mod tests {
         // Nobody answered, or nobody heard it later than the margin: no change.
         assert_eq!(later_lease_end(heard, std::iter::empty(), lease), None);
         let within = heard + LEASE_MARGIN;
-        assert_eq!(later_lease_end(heard, [Some(within), None].into_iter(), lease), None);
+        assert_eq!(later_lease_end(heard, [within, heard].into_iter(), lease), None);
         // The latest peer's heartbeat sets the end of the lease.
         let later = heard + Duration::from_millis(40);
         let latest = heard + Duration::from_millis(90);
         assert_eq!(
-            later_lease_end(heard, [Some(later), Some(latest), None].into_iter(), lease),
+            later_lease_end(heard, [later, latest, heard].into_iter(), lease),
             Some(latest + lease + LEASE_MARGIN)
         );
     }

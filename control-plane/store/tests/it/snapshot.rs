@@ -8,12 +8,20 @@ use crate::support::{KvApp, blank, entries, log_id, membership, open, set, subje
 #[tokio::test]
 async fn snapshot_and_purge_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let built;
+    let (built, built_bytes);
     {
         let (mut log, mut sm) = open(dir.path());
+        assert_eq!(log.appended_bytes(), 0);
         log.blocking_append(entries(10)).await.unwrap();
+        let appended = log.appended_bytes();
+        assert!(appended > 0, "ten entries appended, no bytes counted");
         sm.apply(entries(7)).await.unwrap();
-        built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap().meta;
+        assert_eq!(sm.reader().snapshot_bytes(), 0, "no snapshot yet");
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        built = snapshot.meta;
+        built_bytes = snapshot.snapshot.get_ref().len() as u64;
+        // The snapshot trigger weighs the log's growth against this size.
+        assert_eq!(sm.reader().snapshot_bytes(), built_bytes);
         log.purge(log_id(1, 5)).await.unwrap();
         // Applied past the snapshot: in memory only, not persisted by the state machine.
         sm.apply(entries(10).split_off(8)).await.unwrap();
@@ -29,6 +37,8 @@ async fn snapshot_and_purge_survive_reopen() {
     assert_eq!(sm.read(|app| app.applied.clone()), vec![2, 3, 4, 5, 6, 7]);
     assert_eq!(*sm.subscribe().borrow(), 7);
     assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, built);
+    assert_eq!(sm.reader().snapshot_bytes(), built_bytes, "restored with the snapshot");
+    assert_eq!(log.appended_bytes(), 0, "counted from the store's opening");
 
     // Purged entries are gone and the purge point is remembered.
     let state = log.get_log_state().await.unwrap();
@@ -63,6 +73,7 @@ async fn install_snapshot_replaces_state_and_survives_reopen() {
     let (_leader_log, mut leader) = open(leader_dir.path());
     leader.apply(entries(5)).await.unwrap();
     let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snapshot_bytes = snapshot.snapshot.get_ref().len() as u64;
     let leader_state: KvApp = leader.read(Clone::clone);
 
     let follower_dir = tempfile::tempdir().unwrap();
@@ -84,6 +95,7 @@ async fn install_snapshot_replaces_state_and_survives_reopen() {
         assert_eq!(reader.last_applied(), Some(log_id(1, 5)));
         assert_eq!(follower.applied_state().await.unwrap().1, snapshot.meta.last_membership);
         assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, snapshot.meta);
+        assert_eq!(reader.snapshot_bytes(), snapshot_bytes);
     }
 
     let (_log, mut follower) = open(follower_dir.path());
