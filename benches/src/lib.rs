@@ -20,6 +20,7 @@ pub mod aos_equiv;
 pub mod cedar_equiv;
 pub mod cluster;
 pub mod error;
+pub mod http_load;
 pub mod rego_equiv;
 pub mod scenario;
 

@@ -14,6 +14,13 @@ use aos_control_plane::pki::{CA_KEY_ENV, load_ca};
 use aos_control_plane::signing::{SIGNING_KEY_ENV, generate_key, load_key_ring};
 use clap::{Parser, Subcommand};
 
+/// jemalloc instead of glibc's malloc: a node's tokio workers, sled's IO
+/// threads and the flusher allocate concurrently, and glibc's arena locks
+/// make them wait on each other (measured on the edge agent, the same
+/// stack; see benches/README.md and ARCHITECTURE.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "aos-control-plane", version, about = "AOS control-plane node")]
 struct Cli {

@@ -29,8 +29,10 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 /// How long a stopping node lets edge-agent streams end by themselves.
 const GATEWAY_GRACE: Duration = Duration::from_secs(1);
 
-/// Most log entries per AppendEntries (see `Node::open`).
-pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
+/// Most log entries per AppendEntries; the log store also bounds a payload
+/// by encoded bytes (`aos_cp_store::log_store::PAYLOAD_BUDGET`), which is
+/// what limits large entries.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 1024;
 
 /// A leader that no quorum has acknowledged for this long (or for twenty
 /// heartbeats, when that is longer) counts as cut off: openraft keeps
@@ -242,10 +244,11 @@ impl Node {
             // catches up from the log; further behind, it gets the snapshot.
             max_in_snapshot_log_to_keep: (config.snapshot_every / 5).min(1_000),
             // openraft gives each AppendEntries one heartbeat interval to
-            // complete. Entries can be large (an ingest entry holds up to
-            // 100 agent records, ~50 KB), so a follower that fell behind
-            // must be sent a few at a time: with the default 300 per
-            // payload it timed out on every attempt and never caught up.
+            // complete and keeps one in flight per follower, so a payload
+            // is what one round trip carries. Entries range from ~1 KB
+            // (admin writes) to ~50 KB (an ingest entry of 100 agent
+            // records): the log store cuts payloads by bytes, and the
+            // count only caps how many tiny entries go together.
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..openraft::Config::default()
         }

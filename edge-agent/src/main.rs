@@ -18,6 +18,13 @@ use aos_edge_agent::snapshots::{Offer, SnapshotSlot};
 use aos_edge_agent::store::AgentStore;
 use clap::Parser;
 
+/// jemalloc instead of glibc's malloc: under concurrent steps glibc's
+/// arena locks made threads wait on each other (futex waits inside
+/// `malloc` and `free` in a profile at 64 concurrent workloads); see
+/// benches/README.md for the A/B and ARCHITECTURE.md for the choice.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "aos-edge-agent",

@@ -17,6 +17,11 @@
 //! real release process with a signed snapshot holding both sources; the
 //! PostgreSQL server is a real one started by
 //! `connectors/tests/fixtures/postgres.sh` (trust auth on loopback).
+//!
+//! A second table gives the floors in the same run: a loopback HTTP round
+//! trip to a server that does nothing and an fsync on the agent's disk.
+//! Their sum is the least any mediation that answers over HTTP and makes
+//! its evidence durable first can add on this machine.
 
 use std::path::Path;
 use std::process::Command;
@@ -251,6 +256,44 @@ fn load(
     Ok(samples)
 }
 
+/// The two costs no mediation can avoid here, measured in the same run:
+/// a loopback HTTP round trip (the same client against a server that does
+/// nothing) and an fsync on the disk the agent's store lives on (the
+/// evidence record must be durable before the answer, GAP-058).
+fn floors(dir: &Path, iterations: usize) -> Result<Vec<(&'static str, Vec<Duration>)>> {
+    let base = aos_benches::http_load::spawn_floor_server()?;
+    let http = agent(Duration::from_secs(10));
+    let url = format!("{base}/api/v1/access");
+    let body = json!({"run_id": "floor", "plane": "p", "action": "query", "payload": {}});
+    let mut round_trips = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t0 = Instant::now();
+        let (status, _) = post_json(&http, &url, None, &body)?;
+        round_trips.push(t0.elapsed());
+        if status != 200 {
+            bail!("floor server answered {status}");
+        }
+    }
+    let path = dir.join("fsync-floor.bin");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let record = [b'e'; 400];
+    let mut fsyncs = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        std::io::Write::write_all(&mut file, &record)?;
+        let t0 = Instant::now();
+        file.sync_data()?;
+        fsyncs.push(t0.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    round_trips.sort_unstable();
+    fsyncs.sort_unstable();
+    Ok(vec![
+        ("loopback HTTP round trip (same client, a server that does nothing)", round_trips),
+        ("fdatasync after a 400-byte append (the agent's disk)", fsyncs),
+    ])
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
     let dir = tempfile::tempdir()?;
@@ -294,6 +337,16 @@ fn main() -> Result<()> {
                 s.errors
             );
         }
+    }
+    println!();
+    println!("| floor (concurrency 1, 2,000 samples) | p50 | p99 |");
+    println!("|---|---:|---:|");
+    for (what, samples) in floors(dir.path(), 2_000)? {
+        println!(
+            "| {what} | {} | {} |",
+            fmt_duration(percentile(&samples, 50)),
+            fmt_duration(percentile(&samples, 99))
+        );
     }
     Ok(())
 }

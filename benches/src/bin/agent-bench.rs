@@ -4,7 +4,8 @@
 //!
 //! ```sh
 //! cargo build --release -p aos-edge-agent -p aos-benches
-//! cargo run --release -p aos-benches --bin agent-bench -- [--duration SECS] [--warmup SECS]
+//! cargo run --release -p aos-benches --bin agent-bench -- [--duration SECS] [--warmup SECS] \
+//!     [--client async|threads] [--client-threads N] [--no-floor]
 //! ```
 //!
 //! One step is what a workload does per LLM call: the pre-step check
@@ -13,22 +14,49 @@
 //! thread drives its own run. The agent is a real release process with its
 //! sled store in a temporary directory and a signed snapshot of 10
 //! policies.
+//!
+//! The workloads run on the event-driven client ([`http_load`]) unless
+//! `--client threads` asks for the first harness (a thread each). The same
+//! client is then pointed at a server that does nothing, in this process:
+//! the *floor* rows are what the client and loopback HTTP cost on this
+//! machine alone, the most any server could do here.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use aos_benches::cluster::{agent, fmt_duration, percentile, post_json, standalone_agent};
+use aos_benches::http_load::{self, Target};
 use aos_core::snapshot::{PolicySnapshot, SnapshotSigner};
+use bytes::Bytes;
 use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientKind {
+    /// Every workload a task on `client_threads` tokio threads.
+    Async,
+    /// A thread and a blocking HTTP agent per workload.
+    Threads,
+}
 
 struct Args {
     duration: Duration,
     warmup: Duration,
+    client: ClientKind,
+    client_threads: usize,
+    floor: bool,
 }
 
+const USAGE: &str = "usage: agent-bench [--duration SECS (5)] [--warmup SECS (1)] [--client async|threads (async)] [--client-threads N (1)] [--no-floor]";
+
 fn parse_args() -> Result<Args> {
-    let mut args = Args { duration: Duration::from_secs(5), warmup: Duration::from_secs(1) };
+    let mut args = Args {
+        duration: Duration::from_secs(5),
+        warmup: Duration::from_secs(1),
+        client: ClientKind::Async,
+        client_threads: 1,
+        floor: true,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut secs = |name: &str| -> Result<Duration> {
@@ -38,9 +66,20 @@ fn parse_args() -> Result<Args> {
         match flag.as_str() {
             "--duration" => args.duration = secs("--duration")?,
             "--warmup" => args.warmup = secs("--warmup")?,
-            other => {
-                bail!("unknown flag {other}; usage: agent-bench [--duration SECS (5)] [--warmup SECS (1)]")
+            "--client" => {
+                args.client = match it.next().as_deref() {
+                    Some("async") => ClientKind::Async,
+                    Some("threads") => ClientKind::Threads,
+                    _ => bail!("--client takes async or threads; {USAGE}"),
+                }
             }
+            "--client-threads" => {
+                let v = it.next().context("--client-threads needs a value")?;
+                args.client_threads =
+                    v.parse().with_context(|| format!("--client-threads: {v} is not a count"))?;
+            }
+            "--no-floor" => args.floor = false,
+            other => bail!("unknown flag {other}; {USAGE}"),
         }
     }
     Ok(args)
@@ -84,7 +123,92 @@ struct Samples {
     errors: u64,
 }
 
-fn load(base: &str, concurrency: usize, warmup: Duration, window: Duration) -> Result<Samples> {
+impl Samples {
+    fn merge(&mut self, other: Samples) {
+        self.check.extend(other.check);
+        self.usage.extend(other.usage);
+        self.errors += other.errors;
+    }
+
+    /// Counts a step: pre-step check from `t[0]` to `t[1]`, usage report
+    /// to `t[2]`; timed only when it started after the warm-up (`from`).
+    fn note(&mut self, usage_ok: bool, from: Instant, t: [Instant; 3]) {
+        if !usage_ok {
+            self.errors += 1;
+        } else if t[0] >= from {
+            self.check.push(t[1] - t[0]);
+            self.usage.push(t[2] - t[1]);
+        }
+    }
+
+    fn sorted(mut self) -> Samples {
+        self.check.sort_unstable();
+        self.usage.sort_unstable();
+        self
+    }
+}
+
+/// One simulated workload on the event-driven client: its own run, steps
+/// back to back.
+async fn drive_run(base: String, from: Instant, end: Instant) -> Result<Samples> {
+    let mut http = http_load::Client::new(Duration::from_secs(10));
+    let runs = Target::parse(&format!("{base}/api/v1/runs"))?;
+    let (status, body) = http.post_json(&runs, None, Bytes::from_static(b"{}")).await?;
+    if status != 201 {
+        bail!("start run: {status} {}", String::from_utf8_lossy(&body));
+    }
+    let run: Value = serde_json::from_slice(&body)?;
+    let run_id = run["run_id"].as_str().context("run id")?.to_owned();
+    let steps = Target::parse(&format!("{base}/api/v1/runs/{run_id}/steps"))?;
+    let check_body = Bytes::from_static(br#"{"estimated_tokens":500}"#);
+    let usage_body = Bytes::from_static(br#"{"input_tokens":300,"output_tokens":200,"cost_usd":0.001}"#);
+    let mut mine = Samples::default();
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        let (status, body) = http.post_json(&steps, None, check_body.clone()).await?;
+        let t1 = Instant::now();
+        let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let Some(step) = answer["step_id"].as_str().filter(|_| status == 200 && answer["allowed"] == true)
+        else {
+            mine.errors += 1;
+            continue;
+        };
+        let usage =
+            Target { authority: steps.authority.clone(), path: format!("{}/{step}/usage", steps.path) };
+        let (status, _) = http.post_json(&usage, None, usage_body.clone()).await?;
+        mine.note(status == 200, from, [t0, t1, Instant::now()]);
+    }
+    Ok(mine)
+}
+
+/// `concurrency` workloads on the event-driven client (`client_threads`
+/// tokio threads).
+fn load_async(
+    base: &str,
+    concurrency: usize,
+    client_threads: usize,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Samples> {
+    let runtime = http_load::runtime(client_threads)?;
+    let start = Instant::now();
+    let (from, end) = (start + warmup, start + warmup + window);
+    runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            tasks.spawn(drive_run(base.to_owned(), from, end));
+        }
+        let mut all = Samples::default();
+        while let Some(done) = tasks.join_next().await {
+            all.merge(done??);
+        }
+        Ok::<_, anyhow::Error>(all.sorted())
+    })
+}
+
+/// `concurrency` workloads, one OS thread and blocking HTTP agent each
+/// (the first harness, kept for comparison: `--client threads`).
+fn load_threads(base: &str, concurrency: usize, warmup: Duration, window: Duration) -> Result<Samples> {
     let all = Mutex::new(Samples::default());
     let start = Instant::now();
     let (from, end) = (start + warmup, start + warmup + window);
@@ -119,18 +243,9 @@ fn load(base: &str, concurrency: usize, warmup: Duration, window: Duration) -> R
                         None,
                         &json!({"input_tokens": 300, "output_tokens": 200, "cost_usd": 0.001}),
                     )?;
-                    let t2 = Instant::now();
-                    if status != 200 {
-                        mine.errors += 1;
-                    } else if t0 >= from {
-                        mine.check.push(t1 - t0);
-                        mine.usage.push(t2 - t1);
-                    }
+                    mine.note(status == 200, from, [t0, t1, Instant::now()]);
                 }
-                let mut all = all.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                all.check.extend(mine.check);
-                all.usage.extend(mine.usage);
-                all.errors += mine.errors;
+                all.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.merge(mine);
                 Ok(())
             }));
         }
@@ -139,10 +254,26 @@ fn load(base: &str, concurrency: usize, warmup: Duration, window: Duration) -> R
         }
         Ok(())
     })?;
-    let mut samples = all.into_inner().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    samples.check.sort_unstable();
-    samples.usage.sort_unstable();
-    Ok(samples)
+    Ok(all.into_inner().map_err(|_| anyhow::anyhow!("poisoned"))?.sorted())
+}
+
+fn load(base: &str, concurrency: usize, args: &Args) -> Result<Samples> {
+    match args.client {
+        ClientKind::Async => load_async(base, concurrency, args.client_threads, args.warmup, args.duration),
+        ClientKind::Threads => load_threads(base, concurrency, args.warmup, args.duration),
+    }
+}
+
+fn print_row(server: &str, concurrency: usize, samples: &Samples, window: Duration) {
+    let steps = u32::try_from(samples.check.len()).map_or(f64::INFINITY, f64::from) / window.as_secs_f64();
+    println!(
+        "| {server} | {concurrency} | {steps:.0} | {} | {} | {} | {} | {} |",
+        fmt_duration(percentile(&samples.check, 50)),
+        fmt_duration(percentile(&samples.check, 99)),
+        fmt_duration(percentile(&samples.usage, 50)),
+        fmt_duration(percentile(&samples.usage, 99)),
+        samples.errors
+    );
 }
 
 fn main() -> Result<()> {
@@ -155,23 +286,26 @@ fn main() -> Result<()> {
     let pid = proc.pid().context("agent pid")?;
     let idle_rss = rss_kib(pid);
 
-    println!("| concurrency | steps/s | pre-step p50 | pre-step p99 | usage p50 | usage p99 | errors |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| server | concurrency | steps/s | pre-step p50 | pre-step p99 | usage p50 | usage p99 | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut loaded_rss = None;
     for concurrency in [1usize, 64] {
         eprintln!("concurrency {concurrency} …");
-        let samples = load(&base, concurrency, args.warmup, args.duration)?;
+        let samples = load(&base, concurrency, &args)?;
         loaded_rss = rss_kib(pid).max(loaded_rss);
-        let steps =
-            u32::try_from(samples.check.len()).map_or(f64::INFINITY, f64::from) / args.duration.as_secs_f64();
-        println!(
-            "| {concurrency} | {steps:.0} | {} | {} | {} | {} | {} |",
-            fmt_duration(percentile(&samples.check, 50)),
-            fmt_duration(percentile(&samples.check, 99)),
-            fmt_duration(percentile(&samples.usage, 50)),
-            fmt_duration(percentile(&samples.usage, 99)),
-            samples.errors
-        );
+        print_row("edge agent", concurrency, &samples, args.duration);
+    }
+    if args.floor {
+        // The same client against a server that does nothing: what the
+        // client and loopback HTTP cost on this machine by themselves.
+        let floor = http_load::spawn_floor_server()?;
+        for concurrency in [1usize, 64] {
+            eprintln!("floor, concurrency {concurrency} …");
+            let samples = load(&floor, concurrency, &args)?;
+            print_row("no-op server (floor)", concurrency, &samples, args.duration);
+        }
     }
     let mb = |kib: Option<u64>| {
         kib.map_or_else(|| "-".to_owned(), |k| format!("{}.{} MB", k / 1024, (k % 1024) * 10 / 1024))

@@ -5,8 +5,12 @@
 //! ```sh
 //! cargo build --release -p aos-control-plane
 //! cargo run --release -p aos-benches --bin cluster-bench -- [--etcd] [--rounds N] \
-//!     [--duration SECS] [--warmup SECS]
+//!     [--duration SECS] [--warmup SECS] [--client-threads N]
 //! ```
+//!
+//! Writers are tasks on one client thread (`--client-threads`; 0 runs the
+//! first harness, a thread per writer), so the client takes as little of
+//! the two cores as it can from the clusters it measures.
 //!
 //! Every node is a real process on loopback in a fresh temporary directory;
 //! all of them are killed when the benchmark ends, also on error.
@@ -16,9 +20,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use aos_benches::cluster::aos::{AosCluster, control_plane_bin, create_tenant};
-use aos_benches::cluster::etcd::{EtcdCluster, INSTALL_HINT, find_etcd, put};
-use aos_benches::cluster::load::{self, LoadResult};
+use std::sync::Arc;
+
+use aos_benches::cluster::aos::{AosCluster, control_plane_bin, create_tenant, create_tenant_body};
+use aos_benches::cluster::etcd::{EtcdCluster, INSTALL_HINT, find_etcd, put, put_acked, put_body};
+use aos_benches::cluster::load::{self, LoadResult, Writes};
 use aos_benches::cluster::{failover, fmt_duration, percentile, value_of_size};
 
 const CONCURRENCY: [usize; 3] = [1, 16, 256];
@@ -31,11 +37,19 @@ struct Args {
     rounds: usize,
     warmup: Duration,
     duration: Duration,
+    /// Writers as tasks on this many client threads; 0: the first harness,
+    /// a thread and blocking HTTP agent per writer.
+    client_threads: usize,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args =
-        Args { etcd: false, rounds: 20, warmup: Duration::from_secs(1), duration: Duration::from_secs(5) };
+    let mut args = Args {
+        etcd: false,
+        rounds: 20,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(5),
+        client_threads: 1,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -44,9 +58,12 @@ fn parse_args() -> Result<Args> {
             "--rounds" => args.rounds = value("--rounds")?.parse().context("--rounds")?,
             "--warmup" => args.warmup = secs(&value("--warmup")?).context("--warmup")?,
             "--duration" => args.duration = secs(&value("--duration")?).context("--duration")?,
+            "--client-threads" => {
+                args.client_threads = value("--client-threads")?.parse().context("--client-threads")?;
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: cluster-bench [--etcd] [--rounds N (20)] [--duration SECS (5)] [--warmup SECS (1)]"
+                    "usage: cluster-bench [--etcd] [--rounds N (20)] [--duration SECS (5)] [--warmup SECS (1)] [--client-threads N (1; 0 = a thread per writer)]"
                 );
                 std::process::exit(0);
             }
@@ -75,9 +92,19 @@ fn aos_load(bin: &Path, args: &Args, name: &str) -> Result<Vec<LoadResult>> {
     let mut results = Vec::new();
     for c in CONCURRENCY {
         eprintln!("AOS: concurrency {c} …");
-        let r = load::run(&urls, c, args.warmup, args.duration, |agent, url, t, seq| {
-            create_tenant(agent, url, key, &format!("bench-c{c}-t{t}-{seq}"), name)
-        })?;
+        let r = if args.client_threads == 0 {
+            load::run_threads(&urls, c, args.warmup, args.duration, |agent, url, t, seq| {
+                create_tenant(agent, url, key, &format!("bench-c{c}-t{t}-{seq}"), name)
+            })?
+        } else {
+            let name = name.to_owned();
+            let writes = Writes {
+                bearer: Some(key.to_owned()),
+                body: Arc::new(move |t, seq| create_tenant_body(&format!("bench-c{c}-t{t}-{seq}"), &name)),
+                acked: Arc::new(|status, _| status == 200),
+            };
+            load::run(&urls, c, args.client_threads, args.warmup, args.duration, &writes)?
+        };
         eprintln!("  {} writes/s, {} errors", r.writes_per_sec(), r.errors);
         results.push(r);
     }
@@ -91,9 +118,19 @@ fn etcd_load(bin: &Path, args: &Args, value: &str) -> Result<Vec<LoadResult>> {
     let mut results = Vec::new();
     for c in CONCURRENCY {
         eprintln!("etcd: concurrency {c} …");
-        let r = load::run(&urls, c, args.warmup, args.duration, |agent, url, t, seq| {
-            put(agent, url, &format!("bench-c{c}-t{t}-{seq}"), value)
-        })?;
+        let r = if args.client_threads == 0 {
+            load::run_threads(&urls, c, args.warmup, args.duration, |agent, url, t, seq| {
+                put(agent, url, &format!("bench-c{c}-t{t}-{seq}"), value)
+            })?
+        } else {
+            let value = value.to_owned();
+            let writes = Writes {
+                bearer: None,
+                body: Arc::new(move |t, seq| put_body(&format!("bench-c{c}-t{t}-{seq}"), &value)),
+                acked: Arc::new(put_acked),
+            };
+            load::run(&urls, c, args.client_threads, args.warmup, args.duration, &writes)?
+        };
         eprintln!("  {} writes/s, {} errors", r.writes_per_sec(), r.errors);
         results.push(r);
     }

@@ -178,6 +178,12 @@ impl AosCluster {
     }
 }
 
+/// The body of a create-tenant write (for [`super::load::run`], which
+/// counts HTTP 200 as acknowledged).
+pub fn create_tenant_body(tenant_id: &str, name: &str) -> bytes::Bytes {
+    bytes::Bytes::from(json!({"tenant_id": tenant_id, "name": name}).to_string())
+}
+
 /// One write: create tenant `tenant_id` with `name`. True when acknowledged
 /// (HTTP 200, i.e. committed).
 pub fn create_tenant(agent: &ureq::Agent, url: &str, key: &str, tenant_id: &str, name: &str) -> bool {

@@ -85,6 +85,17 @@ impl EtcdCluster {
     }
 }
 
+/// The body of a put (for [`super::load::run`]; see [`put_acked`]).
+pub fn put_body(key: &str, value: &str) -> bytes::Bytes {
+    bytes::Bytes::from(json!({"key": B64.encode(key), "value": B64.encode(value)}).to_string())
+}
+
+/// Whether a put's response acknowledges it (HTTP 200 with a header, i.e.
+/// committed).
+pub fn put_acked(status: u16, body: &[u8]) -> bool {
+    status == 200 && body.windows(8).any(|w| w == b"\"header\"")
+}
+
 /// One write: put `key` = `value`. True when acknowledged (HTTP 200 with a
 /// header, i.e. committed).
 pub fn put(agent: &ureq::Agent, url: &str, key: &str, value: &str) -> bool {

@@ -1,12 +1,17 @@
-//! Closed-loop write load: `concurrency` threads, each with its own HTTP
-//! agent, round-robin over the target URLs, for a warm-up and then a
-//! measured window.
+//! Closed-loop write load: `concurrency` writers round-robin over the
+//! target URLs, for a warm-up and then a measured window. [`run`] drives
+//! the writers as tasks on the event-driven client
+//! ([`crate::http_load`]); [`run_threads`] is the first harness (a thread
+//! and a blocking HTTP agent per writer), kept for comparison.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
+use bytes::Bytes;
 
 use super::{agent, percentile};
+use crate::http_load::{self, Target};
 
 /// What one load run measured (only requests issued after the warm-up and
 /// answered before the window closed count).
@@ -29,11 +34,116 @@ impl LoadResult {
     pub fn p(&self, p: usize) -> Duration {
         percentile(&self.latencies, p)
     }
+
+    /// Counts a write issued at `t0` and answered at `t1` if both fall
+    /// within the measured window `[from, end]`.
+    fn note(&mut self, t0: Instant, t1: Instant, acked: bool, from: Instant, end: Instant) {
+        if t0 < from || t1 > end {
+            return;
+        }
+        if acked {
+            self.ok += 1;
+            self.latencies.push(t1 - t0);
+        } else {
+            self.errors += 1;
+        }
+    }
+
+    /// Sums the writers' results over `window`.
+    fn total(window: Duration, per_writer: Vec<Result<LoadResult>>) -> Result<LoadResult> {
+        let mut total = LoadResult { window, ..LoadResult::default() };
+        for r in per_writer {
+            let r = r?;
+            total.ok += r.ok;
+            total.errors += r.errors;
+            total.latencies.extend(r.latencies);
+        }
+        total.latencies.sort_unstable();
+        Ok(total)
+    }
+}
+
+/// Makes writer `w`'s `seq`-th write body.
+pub type BodyFn = dyn Fn(usize, u64) -> Bytes + Send + Sync;
+/// Tells whether a response (status, body) acknowledges a write.
+pub type AckFn = dyn Fn(u16, &[u8]) -> bool + Send + Sync;
+
+/// What to write and how to tell an acknowledgement, for [`run`].
+#[derive(Clone)]
+pub struct Writes {
+    /// Bearer key sent with every write.
+    pub bearer: Option<String>,
+    /// The body of writer `w`'s `seq`-th write.
+    pub body: Arc<BodyFn>,
+    /// Whether a response (status, body) acknowledges the write.
+    pub acked: Arc<AckFn>,
+}
+
+impl std::fmt::Debug for Writes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writes")
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writer `writer`'s target for its `seq`-th write: each writer starts at
+/// its own target and moves on by one per write.
+fn round_robin<T>(targets: &[T], writer: usize, seq: u64) -> &T {
+    &targets[(writer + usize::try_from(seq).unwrap_or(0)) % targets.len()]
+}
+
+/// Runs `concurrency` writers as tasks on `client_threads` client threads.
+pub fn run(
+    targets: &[String],
+    concurrency: usize,
+    client_threads: usize,
+    warmup: Duration,
+    window: Duration,
+    writes: &Writes,
+) -> Result<LoadResult> {
+    if targets.is_empty() {
+        return Err(anyhow!("no targets"));
+    }
+    let targets: Arc<Vec<Target>> =
+        Arc::new(targets.iter().map(|u| Target::parse(u)).collect::<Result<_>>()?);
+    let runtime = http_load::runtime(client_threads)?;
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + window;
+    let per_writer = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..concurrency {
+            let (targets, writes) = (Arc::clone(&targets), writes.clone());
+            tasks.spawn(async move {
+                let mut http = http_load::Client::new(Duration::from_secs(10));
+                let mut r = LoadResult::default();
+                let mut seq = 0u64;
+                while let Some(t0) = Some(Instant::now()).filter(|t0| *t0 < end) {
+                    let target = round_robin(&targets, w, seq);
+                    let body = (writes.body)(w, seq);
+                    let acked = match http.post_json(target, writes.bearer.as_deref(), body).await {
+                        Ok((status, body)) => (writes.acked)(status, &body),
+                        Err(_) => false,
+                    };
+                    seq += 1;
+                    r.note(t0, Instant::now(), acked, measure_from, end);
+                }
+                r
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            results.push(done.map_err(|e| anyhow!("a writer task failed: {e}")));
+        }
+        results
+    });
+    LoadResult::total(window, per_writer)
 }
 
 /// Runs `write(agent, url, thread, seq)` from `concurrency` threads.
 /// `write` returns whether the write was acknowledged.
-pub fn run<F>(
+pub fn run_threads<F>(
     targets: &[String],
     concurrency: usize,
     warmup: Duration,
@@ -62,19 +172,10 @@ where
                         if t0 >= end {
                             break;
                         }
-                        let url = &targets[(t + usize::try_from(seq).unwrap_or(0)) % targets.len()];
+                        let url = round_robin(targets, t, seq);
                         let acked = write(&http, url, t, seq);
                         seq += 1;
-                        let t1 = Instant::now();
-                        if t0 < measure_from || t1 > end {
-                            continue;
-                        }
-                        if acked {
-                            r.ok += 1;
-                            r.latencies.push(t1 - t0);
-                        } else {
-                            r.errors += 1;
-                        }
+                        r.note(t0, Instant::now(), acked, measure_from, end);
                     }
                     r
                 })
@@ -85,13 +186,5 @@ where
             .map(|h| h.join().map_err(|_| anyhow!("a writer thread panicked")))
             .collect::<Vec<_>>()
     });
-    let mut total = LoadResult { window, ..LoadResult::default() };
-    for r in per_thread {
-        let r = r?;
-        total.ok += r.ok;
-        total.errors += r.errors;
-        total.latencies.extend(r.latencies);
-    }
-    total.latencies.sort_unstable();
-    Ok(total)
+    LoadResult::total(window, per_thread)
 }

@@ -49,6 +49,10 @@ pub struct SledLogStore<C> {
     _config: PhantomData<fn() -> C>,
 }
 
+/// Most encoded bytes of log entries per AppendEntries (see
+/// [`SledLogStore::limited_get_log_entries`]); a single larger entry still travels alone.
+pub const PAYLOAD_BUDGET: usize = 512 * 1024;
+
 /// What an append leaves with the flusher: told the fsync's result once everything written
 /// before it was queued is on disk.
 type FlushWaiter = Box<dyn FnOnce(io::Result<()>) + Send>;
@@ -171,6 +175,22 @@ impl<C: StoreTypeConfig> SledLogStore<C> {
         .collect()
     }
 
+    /// Entries from `start` (before `end`) until their encoded size reaches `budget` bytes:
+    /// always at least the first entry, so one entry larger than the budget still travels.
+    fn read_entries_within(&self, start: u64, end: u64, budget: usize) -> Result<Vec<C::Entry>, StoreError> {
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        for row in self.log.range(codec::index_key(start)..codec::index_key(end)) {
+            let (key, value) = row?;
+            if !entries.is_empty() && bytes.saturating_add(value.len()) > budget {
+                break;
+            }
+            bytes = bytes.saturating_add(value.len());
+            entries.push(Self::decode_entry(&key, &value)?);
+        }
+        Ok(entries)
+    }
+
     fn last_entry_id(&self) -> Result<Option<LogId<u64>>, StoreError> {
         match self.log.last()? {
             Some((key, value)) => Ok(Some(Self::decode_entry(&key, &value)?.log_id)),
@@ -211,6 +231,21 @@ impl<C: StoreTypeConfig> RaftLogReader<C> for SledLogStore<C> {
             return Ok(Vec::new());
         };
         self.read_entries(start, end).map_err(logs_err(ErrorVerb::Read))
+    }
+
+    /// What replication sends in one AppendEntries: at most [`PAYLOAD_BUDGET`] encoded bytes
+    /// (and at most openraft's `max_payload_entries`). openraft gives every AppendEntries one
+    /// heartbeat interval, so a payload must stay small enough for a busy follower to decode,
+    /// append and fsync in time whatever the entries' sizes: a count alone is either too small
+    /// for 1 KB admin entries (it capped write throughput at a few dozen entries per round trip
+    /// per follower) or too large for 50 KB ingest entries (timeouts, resends, a follower that
+    /// never catches up).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<C::Entry>, StorageError<u64>> {
+        self.read_entries_within(start, end, PAYLOAD_BUDGET).map_err(logs_err(ErrorVerb::Read))
     }
 }
 

@@ -6,6 +6,7 @@
 mod corruption;
 mod durability;
 mod offline;
+mod payload;
 mod snapshot;
 mod suite;
 mod support;
