@@ -718,14 +718,20 @@ impl Engine {
             }
             let mut records = self.apply_outcome(run, &decision, &enforced, Some(&step_id), "PRE_STEP", now);
             run.record.updated_at_ms = now;
-            records.extend(self.save_run(run)?);
-            // A plain admission produces no record and is not fsynced: if
-            // the agent crashes before the next fsync, the step's usage
-            // report is still taken (as a late report, see `report_usage`),
-            // so nothing the workload does goes uncounted; only the
-            // reservation is lost. Anything with a record (WARN and up,
-            // signals, a run ending or pausing) is durable before the
-            // answer leaves.
+            // A plain admission produces no record and is neither written
+            // nor fsynced: the run (its reservation, its step count) is
+            // written with the step's usage report. If the agent crashes
+            // first, that report is still taken (as a late report, see
+            // `report_usage`), so nothing the workload does goes
+            // uncounted; only the reservation is lost. Anything with a
+            // record (WARN and up, signals, a run ending or pausing) is
+            // written and durable before the answer leaves. Skipping the
+            // write saves a JSON encoding of the run and a copy of a sled
+            // leaf on every step (benches/README.md, edge agent).
+            let plain = records.is_empty() && run.reported_status == Some(run.record.status);
+            if !plain {
+                records.extend(self.save_run(run)?);
+            }
             let durable = !records.is_empty();
             self.append(records)?;
             (answer(&step_id, allowed, run.record.status, &decision, &enforced), durable)
