@@ -106,6 +106,9 @@ fn aos_load(bin: &Path, args: &Args, name: &str) -> Result<Vec<LoadResult>> {
             load::run(&urls, c, args.client_threads, args.warmup, args.duration, &writes)?
         };
         eprintln!("  {} writes/s, {} errors", r.writes_per_sec(), r.errors);
+        if let Some(e) = &r.last_error {
+            eprintln!("  last error: {e}");
+        }
         results.push(r);
     }
     Ok(results)

@@ -19,6 +19,9 @@ use crate::http_load::{self, Target};
 pub struct LoadResult {
     pub ok: u64,
     pub errors: u64,
+    /// What the last unacknowledged write got back (status and body, or
+    /// the transport error), to say why there were errors.
+    pub last_error: Option<String>,
     pub window: Duration,
     /// Latencies of acknowledged writes, sorted.
     pub latencies: Vec<Duration>,
@@ -56,6 +59,9 @@ impl LoadResult {
             let r = r?;
             total.ok += r.ok;
             total.errors += r.errors;
+            if r.last_error.is_some() {
+                total.last_error = r.last_error;
+            }
             total.latencies.extend(r.latencies);
         }
         total.latencies.sort_unstable();
@@ -123,8 +129,15 @@ pub fn run(
                     let target = round_robin(&targets, w, seq);
                     let body = (writes.body)(w, seq);
                     let acked = match http.post_json(target, writes.bearer.as_deref(), body).await {
-                        Ok((status, body)) => (writes.acked)(status, &body),
-                        Err(_) => false,
+                        Ok((status, body)) if (writes.acked)(status, &body) => true,
+                        Ok((status, body)) => {
+                            r.last_error = Some(format!("{status} {}", String::from_utf8_lossy(&body)));
+                            false
+                        }
+                        Err(e) => {
+                            r.last_error = Some(format!("{e:#}"));
+                            false
+                        }
                     };
                     seq += 1;
                     r.note(t0, Instant::now(), acked, measure_from, end);
