@@ -47,16 +47,16 @@ impl Target {
 }
 
 /// One simulated client: its own keep-alive connection per authority.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Client {
     connections: HashMap<String, SendRequest<Full<Bytes>>>,
-    timeout: Option<Duration>,
+    timeout: Duration,
 }
 
 impl Client {
     /// A client whose requests give up after `timeout`.
     pub fn new(timeout: Duration) -> Client {
-        Client { connections: HashMap::new(), timeout: Some(timeout) }
+        Client { connections: HashMap::new(), timeout }
     }
 
     async fn connection(&mut self, authority: &str) -> Result<&mut SendRequest<Full<Bytes>>> {
@@ -86,32 +86,15 @@ impl Client {
         bearer: Option<&str>,
         body: Bytes,
     ) -> Result<(u16, Bytes)> {
-        self.send(target, hyper::Method::POST, bearer, body).await
-    }
-
-    /// `GET` (with a bearer key); the status and the whole response body.
-    pub async fn get(&mut self, target: &Target, bearer: Option<&str>) -> Result<(u16, Bytes)> {
-        self.send(target, hyper::Method::GET, bearer, Bytes::new()).await
-    }
-
-    async fn send(
-        &mut self,
-        target: &Target,
-        method: hyper::Method,
-        bearer: Option<&str>,
-        body: Bytes,
-    ) -> Result<(u16, Bytes)> {
         let timeout = self.timeout;
         let exchange = async {
             let sender = self.connection(&target.authority).await?;
             sender.ready().await?;
             let mut request = hyper::Request::builder()
-                .method(method)
+                .method(hyper::Method::POST)
                 .uri(target.path.as_str())
-                .header(hyper::header::HOST, target.authority.as_str());
-            if !body.is_empty() {
-                request = request.header(hyper::header::CONTENT_TYPE, "application/json");
-            }
+                .header(hyper::header::HOST, target.authority.as_str())
+                .header(hyper::header::CONTENT_TYPE, "application/json");
             if let Some(key) = bearer {
                 request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
             }
@@ -120,12 +103,9 @@ impl Client {
             let bytes = response.into_body().collect().await?.to_bytes();
             Ok::<_, anyhow::Error>((status, bytes))
         };
-        let result = match timeout {
-            Some(limit) => tokio::time::timeout(limit, exchange)
-                .await
-                .unwrap_or_else(|_| Err(anyhow!("no answer within {limit:?}"))),
-            None => exchange.await,
-        };
+        let result = tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(anyhow!("no answer within {timeout:?}")));
         if result.is_err() {
             self.connections.remove(&target.authority);
         }
@@ -152,35 +132,36 @@ pub fn spawn_floor_server() -> Result<String> {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        |request: hyper::Request<hyper::body::Incoming>| async move {
-                            let runs = request.uri().path().ends_with("/runs");
-                            let _ = request.into_body().collect().await;
-                            let (status, body) = if runs {
-                                (hyper::StatusCode::CREATED, &br#"{"run_id":"floor"}"#[..])
-                            } else {
-                                (
-                                    hyper::StatusCode::OK,
-                                    &br#"{"step_id":"floor-1","allowed":true,"outcome":"ALLOW"}"#[..],
-                                )
-                            };
-                            let mut response = hyper::Response::new(Full::new(Bytes::from_static(body)));
-                            *response.status_mut() = status;
-                            response.headers_mut().insert(
-                                hyper::header::CONTENT_TYPE,
-                                hyper::header::HeaderValue::from_static("application/json"),
-                            );
-                            Ok::<_, std::convert::Infallible>(response)
-                        },
-                    );
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(stream),
+                            hyper::service::service_fn(floor_answer),
+                        )
                         .await;
                 });
             }
         });
     })?;
     Ok(base)
+}
+
+/// The floor server's answer to any request (see [`spawn_floor_server`]).
+async fn floor_answer(
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    let runs = request.uri().path().ends_with("/runs");
+    let _ = request.into_body().collect().await;
+    let (status, body) = if runs {
+        (hyper::StatusCode::CREATED, &br#"{"run_id":"floor"}"#[..])
+    } else {
+        (hyper::StatusCode::OK, &br#"{"step_id":"floor-1","allowed":true,"outcome":"ALLOW"}"#[..])
+    };
+    let mut response = hyper::Response::new(Full::new(Bytes::from_static(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    Ok(response)
 }
 
 /// A tokio runtime for the client side: one thread unless asked for more.
@@ -195,7 +176,38 @@ pub fn runtime(client_threads: usize) -> Result<tokio::runtime::Runtime> {
 
 #[cfg(test)]
 mod tests {
-    use super::Target;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::{Client, Target, spawn_floor_server};
+
+    /// The client against the floor server: keep-alive exchanges, the
+    /// shapes the agent benches expect, and a fresh connection after a
+    /// transport error instead of a client stuck on a dead one.
+    #[tokio::test]
+    async fn the_client_talks_to_the_floor_server_and_recovers_from_errors() {
+        let base = spawn_floor_server().unwrap();
+        let mut client = Client::new(Duration::from_secs(5));
+        let runs = Target::parse(&format!("{base}/api/v1/runs")).unwrap();
+        let (status, body) = client.post_json(&runs, Some("k"), Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!((status, &body[..]), (201, &br#"{"run_id":"floor"}"#[..]));
+        let steps = Target::parse(&format!("{base}/api/v1/runs/floor/steps")).unwrap();
+        for _ in 0..3 {
+            let (status, body) = client.post_json(&steps, None, Bytes::from_static(b"{}")).await.unwrap();
+            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!((status, &answer["allowed"]), (200, &serde_json::Value::Bool(true)));
+        }
+        assert_eq!(client.connections.len(), 1, "one kept-alive connection per authority");
+
+        // Nothing listens here: an error, and no dead connection is kept.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let nowhere = Target::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
+        assert!(client.post_json(&nowhere, None, Bytes::new()).await.is_err());
+        assert!(!client.connections.contains_key(&nowhere.authority));
+        let (status, _) = client.post_json(&steps, None, Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(status, 200, "the working connection is unaffected");
+    }
 
     #[test]
     fn urls_split_into_authority_and_path() {

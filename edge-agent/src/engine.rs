@@ -728,7 +728,7 @@ impl Engine {
             // written and durable before the answer leaves. Skipping the
             // write saves a JSON encoding of the run and a copy of a sled
             // leaf on every step (benches/README.md, edge agent).
-            let plain = records.is_empty() && run.reported_status == Some(run.record.status);
+            let plain = records.is_empty() && run.status_reported();
             if !plain {
                 records.extend(self.save_run(run)?);
             }
@@ -1036,7 +1036,7 @@ impl Engine {
     /// last report, returns the `RUN_STATE` record that says so.
     fn save_run(&self, run: &mut Run) -> Result<Option<Record>, AgentError> {
         self.store.put_run(&run.record.run_id, &run.record)?;
-        if run.reported_status == Some(run.record.status) {
+        if run.status_reported() {
             return Ok(None);
         }
         run.reported_status = Some(run.record.status);

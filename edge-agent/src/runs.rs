@@ -147,6 +147,11 @@ impl Run {
         Run { record, run_start, first_token, cancel, reported_status: None, passages: Default::default() }
     }
 
+    /// Whether a `RUN_STATE` record already reports the run's status.
+    pub fn status_reported(&self) -> bool {
+        self.reported_status == Some(self.record.status)
+    }
+
     /// A run restored after a restart: its status was reported before.
     pub fn restored(record: RunRecord, run_start: Option<VerifiedSnapshot>) -> Run {
         let status = record.status;

@@ -100,7 +100,7 @@ pub fn put_acked(status: u16, body: &[u8]) -> bool {
 /// header, i.e. committed).
 pub fn put(agent: &ureq::Agent, url: &str, key: &str, value: &str) -> bool {
     let body = json!({"key": B64.encode(key), "value": B64.encode(value)});
-    matches!(post_json(agent, url, None, &body), Ok((200, text)) if text.contains("\"header\""))
+    matches!(post_json(agent, url, None, &body), Ok((status, text)) if put_acked(status, text.as_bytes()))
 }
 
 /// Watches `key` on the member at `client_url` through the JSON gateway's

@@ -93,6 +93,11 @@ impl std::fmt::Debug for Writes {
     }
 }
 
+/// Now, if it is before `end`: when a writer may issue its next write.
+fn started_before(end: Instant) -> Option<Instant> {
+    Some(Instant::now()).filter(|now| *now < end)
+}
+
 /// Writer `writer`'s target for its `seq`-th write: each writer starts at
 /// its own target and moves on by one per write.
 fn round_robin<T>(targets: &[T], writer: usize, seq: u64) -> &T {
@@ -125,7 +130,7 @@ pub fn run(
                 let mut http = http_load::Client::new(Duration::from_secs(10));
                 let mut r = LoadResult::default();
                 let mut seq = 0u64;
-                while let Some(t0) = Some(Instant::now()).filter(|t0| *t0 < end) {
+                while let Some(t0) = started_before(end) {
                     let target = round_robin(&targets, w, seq);
                     let body = (writes.body)(w, seq);
                     let acked = match http.post_json(target, writes.bearer.as_deref(), body).await {
@@ -180,11 +185,7 @@ where
                     let http = agent(Duration::from_secs(10));
                     let mut r = LoadResult::default();
                     let mut seq = 0u64;
-                    loop {
-                        let t0 = Instant::now();
-                        if t0 >= end {
-                            break;
-                        }
+                    while let Some(t0) = started_before(end) {
                         let url = round_robin(targets, t, seq);
                         let acked = write(&http, url, t, seq);
                         seq += 1;
