@@ -4,17 +4,17 @@
 //! `UNAVAILABLE` with the leader it knows in `aos-leader-id` /
 //! `aos-leader-addr` metadata, so callers can retry there.
 
-use aos_cp_state::Proposal;
+use aos_cp_state::{Command, Proposal};
 use aos_proto::cluster::cluster_service_server::ClusterService;
 use aos_proto::cluster::{
     LogPositionReply, LogPositionRequest, ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest,
 };
-use openraft::BasicNode;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use tonic::{Request, Response, Status};
 
 use crate::node::Node;
 use crate::raft::NodeId;
+use crate::write::ClusterError;
 
 /// Serves cluster RPCs for one node.
 #[derive(Debug, Clone)]
@@ -29,15 +29,15 @@ impl ClusterRpcServer {
     }
 }
 
-fn not_leader(forward: &ForwardToLeader<NodeId, BasicNode>) -> Status {
+fn not_leader(leader_id: Option<NodeId>, leader_addr: Option<&str>) -> Status {
     let mut status = Status::unavailable("not the leader");
-    if let Some(id) = forward.leader_id
+    if let Some(id) = leader_id
         && let Ok(value) = id.to_string().parse()
     {
         status.metadata_mut().insert("aos-leader-id", value);
     }
-    if let Some(node) = &forward.leader_node
-        && let Ok(value) = node.addr.parse()
+    if let Some(addr) = leader_addr
+        && let Ok(value) = addr.parse()
     {
         status.metadata_mut().insert("aos-leader-addr", value);
     }
@@ -57,15 +57,31 @@ impl ClusterService for ClusterRpcServer {
                 self.node.id()
             )));
         }
-        match self.node.raft().client_write(proposal).await {
-            Ok(response) => {
-                let result_json = serde_json::to_vec(&response.data)
-                    .map_err(|e| Status::internal(format!("encode result: {e}")))?;
-                Ok(Response::new(ProposeReply { result_json, log_index: response.log_id.index }))
+        // A forwarded batch joins this node's proposer as one group; its
+        // answer is the proposals' results, in order.
+        let (proposals, batch) = match proposal.command {
+            Command::Batch { proposals } => (proposals, true),
+            _ => (vec![proposal], false),
+        };
+        let committed = match self.node.proposer().submit(proposals, false).await {
+            Ok(committed) => committed,
+            Err(ClusterError::NotLeader { leader_id, leader_addr }) => {
+                return Err(not_leader(leader_id, leader_addr.as_deref()));
             }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(not_leader(&forward)),
-            Err(e) => Err(Status::internal(e.to_string())),
-        }
+            Err(e @ ClusterError::CommitTimeout) => return Err(Status::deadline_exceeded(e.to_string())),
+            Err(e @ (ClusterError::NoLeader | ClusterError::NoQuorum { .. })) => {
+                return Err(Status::unavailable(e.to_string()));
+            }
+            Err(e) => return Err(Status::internal(e.to_string())),
+        };
+        let answer = if batch {
+            crate::proposer::batch_answer(&committed)
+        } else {
+            committed.into_iter().next().ok_or_else(|| Status::internal("no result for the proposal"))?
+        };
+        let result_json = serde_json::to_vec(&answer.result)
+            .map_err(|e| Status::internal(format!("encode result: {e}")))?;
+        Ok(Response::new(ProposeReply { result_json, log_index: answer.log_index }))
     }
 
     async fn read_index(
@@ -86,7 +102,7 @@ impl ClusterService for ClusterRpcServer {
                 term: read_log_id.map_or(0, |id| id.leader_id.term),
             })),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                Err(not_leader(&forward))
+                Err(not_leader(forward.leader_id, forward.leader_node.as_ref().map(|n| n.addr.as_str())))
             }
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
                 Err(Status::unavailable(format!("no quorum: {e}")))

@@ -242,7 +242,9 @@ impl IntoResponse for ApiError {
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
         match e {
-            ClusterError::NoLeader | ClusterError::LeaderUnreachable { .. } => {
+            ClusterError::NoLeader
+            | ClusterError::LeaderUnreachable { .. }
+            | ClusterError::NotLeader { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "LEADER_UNAVAILABLE", e.to_string())
             }
             ClusterError::CommitTimeout => {

@@ -12,6 +12,8 @@
 //! - [`node`]: one node — open, initialise, serve gRPC + HTTP, shut down.
 //! - [`write`]: the write path (leader commit or forward) and linearizable
 //!   read barriers.
+//! - [`proposer`]: proposals made together on a node, committed as one Raft
+//!   entry.
 //! - [`cluster_service`]: inbound forwarding / read-index RPCs.
 //! - [`http`]: the admin REST API.
 //! - [`config`]: flags, env and TOML merged; the redacted effective config.
@@ -42,6 +44,7 @@ pub mod master_key;
 pub mod node;
 pub mod periodic;
 pub mod pki;
+pub mod proposer;
 pub mod raft;
 pub mod reissue;
 pub mod reports;

@@ -212,6 +212,21 @@ struct NodeInner {
     log_store: LogStore,
     /// The fewest log entries between two Raft snapshots.
     snapshot_every: u64,
+    /// Where this node's proposals go (started on first use).
+    proposer: std::sync::OnceLock<crate::proposer::Proposer>,
+}
+
+/// A handle that does not keep the node alive (held by its proposer task).
+#[derive(Debug, Clone)]
+pub struct WeakNode {
+    inner: std::sync::Weak<NodeInner>,
+}
+
+impl WeakNode {
+    /// The node, while it is still running.
+    pub fn upgrade(&self) -> Option<Node> {
+        self.inner.upgrade().map(|inner| Node { inner })
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -300,6 +315,7 @@ impl Node {
                 leader_lease,
                 log_store: log_reader,
                 snapshot_every: config.snapshot_every.max(1),
+                proposer: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -312,6 +328,16 @@ impl Node {
     /// The Raft instance.
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// This node's proposer (started on first use, within the runtime).
+    pub fn proposer(&self) -> &crate::proposer::Proposer {
+        self.inner.proposer.get_or_init(|| crate::proposer::Proposer::start(self.downgrade()))
+    }
+
+    /// A handle that does not keep this node alive.
+    pub fn downgrade(&self) -> WeakNode {
+        WeakNode { inner: Arc::downgrade(&self.inner) }
     }
 
     /// Read access to the applied state.

@@ -15,10 +15,10 @@ use std::time::Duration;
 use aos_cp_state::{CommandResult, Proposal};
 use aos_proto::cluster::cluster_service_client::ClusterServiceClient;
 use aos_proto::cluster::{LogPositionReply, LogPositionRequest, ProposeRequest, ReadIndexRequest};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::node::{LeaderContact, Node};
+use crate::node::Node;
 use crate::raft::NodeId;
 
 /// How long a forwarded call or a read barrier may take.
@@ -27,7 +27,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a write or read could not be served.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
     /// No leader is known (election in progress, or this node is cut off
     /// from a quorum).
@@ -64,6 +64,15 @@ pub enum ClusterError {
         /// Milliseconds since a quorum last acknowledged this leader.
         since_ms: u64,
     },
+    /// This node is not the leader and the proposals were forwarded to it
+    /// already (a write is forwarded once, never passed along further).
+    #[error("this node is not the leader")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader_id: Option<NodeId>,
+        /// Its cluster address.
+        leader_addr: Option<String>,
+    },
 }
 
 /// Longest a proposal waits for its commit on the leader.
@@ -78,28 +87,15 @@ pub struct Committed {
     pub result: CommandResult,
 }
 
-/// Proposes on the leader, forwarding when this node is not it.
+/// Proposes on the leader, forwarding when this node is not it. Proposals
+/// made at the same time on this node travel as one Raft entry (see
+/// [`crate::proposer`]).
 pub async fn propose(node: &Node, proposal: Proposal) -> Result<Committed, ClusterError> {
-    // A cut-off leader would only queue the entry and time out: refuse it
-    // at once, before anything is appended.
-    if let LeaderContact::CutOffLeader(Some(since_ms)) = node.leader_contact() {
-        return Err(ClusterError::NoQuorum { since_ms });
-    }
-    let written = tokio::time::timeout(COMMIT_TIMEOUT, node.raft().client_write(proposal.clone()))
-        .await
-        .map_err(|_| ClusterError::CommitTimeout)?;
-    match written {
-        Ok(response) => Ok(Committed { log_index: response.log_id.index, result: response.data }),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            match (forward.leader_id, forward.leader_node) {
-                (Some(leader), Some(leader_node)) => {
-                    forward_propose(leader, &leader_node.addr, &proposal).await
-                }
-                _ => Err(ClusterError::NoLeader),
-            }
-        }
-        Err(e) => Err(ClusterError::Raft(e.to_string())),
-    }
+    node.proposer()
+        .submit(vec![proposal], true)
+        .await?
+        .pop()
+        .ok_or_else(|| ClusterError::Codec("the proposer answered without a result".to_owned()))
 }
 
 /// gRPC channels to leaders by address, shared by every forwarded call:
@@ -125,15 +121,22 @@ fn peer_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<Channe
     Ok(ClusterServiceClient::new(channel))
 }
 
-/// Maps a leader's gRPC status: `UNAVAILABLE` means it lost leadership.
+/// Maps a leader's gRPC status: `UNAVAILABLE` means it lost leadership,
+/// `DEADLINE_EXCEEDED` that it took the proposal but could not commit it in
+/// time.
 fn leader_status(leader: NodeId, status: &tonic::Status) -> ClusterError {
     match status.code() {
         tonic::Code::Unavailable => ClusterError::NoLeader,
+        tonic::Code::DeadlineExceeded => ClusterError::CommitTimeout,
         _ => ClusterError::LeaderUnreachable { leader, reason: status.to_string() },
     }
 }
 
-async fn forward_propose(leader: NodeId, addr: &str, proposal: &Proposal) -> Result<Committed, ClusterError> {
+pub(crate) async fn forward_propose(
+    leader: NodeId,
+    addr: &str,
+    proposal: &Proposal,
+) -> Result<Committed, ClusterError> {
     let proposal_json = serde_json::to_vec(proposal).map_err(|e| ClusterError::Codec(e.to_string()))?;
     let reply = peer_client(leader, addr)?
         .propose(ProposeRequest { proposal_json })

@@ -136,6 +136,15 @@ async fn metrics(State(node): State<Node>) -> Response {
         id,
         node.raft_log_fsyncs(),
     );
+    let (entries, proposals) = node.proposer().sent();
+    counter(
+        &mut out,
+        "aos_cp_proposer_entries_total",
+        "Raft entries this node's proposer sent (committed here or forwarded to the leader) since start; proposals made together travel as one.",
+        id,
+        entries,
+    );
+    counter(&mut out, "aos_cp_proposer_proposals_total", "Proposals those entries carried.", id, proposals);
     let mut response = out.into_response();
     response
         .headers_mut()

@@ -337,6 +337,18 @@ pub enum Command {
         /// Why (audited).
         reason: String,
     },
+    /// Proposals made at about the same time on one node, committed as one
+    /// Raft entry (see the control plane's `proposer`): one log write, one
+    /// replication and one apply instead of one per proposal. Each proposal
+    /// is applied, audited and remembered by its request id exactly as if
+    /// it were its own entry, in order; the batch itself writes no audit
+    /// entry, and its result carries the proposals' results
+    /// ([`CommandResult::batch`]). Batches do not nest: a batch inside a
+    /// batch is refused (and audited) like any invalid command.
+    Batch {
+        /// The proposals, in the order they are applied.
+        proposals: Vec<Proposal>,
+    },
     /// Records that the API layer refused a request (wrong role,
     /// cross-tenant access), so that every denied admin attempt is in the
     /// ledger. Changes nothing else.
@@ -396,6 +408,8 @@ impl Command {
                 | Command::RecordAgentAcks { .. }
                 | Command::RecordAgentConnection { .. }
                 | Command::RecordAlertDelivery { .. }
+                // Its proposals are remembered by their own request ids.
+                | Command::Batch { .. }
         )
     }
 
@@ -436,6 +450,7 @@ impl Command {
             Command::PutKnowledgePlane { .. } => "PUT_KNOWLEDGE_PLANE",
             Command::SetPlaneActivation { .. } => "SET_PLANE_ACTIVATION",
             Command::RecordDenial { .. } => "RECORD_DENIAL",
+            Command::Batch { .. } => "BATCH",
             Command::RecordExport { .. } => "RECORD_EXPORT",
             Command::SetRetention { .. } => "SET_RETENTION",
             Command::ApplyRetention { .. } => "APPLY_RETENTION",
@@ -465,6 +480,50 @@ impl CommandResult {
     /// Whether the command was applied.
     pub fn is_applied(&self) -> bool {
         matches!(self, CommandResult::Applied(_))
+    }
+
+    /// The result of a [`Command::Batch`]: its proposals' results, in
+    /// order, under `detail.batch` of an `Applied` that has no audit entry
+    /// of its own (seq 0, as blank entries), so that a Raft entry's
+    /// response stays one `CommandResult` whatever it carries.
+    pub fn batch(results: &[CommandResult]) -> CommandResult {
+        let detail = match serde_json::to_value(results) {
+            Ok(list) => serde_json::json!({ BATCH_RESULTS: list }),
+            // Not reachable for these plain types; the proposer then reports
+            // the batch's results as unreadable rather than guessing them.
+            Err(e) => serde_json::json!({ "batch_unencodable": e.to_string() }),
+        };
+        CommandResult::Applied(Applied { audit_seq: 0, tenant_snapshot_version: None, detail })
+    }
+
+    /// The proposals' results, if this is a [`CommandResult::batch`].
+    pub fn into_batch(self) -> Option<Vec<CommandResult>> {
+        match self {
+            CommandResult::Applied(Applied { audit_seq: 0, detail: Value::Object(mut fields), .. }) => {
+                serde_json::from_value(fields.remove(BATCH_RESULTS)?).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Field of a batch result's `detail` holding the proposals' results.
+const BATCH_RESULTS: &str = "batch";
+
+impl Proposal {
+    /// Roughly how many bytes the proposal takes in a log entry, for sizing
+    /// batches: ingested records by their length (JSON inside JSON escapes
+    /// quotes, hence the quarter), every other command a flat kilobyte
+    /// (admin commands are small; a policy is a few kilobytes at most).
+    pub fn approx_encoded_len(&self) -> usize {
+        const SMALL: usize = 1024;
+        match &self.command {
+            Command::IngestRecords { records, .. } => {
+                SMALL + records.iter().map(|r| r.record_id.len() + r.json.len() * 5 / 4 + 32).sum::<usize>()
+            }
+            Command::Batch { proposals } => proposals.iter().map(Proposal::approx_encoded_len).sum(),
+            _ => SMALL,
+        }
     }
 }
 

@@ -175,6 +175,8 @@ impl Subject {
             Command::RecordDenial { tenant_id, target, .. } => {
                 (tenant_id.clone(), target.clone(), Need::Nothing)
             }
+            // Only reaches here nested in another batch, to be refused.
+            Command::Batch { .. } => (None, "batch".to_owned(), Need::Nothing),
             Command::SetRetention { tenant_id, .. } => {
                 (tenant(tenant_id), format!("tenants/{tenant_id}/retention"), roles(ADMIN, "set retention"))
             }
@@ -424,5 +426,11 @@ pub(crate) fn execute(
         )
         .outcome(AuditOutcome::Rejected)
         .result(serde_json::json!({ "recorded": true, "action": action, "target": target }))),
+        // A top-level batch is unpacked by `ControlState::apply`; one found
+        // here was nested in a batch.
+        Command::Batch { .. } => Err(Refusal::invalid(vec![aos_core::FieldError::new(
+            "command",
+            "a BATCH cannot be nested inside a BATCH",
+        )])),
     }
 }

@@ -7,7 +7,7 @@ use aos_core::policy::{ActorRole, Policy, PolicyStatus};
 use aos_core::snapshot::WorkloadKey;
 
 use crate::audit::{AuditAction, AuditDraft, AuditLedger, AuditOutcome};
-use crate::command::{Applied, CommandResult, Proposal, Rejection};
+use crate::command::{Applied, Command, CommandResult, Proposal, Rejection};
 use crate::dispatch::{self, Subject};
 use crate::domain::Domain;
 use crate::error::StateError;
@@ -46,8 +46,22 @@ impl ControlState {
     /// A `request_id` seen before returns the original result and changes
     /// nothing but `last_applied_index`. Otherwise the command is authorised,
     /// validated and applied, or refused with nothing changed, and in both
-    /// cases exactly one audit entry is appended.
+    /// cases exactly one audit entry is appended. A [`Command::Batch`]
+    /// applies its proposals this way, in order, and answers with their
+    /// results ([`CommandResult::batch`]).
     pub fn apply(&mut self, log_index: u64, proposal: &Proposal) -> CommandResult {
+        if let Command::Batch { proposals } = &proposal.command {
+            self.last_applied_index = self.last_applied_index.max(log_index);
+            let results: Vec<CommandResult> =
+                proposals.iter().map(|p| self.apply_one(log_index, p)).collect();
+            return CommandResult::batch(&results);
+        }
+        self.apply_one(log_index, proposal)
+    }
+
+    /// Applies one proposal that is not a top-level batch (a nested batch
+    /// is refused by the dispatcher).
+    fn apply_one(&mut self, log_index: u64, proposal: &Proposal) -> CommandResult {
         self.last_applied_index = self.last_applied_index.max(log_index);
         if let Some(original) = self.requests.get(&proposal.request_id) {
             return original.clone();

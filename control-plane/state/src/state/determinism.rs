@@ -62,7 +62,8 @@ fn resolve(who: &Who, command: &Command) -> ActorRef {
         | Command::IngestRecords { .. }
         | Command::RecordAgentConnection { .. }
         | Command::ApplyRetention { .. }
-        | Command::ExpireGovernance {} => None,
+        | Command::ExpireGovernance {}
+        | Command::Batch { .. } => None,
         Command::SetGovernance { tenant_id, .. } => tenant_id.as_deref(),
         Command::TransitionIncident { tenant_id, .. }
         | Command::CreateSuppression { tenant_id, .. }

@@ -427,6 +427,95 @@ fn the_request_log_forgets_the_oldest_ids() {
     assert_eq!(h.state.audit().len(), len + 1);
 }
 
+// --- batches (one Raft entry for proposals made together) -----------------
+
+/// Proposals covering every way a proposal can end: applied, refused,
+/// replayed by request id, touching a tenant's snapshot.
+fn mixed_proposals(h: &Harness) -> Vec<crate::Proposal> {
+    let with_id = |id: &str, actor: &ActorRef, command: Command| {
+        let mut p = h.proposal(actor, command);
+        p.request_id = id.to_owned();
+        p
+    };
+    let create =
+        with_id("b-1", &operator(), Command::CreateTenant { tenant_id: "initech".into(), name: "I".into() });
+    vec![
+        create.clone(),
+        with_id("b-2", &admin("initech"), project("initech", "p1")),
+        // Refused: an auditor changes nothing.
+        with_id("b-3", &auditor(ACME), project(ACME, "p2")),
+        // Replayed: the first proposal again, by its request id.
+        create,
+        with_id("b-4", &author(ACME), apply(ACME, active(policy("pol-a", 100)))),
+    ]
+}
+
+#[test]
+fn a_batch_applies_its_proposals_as_separate_entries_would() {
+    let proposals = mixed_proposals(&Harness::with_tenants());
+
+    let mut one_by_one = Harness::with_tenants();
+    let separate: Vec<CommandResult> = proposals.iter().map(|p| one_by_one.submit(p)).collect();
+
+    let mut batched = Harness::with_tenants();
+    let batch = batched.proposal(&operator(), Command::Batch { proposals: proposals.clone() });
+    let before = batched.state.audit().len();
+    let result = batched.submit(&batch);
+    let results = result.clone().into_batch().expect("a batch answers with its proposals' results");
+
+    assert_eq!(results, separate, "same results, audit seqs included");
+    assert_eq!(batched.state.domain(), one_by_one.state.domain());
+    assert_eq!(batched.state.requests().get("b-4"), one_by_one.state.requests().get("b-4"));
+    assert!(batched.state.requests().get(&batch.request_id).is_none(), "the batch itself is not remembered");
+    // One audit entry per proposal that was not a replay, none for the
+    // batch; the same entries as one by one but for the log index, which
+    // is the batch's.
+    let entries = &batched.state.audit().entries()[before..];
+    let expected = &one_by_one.state.audit().entries()[before..];
+    assert_eq!(entries.len(), 4);
+    assert_eq!(expected.len(), 4);
+    for (got, want) in entries.iter().zip(expected) {
+        assert_eq!(
+            (got.seq, &got.request_id, got.action, &got.detail),
+            (want.seq, &want.request_id, want.action, &want.detail)
+        );
+        assert_eq!(got.log_index, batched.next_index - 1);
+    }
+    assert!(batched.state.audit().verify().is_ok());
+    assert_eq!(batched.state.last_applied_index(), batched.next_index - 1);
+}
+
+#[test]
+fn batches_do_not_nest_and_an_empty_batch_changes_nothing() {
+    let mut h = Harness::with_tenants();
+    let inner = h.proposal(&admin(ACME), project(ACME, "p1"));
+    let mut nested = h.proposal(&admin(ACME), Command::Batch { proposals: vec![inner] });
+    nested.request_id = "nested".to_owned();
+    let domain = h.state.domain().clone();
+    let before = h.state.audit().len();
+    let results = h.run(&operator(), Command::Batch { proposals: vec![nested] }).into_batch().unwrap();
+    let [CommandResult::Rejected(refused)] = results.as_slice() else {
+        panic!("expected one refusal: {results:#?}")
+    };
+    assert_eq!(refused.code, RejectionCode::InvalidInput);
+    assert!(refused.message.contains("cannot be nested"), "{}", refused.message);
+    assert_eq!(h.state.domain(), &domain, "the nested proposal was not applied");
+    assert_eq!(h.state.audit().len(), before + 1, "the refusal is audited");
+
+    let empty = h.run(&operator(), Command::Batch { proposals: Vec::new() });
+    assert_eq!(empty.into_batch(), Some(Vec::new()));
+    assert_eq!(h.state.audit().len(), before + 1);
+}
+
+#[test]
+fn only_a_batch_result_reads_as_one() {
+    let mut h = Harness::with_tenants();
+    assert_eq!(h.run(&admin(ACME), project(ACME, "p1")).into_batch(), None);
+    assert_eq!(h.run(&auditor(ACME), project(ACME, "p2")).into_batch(), None);
+    let results = vec![h.run(&admin(ACME), project(ACME, "p3"))];
+    assert_eq!(CommandResult::batch(&results).into_batch(), Some(results));
+}
+
 // --- snapshot versions and snapshots ---------------------------------------
 
 fn expect_bump(h: &mut Harness, actor: &ActorRef, command: Command, bumped: bool) {

@@ -1,0 +1,310 @@
+//! Groups the proposals one node makes at about the same time into one Raft
+//! entry (`BATCH`, see [`aos_cp_state::Command::Batch`]).
+//!
+//! Every proposal used to be its own entry: its own log write on three
+//! nodes, its own place in every AppendEntries, its own apply, and on a
+//! follower its own gRPC call to forward it to the leader. Under load those
+//! per-entry costs, paid on every node, were where the cluster's CPU went.
+//! Here a node's proposals queue to one task, which keeps at most
+//! [`MAX_IN_FLIGHT`] entries in flight and, whenever one is free, sends
+//! everything queued — up to [`MAX_BATCH_PROPOSALS`] proposals and about
+//! [`MAX_BATCH_BYTES`] — as one entry. A lone proposal goes as it is, so a
+//! quiet cluster pays nothing extra; batches grow with load, as etcd's do.
+//!
+//! A follower forwards a batch to the leader in one call; the leader's
+//! proposer takes it as one group (it may travel with the leader's own).
+//! Each proposal is applied, audited and answered exactly as if it were its
+//! own entry; a batch that fails to commit fails each of its proposals with
+//! the same error, as separate entries pending on the same leader would.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aos_cp_state::{Command, CommandResult, Proposal};
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::bootstrap::system_actor;
+use crate::node::{LeaderContact, Node, WeakNode};
+use crate::write::{COMMIT_TIMEOUT, ClusterError, Committed, forward_propose};
+
+/// Entries one node keeps in flight at once: enough to keep Raft's pipeline
+/// busy while the next batch gathers.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Most proposals in one entry.
+pub const MAX_BATCH_PROPOSALS: usize = 256;
+/// About the most bytes one entry carries, so that a batch replicates well
+/// within a heartbeat (openraft gives each AppendEntries one). A single
+/// larger proposal still travels, alone.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Submissions waiting for the proposer; a full queue makes callers wait.
+const QUEUE: usize = 8_192;
+
+/// A node's proposer; cloning shares it.
+#[derive(Debug, Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Submission>,
+    counts: Arc<Counts>,
+}
+
+/// What the proposer has sent, for `/metrics`.
+#[derive(Debug, Default)]
+struct Counts {
+    entries: AtomicU64,
+    proposals: AtomicU64,
+}
+
+/// Proposals submitted together, answered together.
+#[derive(Debug)]
+struct Submission {
+    proposals: Vec<Proposal>,
+    approx_bytes: usize,
+    /// Whether they may be forwarded when this node is not the leader:
+    /// `false` for proposals a follower forwarded here (one hop only).
+    may_forward: bool,
+    reply: oneshot::Sender<Result<Vec<Committed>, ClusterError>>,
+}
+
+impl Proposer {
+    /// Starts the proposer task of `node` (within a Tokio runtime). It holds
+    /// the node weakly and ends when the node and every handle are gone.
+    pub(crate) fn start(node: WeakNode) -> Proposer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(run(node, rx, Arc::clone(&counts)));
+        Proposer { tx, counts }
+    }
+
+    /// Entries sent (committed here or forwarded) and the proposals they
+    /// carried, since start: their ratio is the average batch.
+    pub fn sent(&self) -> (u64, u64) {
+        (self.counts.entries.load(Ordering::Relaxed), self.counts.proposals.load(Ordering::Relaxed))
+    }
+
+    /// Commits `proposals` (in this order, possibly with others) and
+    /// returns one answer per proposal.
+    pub async fn submit(
+        &self,
+        proposals: Vec<Proposal>,
+        may_forward: bool,
+    ) -> Result<Vec<Committed>, ClusterError> {
+        if proposals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let approx_bytes = proposals.iter().map(Proposal::approx_encoded_len).sum();
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission { proposals, approx_bytes, may_forward, reply };
+        self.tx.send(submission).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> ClusterError {
+    ClusterError::Raft("this node is shutting down".to_owned())
+}
+
+async fn run(node: WeakNode, mut rx: mpsc::Receiver<Submission>, counts: Arc<Counts>) {
+    let mut queue: VecDeque<Submission> = VecDeque::new();
+    let mut flights = JoinSet::new();
+    let mut open = true;
+    loop {
+        while let Ok(submission) = rx.try_recv() {
+            queue.push_back(submission);
+        }
+        while flights.len() < MAX_IN_FLIGHT
+            && let Some(group) = take_group(&mut queue)
+        {
+            let Some(node) = node.upgrade() else {
+                // The node is gone: dropping the group tells its callers.
+                return;
+            };
+            counts.entries.fetch_add(1, Ordering::Relaxed);
+            let proposals: usize = group.iter().map(|s| s.proposals.len()).sum();
+            counts.proposals.fetch_add(u64::try_from(proposals).unwrap_or(u64::MAX), Ordering::Relaxed);
+            flights.spawn(fly(node, group));
+        }
+        if !open && queue.is_empty() && flights.is_empty() {
+            return;
+        }
+        tokio::select! {
+            received = rx.recv(), if open => match received {
+                Some(submission) => queue.push_back(submission),
+                None => open = false,
+            },
+            Some(_) = flights.join_next(), if !flights.is_empty() => {}
+            else => return,
+        }
+    }
+}
+
+/// The submissions the next entry carries: the oldest, then every later
+/// one with the same forwarding rule while the entry stays within its caps.
+fn take_group(queue: &mut VecDeque<Submission>) -> Option<Vec<Submission>> {
+    let first = queue.pop_front()?;
+    let may_forward = first.may_forward;
+    let (mut count, mut bytes) = (first.proposals.len(), first.approx_bytes);
+    let mut group = vec![first];
+    let mut i = 0;
+    while i < queue.len() {
+        let next = &queue[i];
+        if next.may_forward != may_forward {
+            i += 1;
+            continue;
+        }
+        if count + next.proposals.len() > MAX_BATCH_PROPOSALS || bytes + next.approx_bytes > MAX_BATCH_BYTES {
+            break;
+        }
+        count += next.proposals.len();
+        bytes += next.approx_bytes;
+        if let Some(taken) = queue.remove(i) {
+            group.push(taken);
+        }
+    }
+    Some(group)
+}
+
+/// Commits one group as one entry and answers each submission.
+async fn fly(node: Node, group: Vec<Submission>) {
+    let may_forward = group.first().is_some_and(|s| s.may_forward);
+    let mut proposals = Vec::with_capacity(group.iter().map(|s| s.proposals.len()).sum());
+    let mut replies = Vec::with_capacity(group.len());
+    for submission in group {
+        replies.push((submission.proposals.len(), submission.reply));
+        proposals.extend(submission.proposals);
+    }
+    match commit(&node, proposals, may_forward).await {
+        Ok(mut committed) => {
+            for (count, reply) in replies.into_iter().rev() {
+                let mine = committed.split_off(committed.len().saturating_sub(count));
+                let _ = reply.send(Ok(mine));
+            }
+        }
+        Err(e) => {
+            for (_, reply) in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Proposes `proposals` as one entry on the leader, forwarding when this
+/// node is not it and `may_forward`; one answer per proposal.
+async fn commit(
+    node: &Node,
+    mut proposals: Vec<Proposal>,
+    may_forward: bool,
+) -> Result<Vec<Committed>, ClusterError> {
+    let count = proposals.len();
+    let entry = if count == 1 {
+        proposals.pop().ok_or_else(|| ClusterError::Codec("empty batch".to_owned()))?
+    } else {
+        let mut nonce = [0u8; 8];
+        let _ = getrandom::fill(&mut nonce);
+        Proposal {
+            request_id: format!("batch-{}-{}", node.id(), hex::encode(nonce)),
+            actor: system_actor(),
+            at_ms: crate::now_ms(),
+            command: Command::Batch { proposals },
+        }
+    };
+    // A cut-off leader would only queue the entry and time out: refuse it
+    // at once, before anything is appended.
+    if let LeaderContact::CutOffLeader(Some(since_ms)) = node.leader_contact() {
+        return Err(ClusterError::NoQuorum { since_ms });
+    }
+    let written = tokio::time::timeout(COMMIT_TIMEOUT, node.raft().client_write(entry.clone()))
+        .await
+        .map_err(|_| ClusterError::CommitTimeout)?;
+    let committed = match written {
+        Ok(response) => Committed { log_index: response.log_id.index, result: response.data },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            match (forward.leader_id, forward.leader_node) {
+                (Some(leader), Some(leader_node)) if may_forward => {
+                    forward_propose(leader, &leader_node.addr, &entry).await?
+                }
+                (leader_id, leader_node) if !may_forward => {
+                    return Err(ClusterError::NotLeader {
+                        leader_id,
+                        leader_addr: leader_node.map(|n| n.addr),
+                    });
+                }
+                _ => return Err(ClusterError::NoLeader),
+            }
+        }
+        Err(e) => return Err(ClusterError::Raft(e.to_string())),
+    };
+    if count == 1 {
+        return Ok(vec![committed]);
+    }
+    let log_index = committed.log_index;
+    let results =
+        committed.result.into_batch().filter(|results| results.len() == count).ok_or_else(|| {
+            ClusterError::Codec(format!("a batch of {count} proposals came back without their results"))
+        })?;
+    Ok(results.into_iter().map(|result| Committed { log_index, result }).collect())
+}
+
+/// The answer a forwarded batch gets: its proposals' results as one
+/// [`CommandResult::batch`].
+pub(crate) fn batch_answer(committed: &[Committed]) -> Committed {
+    let results: Vec<CommandResult> = committed.iter().map(|c| c.result.clone()).collect();
+    Committed {
+        log_index: committed.first().map_or(0, |c| c.log_index),
+        result: CommandResult::batch(&results),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proposal(id: &str) -> Proposal {
+        Proposal {
+            request_id: id.to_owned(),
+            actor: system_actor(),
+            at_ms: 1,
+            command: Command::CreateTenant { tenant_id: id.to_owned(), name: id.to_owned() },
+        }
+    }
+
+    fn submission(ids: &[&str], may_forward: bool) -> Submission {
+        let proposals: Vec<Proposal> = ids.iter().map(|id| proposal(id)).collect();
+        let approx_bytes = proposals.iter().map(Proposal::approx_encoded_len).sum();
+        Submission { proposals, approx_bytes, may_forward, reply: oneshot::channel().0 }
+    }
+
+    fn ids(group: &[Submission]) -> Vec<&str> {
+        group.iter().flat_map(|s| s.proposals.iter().map(|p| p.request_id.as_str())).collect()
+    }
+
+    #[test]
+    fn a_group_takes_everything_queued_with_the_same_forwarding_rule_in_order() {
+        let mut queue: VecDeque<Submission> = VecDeque::from([
+            submission(&["a"], true),
+            submission(&["x", "y"], false),
+            submission(&["b", "c"], true),
+            submission(&["d"], true),
+        ]);
+        let group = take_group(&mut queue).unwrap();
+        assert_eq!(ids(&group), ["a", "b", "c", "d"]);
+        let group = take_group(&mut queue).unwrap();
+        assert_eq!(ids(&group), ["x", "y"]);
+        assert!(take_group(&mut queue).is_none());
+    }
+
+    #[test]
+    fn a_group_stops_at_its_caps_and_a_large_submission_travels_alone() {
+        let names: Vec<String> = (0..MAX_BATCH_PROPOSALS + 10).map(|i| format!("t{i}")).collect();
+        let mut queue: VecDeque<Submission> = names.iter().map(|n| submission(&[n.as_str()], true)).collect();
+        assert_eq!(take_group(&mut queue).unwrap().len(), MAX_BATCH_PROPOSALS.min(MAX_BATCH_BYTES / 1024));
+        assert!(!queue.is_empty());
+
+        let mut big = submission(&["big"], true);
+        big.approx_bytes = MAX_BATCH_BYTES * 2;
+        let mut queue = VecDeque::from([big, submission(&["next"], true)]);
+        assert_eq!(ids(&take_group(&mut queue).unwrap()), ["big"]);
+        assert_eq!(ids(&take_group(&mut queue).unwrap()), ["next"]);
+    }
+}
