@@ -13,7 +13,8 @@ use serde_json::Value;
 use crate::actor::ActorRef;
 use crate::serde_compat;
 
-/// One entry of the replicated log.
+/// One entry of the replicated log, or one of the proposals a
+/// [`Command::Batch`] entry carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
     /// Idempotency key, unique per client request. A proposal whose id was
