@@ -33,6 +33,15 @@ use crate::snapshots::Offer;
 pub const BATCH_RECORDS: usize = 500;
 /// How long an ingest ack may take before the stream is abandoned.
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a part-filled batch of records waits for company before it is
+/// sent (as Kafka's `linger.ms` or OpenTelemetry's batch processor). The
+/// records are durable in the outbox already, so nothing is at risk while
+/// they wait; what the wait buys is fewer, fuller batches, and that a
+/// burst — a governance change reaching a whole fleet at once, each agent
+/// filing a `GOVERNANCE_APPLIED` record — is ingested after the pushes it
+/// would otherwise compete with for the control plane's CPU (EVENT path
+/// after SPINE, INV-001; benches/README.md, governance propagation).
+pub const DELIVERY_LINGER: Duration = Duration::from_millis(50);
 /// How often the agent tells the node it is alive (the node closes a watch
 /// silent for 30 s).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
@@ -295,6 +304,7 @@ async fn deliver_once(
     let mut acks = client.ingest(ReceiverStream::new(rx)).await.map_err(|s| s.to_string())?.into_inner();
     backoff.reset();
     let mut batch_seq = 0u64;
+    let mut lingered = false;
     loop {
         let pending = engine.store().pending_raw(BATCH_RECORDS).map_err(|e| e.to_string())?;
         if pending.is_empty() {
@@ -304,6 +314,14 @@ async fn deliver_once(
                 () = tokio::time::sleep(Duration::from_secs(5)) => continue,
             }
         }
+        if pending.len() < BATCH_RECORDS && !lingered {
+            lingered = true;
+            tokio::select! {
+                () = tokio::time::sleep(DELIVERY_LINGER) => continue,
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+        lingered = false;
         batch_seq += 1;
         let mut sent = Vec::with_capacity(pending.len());
         let mut records = Vec::with_capacity(pending.len());
