@@ -126,7 +126,11 @@ fn peer_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<Channe
 /// time.
 fn leader_status(leader: NodeId, status: &tonic::Status) -> ClusterError {
     match status.code() {
-        tonic::Code::Unavailable => ClusterError::NoLeader,
+        // "Not the leader" names the leader it knows (`aos-leader-id`);
+        // any other UNAVAILABLE (a leader without a quorum, a transport
+        // failure) keeps its reason for the caller.
+        tonic::Code::Unavailable if status.metadata().contains_key("aos-leader-id") => ClusterError::NoLeader,
+        tonic::Code::Unavailable if status.message() == "not the leader" => ClusterError::NoLeader,
         tonic::Code::DeadlineExceeded => ClusterError::CommitTimeout,
         _ => ClusterError::LeaderUnreachable { leader, reason: status.to_string() },
     }
