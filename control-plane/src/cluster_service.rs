@@ -75,7 +75,7 @@ impl ClusterService for ClusterRpcServer {
             Err(e) => return Err(Status::internal(e.to_string())),
         };
         let answer = if batch {
-            crate::proposer::batch_answer(&committed)
+            crate::proposer::batch_answer(committed)
         } else {
             committed.into_iter().next().ok_or_else(|| Status::internal("no result for the proposal"))?
         };

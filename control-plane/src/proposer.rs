@@ -248,12 +248,10 @@ async fn commit(
 
 /// The answer a forwarded batch gets: its proposals' results as one
 /// [`CommandResult::batch`].
-pub(crate) fn batch_answer(committed: &[Committed]) -> Committed {
-    let results: Vec<CommandResult> = committed.iter().map(|c| c.result.clone()).collect();
-    Committed {
-        log_index: committed.first().map_or(0, |c| c.log_index),
-        result: CommandResult::batch(&results),
-    }
+pub(crate) fn batch_answer(committed: Vec<Committed>) -> Committed {
+    let log_index = committed.first().map_or(0, |c| c.log_index);
+    let results: Vec<CommandResult> = committed.into_iter().map(|c| c.result).collect();
+    Committed { log_index, result: CommandResult::batch(&results) }
 }
 
 #[cfg(test)]

@@ -306,19 +306,22 @@ async fn deliver_once(
     let mut batch_seq = 0u64;
     let mut lingered = false;
     loop {
+        // Decided on the outbox's count, so the outbox is read once per
+        // batch, after the wait.
+        let queued = engine.outbox_stats().0;
+        if queued > 0 && queued < BATCH_RECORDS as u64 && !lingered {
+            lingered = true;
+            tokio::select! {
+                () = tokio::time::sleep(DELIVERY_LINGER) => continue,
+                _ = stop.changed() => return Ok(()),
+            }
+        }
         let pending = engine.store().pending_raw(BATCH_RECORDS).map_err(|e| e.to_string())?;
         if pending.is_empty() {
             tokio::select! {
                 () = engine.outbox_signal().notified() => continue,
                 _ = stop.changed() => return Ok(()),
                 () = tokio::time::sleep(Duration::from_secs(5)) => continue,
-            }
-        }
-        if pending.len() < BATCH_RECORDS && !lingered {
-            lingered = true;
-            tokio::select! {
-                () = tokio::time::sleep(DELIVERY_LINGER) => continue,
-                _ = stop.changed() => return Ok(()),
             }
         }
         lingered = false;
