@@ -158,7 +158,7 @@ pub fn collect(state: &StateReader, tenant_id: &str, subject: Subject) -> Result
             (kept, more, last)
         });
         for record in chunk {
-            bytes = bytes.saturating_add(serde_json::to_vec(&record.body).map_or(0, |b| b.len()));
+            bytes = bytes.saturating_add(record.body.text().len());
             if records.len() >= MAX_RECORDS || bytes > MAX_EXPORT_BYTES {
                 return Err(ExportError::TooLarge);
             }
@@ -186,7 +186,7 @@ pub fn collect(state: &StateReader, tenant_id: &str, subject: Subject) -> Result
     };
     let mut named: BTreeSet<String> = records
         .iter()
-        .filter_map(|r| crate::reports::record_policy(&r.body).map(str::to_owned))
+        .filter_map(|r| crate::reports::record_policy(&r.body.value()).map(str::to_owned))
         .chain(incidents.iter().filter_map(|i| i.policy_id.clone()))
         .collect();
     let (audit, policies, ledger_head) = state.read(|s| {
@@ -219,11 +219,12 @@ pub fn collect(state: &StateReader, tenant_id: &str, subject: Subject) -> Result
     });
     let mut snapshots = BTreeMap::new();
     for record in &records {
+        let body = record.body.value();
         let version = ["policy_snapshot_version", "snapshot_version", "run_start_snapshot_version"]
             .iter()
-            .find_map(|f| record.body.get(*f).and_then(Value::as_u64));
+            .find_map(|f| body.get(*f).and_then(Value::as_u64));
         if let Some(version) = version.filter(|v| *v > 0) {
-            let hash = record.body.get("policy_snapshot_hash").and_then(Value::as_str).unwrap_or_default();
+            let hash = body.get("policy_snapshot_hash").and_then(Value::as_str).unwrap_or_default();
             let entry = snapshots.entry(version).or_insert_with(String::new);
             if entry.is_empty() {
                 hash.clone_into(entry);

@@ -86,7 +86,7 @@ fn decision_trail(doc: &mut Document, evidence: &Evidence) {
         doc.paragraph("No records.");
     }
     for record in &evidence.records {
-        let body = &record.body;
+        let body = &record.body.value();
         let outcome = body
             .pointer("/decision/outcome")
             .or_else(|| body.get("outcome"))
@@ -179,7 +179,7 @@ pub fn subject_report(evidence: &Evidence, generated_at_ms: u64) -> Vec<u8> {
     }
     if let Some(run) = evidence.records.iter().rev().find(|r| r.kind == "RUN_STATE") {
         doc.heading("Run");
-        fields(&mut doc, &run.body);
+        fields(&mut doc, &run.body.value());
     }
     decision_trail(&mut doc, evidence);
     policies_in_force(&mut doc, evidence);
@@ -212,9 +212,9 @@ impl Debrief {
     /// Counts `evidence`.
     pub fn of(evidence: &Evidence) -> Debrief {
         let mut d = Debrief::default();
-        let mut last_status: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut last_status: BTreeMap<&str, String> = BTreeMap::new();
         for record in &evidence.records {
-            let body = &record.body;
+            let body = &record.body.value();
             let n = |f: &str| body.get(f).and_then(Value::as_u64).unwrap_or(0);
             match record.kind.as_str() {
                 "LLM_RUN_RECORD" => {
@@ -237,7 +237,7 @@ impl Debrief {
                     if let (Some(run), Some(status)) =
                         (record.run_id.as_deref(), body.get("status").and_then(Value::as_str))
                     {
-                        last_status.insert(run, status);
+                        last_status.insert(run, status.to_owned());
                     }
                 }
                 _ => {}
@@ -245,7 +245,7 @@ impl Debrief {
         }
         d.runs = last_status.len() as u64;
         for status in last_status.values() {
-            *d.runs_by_status.entry((*status).to_owned()).or_default() += 1;
+            *d.runs_by_status.entry(status.clone()).or_default() += 1;
         }
         for incident in &evidence.incidents {
             *d.incidents_by_category.entry(incident.category.as_str().to_owned()).or_default() += 1;

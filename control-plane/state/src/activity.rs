@@ -31,9 +31,24 @@ pub const MAX_RECORD_BYTES: usize = 256 * 1024;
 /// Kind of the records that carry a run's state.
 pub const RUN_STATE: &str = "RUN_STATE";
 
+/// What [`Activity::metrics`] and the run queries read of a record.
+#[derive(Default, Deserialize)]
+struct Tallied {
+    #[serde(default, deserialize_with = "lenient_string")]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    incident_kind: Option<String>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    input_tokens: u64,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    output_tokens: u64,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    cost_micros: u64,
+}
+
 /// Whether a `RUN_STATE` record says the run has not ended.
 fn is_live(record: &StoredRecord) -> bool {
-    matches!(record.body.get("status").and_then(Value::as_str), Some("running" | "paused" | "queued"))
+    matches!(record.body.fields::<Tallied>().status.as_deref(), Some("running" | "paused" | "queued"))
 }
 
 /// Longest record id.
@@ -66,8 +81,9 @@ pub struct StoredRecord {
     pub at_ms: u64,
     /// When it was committed (the proposal's time).
     pub ingested_at_ms: u64,
-    /// The record as sent (for `MALFORMED`: the reason, size and hash).
-    pub body: Value,
+    /// The record as sent, filed under its tenant (for `MALFORMED`: the
+    /// reason, size and hash).
+    pub body: RecordBody,
 }
 
 /// Every tenant's records.
@@ -154,7 +170,7 @@ impl Activity {
                 && filter.run_id.is_none_or(|id| r.run_id.as_deref() == Some(id))
                 && filter.from_ms.is_none_or(|t| r.at_ms >= t)
                 && filter.to_ms.is_none_or(|t| r.at_ms < t)
-                && filter.policy_id.is_none_or(|p| record_policy(&r.body) == Some(p))
+                && filter.policy_id.is_none_or(|p| record_policy(&r.body.value()) == Some(p))
         });
         let page: Vec<&StoredRecord> = matching.by_ref().take(limit).collect();
         let more = matching.next().is_some();
@@ -184,25 +200,25 @@ impl Activity {
     /// reported in LLM run records, incidents by kind, records by kind.
     pub fn metrics(&self, tenant_id: &str) -> Value {
         let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut incidents: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut latest: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut incidents: BTreeMap<String, u64> = BTreeMap::new();
+        let mut latest: BTreeMap<&str, String> = BTreeMap::new();
         let (mut tokens, mut cost_micros, mut llm_calls) = (0u64, 0u64, 0u64);
         for record in self.tenants.get(tenant_id).map_or(&[][..], |t| &t.records[..]) {
             *by_kind.entry(&record.kind).or_default() += 1;
             match record.kind.as_str() {
                 "LLM_RUN_RECORD" => {
-                    let n = |f: &str| record.body.get(f).and_then(Value::as_u64).unwrap_or(0);
-                    tokens = tokens.saturating_add(n("input_tokens")).saturating_add(n("output_tokens"));
-                    cost_micros = cost_micros.saturating_add(n("cost_micros"));
+                    let usage: Tallied = record.body.fields();
+                    tokens = tokens.saturating_add(usage.input_tokens).saturating_add(usage.output_tokens);
+                    cost_micros = cost_micros.saturating_add(usage.cost_micros);
                     llm_calls += 1;
                 }
                 "INCIDENT" => {
-                    let kind = record.body.get("incident_kind").and_then(Value::as_str).unwrap_or("UNKNOWN");
-                    *incidents.entry(kind).or_default() += 1;
+                    let kind = record.body.fields::<Tallied>().incident_kind;
+                    *incidents.entry(kind.unwrap_or_else(|| "UNKNOWN".to_owned())).or_default() += 1;
                 }
                 RUN_STATE => {
                     if let (Some(run), Some(status)) =
-                        (record.run_id.as_deref(), record.body.get("status").and_then(Value::as_str))
+                        (record.run_id.as_deref(), record.body.fields::<Tallied>().status)
                     {
                         latest.insert(run, status);
                     }
@@ -212,7 +228,7 @@ impl Activity {
         }
         let mut runs_by_status: BTreeMap<&str, u64> = BTreeMap::new();
         for status in latest.values() {
-            *runs_by_status.entry(status).or_default() += 1;
+            *runs_by_status.entry(status.as_str()).or_default() += 1;
         }
         serde_json::json!({
             "runs": latest.len(),
@@ -259,7 +275,7 @@ impl Activity {
             run_id: None,
             at_ms,
             ingested_at_ms: at_ms,
-            body,
+            body: RecordBody::from_value(&body),
         });
     }
 }
@@ -314,17 +330,13 @@ pub(crate) fn ingest_records(
             }
             continue;
         }
-        let (kind, run_id, at_ms, mut body) = parse(record);
+        let (kind, run_id, at_ms, body) = parse(record, &tenant_id);
         if at_ms > 0 && at_ms < tenant.pruned_before_ms {
             tenant.ids.remove(&record.record_id);
             expired += 1;
             continue;
         }
         tenant.digests.insert(record.record_id.clone(), digest);
-        // Filed under the agent's tenant, whatever the record claims.
-        if let Some(object) = body.as_object_mut() {
-            object.insert("tenant_id".to_owned(), Value::String(tenant_id.clone()));
-        }
         if kind == "MALFORMED" {
             malformed += 1;
         }
@@ -339,8 +351,14 @@ pub(crate) fn ingest_records(
             ingested_at_ms: ctx.at_ms,
             body,
         };
-        if stored.kind == "CONTROL_EVENT" {
-            for intent in crate::alerts::intents(&stored.body) {
+        // The few kinds the state machine reacts to are parsed here; the
+        // bulk (LLM run records) never is.
+        let parsed = matches!(stored.kind.as_str(), "CONTROL_EVENT" | "RETRIEVAL_EVIDENCE" | "INCIDENT")
+            .then(|| stored.body.value());
+        if stored.kind == "CONTROL_EVENT"
+            && let Some(body) = &parsed
+        {
+            for intent in crate::alerts::intents(body) {
                 if alerts.raise(&tenant_id, &intent, ctx.at_ms).is_some() {
                     alerts_raised += 1;
                 }
@@ -350,15 +368,18 @@ pub(crate) fn ingest_records(
         // attempt: it failed hard at the edge (the plane is not in this
         // tenant's snapshot) and is called out in the ledger here.
         if stored.kind == "RETRIEVAL_EVIDENCE"
-            && stored.body.get("code").and_then(Value::as_str) == Some("UNKNOWN_PLANE")
-            && let Some(plane) = stored.body.get("plane_id").and_then(Value::as_str)
+            && let Some(body) = &parsed
+            && body.get("code").and_then(Value::as_str) == Some("UNKNOWN_PLANE")
+            && let Some(plane) = body.get("plane_id").and_then(Value::as_str)
             && !planes.tenant(&tenant_id).is_some_and(|t| t.planes.contains_key(plane))
             && planes.plane_owner(plane).is_some()
         {
             cross_tenant.push(format!("{plane} (run {})", stored.run_id.as_deref().unwrap_or("-")));
         }
-        if stored.kind == "INCIDENT" {
-            match incidents.report(&tenant_id, &stored, edge_agent_id, ctx.at_ms) {
+        if stored.kind == "INCIDENT"
+            && let Some(body) = &parsed
+        {
+            match incidents.report(&tenant_id, &stored, body, edge_agent_id, ctx.at_ms) {
                 Reported::Opened(id) => opened.push(id),
                 Reported::Repeated(_) => repeated += 1,
                 Reported::Prevented(_) => prevented += 1,
@@ -425,34 +446,35 @@ pub(crate) fn ingest_records(
     })))
 }
 
-/// Kind, run, time and body of a record; anything unusable becomes a
-/// `MALFORMED` record that says why.
-fn parse(record: &IngestRecord) -> (String, Option<String>, u64, Value) {
+/// Kind, run, time and body of a record, filed under `tenant_id`;
+/// anything unusable becomes a `MALFORMED` record that says why.
+fn parse(record: &IngestRecord, tenant_id: &str) -> (String, Option<String>, u64, RecordBody) {
     let malformed = |reason: String| {
         use sha2::Digest;
         let hash = hex::encode(sha2::Sha256::digest(record.json.as_bytes()));
-        let body = serde_json::json!({ "reason": reason, "bytes": record.json.len(), "sha256": hash });
-        ("MALFORMED".to_owned(), None, 0, body)
+        let body = serde_json::json!({
+            "reason": reason, "bytes": record.json.len(), "sha256": hash, "tenant_id": tenant_id,
+        });
+        ("MALFORMED".to_owned(), None, 0, RecordBody::from_value(&body))
     };
     if record.json.len() > MAX_RECORD_BYTES {
         return malformed(format!("{} bytes; at most {MAX_RECORD_BYTES}", record.json.len()));
     }
-    let value: Value = match serde_json::from_str(&record.json) {
-        Ok(v) => v,
-        Err(e) => return malformed(format!("not JSON: {e}")),
+    let filed = match RecordBody::file(&record.json, tenant_id) {
+        Ok(filed) => filed,
+        Err(reason) => return malformed(reason),
     };
-    let Some(kind) = value.get("kind").and_then(Value::as_str) else {
+    let Some(kind) = filed.kind else {
         return malformed("no `kind` string".to_owned());
     };
     if kind.is_empty() || kind.len() > 64 || kind == "MALFORMED" {
         return malformed(format!("unusable kind `{}`", kind.chars().take(64).collect::<String>()));
     }
-    let kind = kind.to_owned();
-    let run_id = value.get("run_id").and_then(Value::as_str).map(str::to_owned);
-    let at_ms = value.get("at_ms").and_then(Value::as_u64).unwrap_or(0);
-    (kind, run_id, at_ms, value)
+    (kind, filed.run_id, filed.at_ms, filed.body)
 }
 
+mod body;
+pub use body::{RecordBody, lenient_string, lenient_u64};
 mod retention;
 pub use retention::RetentionView;
 pub(crate) use retention::{apply_retention, set_retention};

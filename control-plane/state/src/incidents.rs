@@ -318,10 +318,10 @@ impl Incidents {
         &mut self,
         tenant_id: &str,
         record: &StoredRecord,
+        body: &Value,
         edge_agent_id: &str,
         at_ms: u64,
     ) -> Reported {
-        let body = &record.body;
         let text = |field: &str| body.get(field).and_then(Value::as_str);
         let Some(category) = text("category").or(text("incident_kind")).and_then(IncidentCategory::parse)
         else {

@@ -78,12 +78,12 @@ fn changes_are_versioned_audited_and_scoped() {
     let (acme, _) = h.state.activity().records(ACME, &filter, 10);
     let (globex, _) = h.state.activity().records(GLOBEX, &filter, 10);
     assert_eq!((acme.len(), globex.len()), (2, 1));
-    assert_eq!(acme[0].body["severity"], "CRITICAL");
+    assert_eq!(acme[0].body.value()["severity"], "CRITICAL");
     assert_eq!(
-        (acme[1].body["scope"].as_str(), acme[1].body["effective"].as_str()),
+        (acme[1].body.value()["scope"].as_str(), acme[1].body.value()["effective"].as_str()),
         (Some("GLOBAL"), Some("HALTED"))
     );
-    assert_eq!(globex[0].body["effective"], "DEGRADED");
+    assert_eq!(globex[0].body.value()["effective"], "DEGRADED");
 }
 
 #[test]
