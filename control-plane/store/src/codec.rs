@@ -4,11 +4,21 @@
 //!
 //! | Tree | Key | Value |
 //! |---|---|---|
-//! | [`LOG_TREE`] | log index, 8 bytes big-endian (so key order is log order) | JSON `openraft::Entry` |
+//! | [`LOG_TREE`] | log index, 8 bytes big-endian (so key order is log order); for an entry's further pieces, index + piece number (4 bytes big-endian) | JSON `openraft::Entry`, cut in pieces of at most [`LOG_PIECE_BYTES`] |
 //! | [`VOTE_TREE`] | [`VALUE_KEY`] | JSON `openraft::Vote` |
 //! | [`COMMITTED_TREE`] | [`VALUE_KEY`] | JSON `openraft::LogId` of the last committed entry |
 //! | [`PURGED_TREE`] | [`VALUE_KEY`] | JSON `openraft::LogId` of the last purged entry |
 //! | [`SNAPSHOT_TREE`] | [`SNAPSHOT_META_KEY`], [`SNAPSHOT_DATA_KEY`] | JSON `openraft::SnapshotMeta`; the snapshot bytes |
+//!
+//! A log entry longer than [`LOG_PIECE_BYTES`] is stored as pieces: the first under the entry's
+//! index, the rest under [`piece_key`]s, which sort right after it and before the next index, so
+//! a range scan reads an entry's pieces together and a range removal removes them together. All
+//! of an entry's pieces are written in one atomic batch. Why pieces: sled 0.34 writes any value
+//! or tree node larger than a quarter of its segment (128 KiB) to a separate blob file, and
+//! copies a whole leaf (up to 17 rows) on every insert. Whole 50–250 KB ingest entries made
+//! every insert copy megabytes and every leaf a blob (measured: a tenth of a node's CPU in blob
+//! writes and leaf copies under ingest load); pieces of at most 6 KiB keep every leaf inline.
+//! Entries written whole (by earlier versions, or small ones) read as before.
 //!
 //! Values are JSON because the application's commands carry `serde_json::Value`, which a
 //! non-self-describing format cannot round-trip. The snapshot bytes (what is stored, sent to
@@ -40,8 +50,121 @@ pub const SNAPSHOT_META_KEY: &[u8] = b"meta";
 /// Key of the snapshot's bytes in [`SNAPSHOT_TREE`].
 pub const SNAPSHOT_DATA_KEY: &[u8] = b"data";
 
+/// Longest piece of an encoded log entry stored in one row: 17 rows of this (a leaf just before
+/// sled splits it) stay under sled's 128 KiB blob threshold.
+pub const LOG_PIECE_BYTES: usize = 6 * 1024;
+
+/// Length of a [`piece_key`].
+const PIECE_KEY_LEN: usize = 12;
+
+/// Key of piece `piece` (from 1) of the entry at `index`.
+pub(crate) fn piece_key(index: u64, piece: u32) -> [u8; PIECE_KEY_LEN] {
+    let mut key = [0u8; PIECE_KEY_LEN];
+    key[..8].copy_from_slice(&index.to_be_bytes());
+    key[8..].copy_from_slice(&piece.to_be_bytes());
+    key
+}
+
+/// The last key an entry's rows can have: a range ending here (inclusive) covers the entry at
+/// `index` with all its pieces.
+pub(crate) fn last_key_of(index: u64) -> [u8; PIECE_KEY_LEN] {
+    piece_key(index, u32::MAX)
+}
+
+/// The log index a row of the log tree belongs to (an entry's first row or one of its pieces).
+pub(crate) fn row_index(key: &[u8]) -> Result<u64, StoreError> {
+    match key.len() {
+        8 => key_index(key),
+        PIECE_KEY_LEN => key_index(&key[..8]),
+        len => Err(StoreError::BadLogKey { len }),
+    }
+}
+
+/// The rows that store `encoded` (the entry at `index`): its first piece under the index, the
+/// others under piece keys.
+pub(crate) fn log_rows(index: u64, encoded: &[u8]) -> Vec<(Vec<u8>, &[u8])> {
+    encoded
+        .chunks(LOG_PIECE_BYTES)
+        .enumerate()
+        .map(|(i, piece)| {
+            let key = match i {
+                0 => index_key(index).to_vec(),
+                // Pieces are bounded by the entry's size: 2^32 of them is 24 TiB.
+                n => piece_key(index, u32::try_from(n).unwrap_or(u32::MAX)).to_vec(),
+            };
+            (key, piece)
+        })
+        .collect()
+}
+
+/// An entry's encoded bytes as read back: the one row it took, or its pieces joined.
+#[derive(Debug)]
+pub(crate) enum EntryBytes {
+    /// Stored in one row.
+    Whole(sled::IVec),
+    /// Joined from pieces.
+    Joined(Vec<u8>),
+}
+
+impl std::ops::Deref for EntryBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Whole(bytes) => bytes,
+            Self::Joined(bytes) => bytes,
+        }
+    }
+}
+
+/// Reads log-tree rows (in key order) back as `(index, encoded entry)`, joining each entry's
+/// pieces. A piece without its entry's first row, or pieces out of sequence, is an error: the
+/// batch that wrote them was atomic, so the tree was changed behind the store's back.
+pub(crate) struct LogEntries<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> {
+    rows: std::iter::Peekable<I>,
+}
+
+impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> LogEntries<I> {
+    /// Reads the entries of `rows`.
+    pub(crate) fn new(rows: I) -> Self {
+        Self { rows: rows.peekable() }
+    }
+}
+
+impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for LogEntries<I> {
+    type Item = Result<(u64, EntryBytes), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, first) = match self.rows.next()? {
+            Ok(row) => row,
+            Err(e) => return Some(Err(e.into())),
+        };
+        if key.len() == PIECE_KEY_LEN {
+            return Some(row_index(&key).and_then(|index| Err(StoreError::LogPieceAlone { index })));
+        }
+        let index = match key_index(&key) {
+            Ok(index) => index,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut joined: Option<Vec<u8>> = None;
+        let mut expected = 1u32;
+        while let Some(Ok((next, _))) = self.rows.peek() {
+            if next.len() != PIECE_KEY_LEN || next[..8] != key[..] {
+                break;
+            }
+            let Some(Ok((next, piece))) = self.rows.next() else { break };
+            if next[8..] != expected.to_be_bytes() {
+                return Some(Err(StoreError::LogPieceAlone { index }));
+            }
+            joined.get_or_insert_with(|| first.to_vec()).extend_from_slice(&piece);
+            expected = expected.saturating_add(1);
+        }
+        Some(Ok((index, joined.map_or(EntryBytes::Whole(first), EntryBytes::Joined))))
+    }
+}
+
 /// Encodes a log index as a key whose byte order is the numeric order.
-pub(crate) fn index_key(index: u64) -> [u8; 8] {
+pub fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 

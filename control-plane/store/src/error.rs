@@ -50,6 +50,14 @@ pub enum StoreError {
         len: usize,
     },
 
+    /// A piece of a log entry without the rows before it (see `codec`): the log tree was
+    /// changed outside the store.
+    #[error("log entry {index} has a piece without the ones before it")]
+    LogPieceAlone {
+        /// The entry's index.
+        index: u64,
+    },
+
     /// The entry stored under a log index records a different index.
     #[error("log entry stored at index {key} records index {found}")]
     LogIndexMismatch {

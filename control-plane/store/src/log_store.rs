@@ -99,13 +99,17 @@ impl<C> SledLogStore<C> {
         })
     }
 
-    /// Removes every log entry whose key is in `range` in one atomic batch, returning how many.
-    fn remove_range(&self, range: impl RangeBounds<[u8; 8]>) -> Result<usize, StoreError> {
+    /// Removes every row of the log tree whose key is in `range` (entries and their pieces) in
+    /// one atomic batch, returning how many entries.
+    fn remove_range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<usize, StoreError> {
         let mut batch = sled::Batch::default();
         let mut removed = 0_usize;
         for key in self.log.range(range).keys() {
-            batch.remove(key?);
-            removed += 1;
+            let key = key?;
+            if key.len() == 8 {
+                removed += 1;
+            }
+            batch.remove(key);
         }
         self.log.apply_batch(batch)?;
         Ok(removed)
@@ -153,10 +157,10 @@ impl<C> fmt::Debug for SledLogStore<C> {
 }
 
 impl<C: StoreTypeConfig> SledLogStore<C> {
-    /// Decodes one row of the log tree, checking that the entry sits under its own index.
-    fn decode_entry(key: &[u8], value: &[u8]) -> Result<C::Entry, StoreError> {
-        let index = codec::key_index(key)?;
-        let entry: C::Entry = codec::decode("log entry", value)?;
+    /// Decodes one entry read back by [`codec::LogEntries`], checking that it sits under its
+    /// own index.
+    fn decode_entry(index: u64, encoded: &[u8]) -> Result<C::Entry, StoreError> {
+        let entry: C::Entry = codec::decode("log entry", encoded)?;
         if entry.log_id.index != index {
             return Err(StoreError::LogIndexMismatch { key: index, found: entry.log_id.index });
         }
@@ -168,11 +172,12 @@ impl<C: StoreTypeConfig> SledLogStore<C> {
             Some(end) => self.log.range(codec::index_key(start)..codec::index_key(end)),
             None => self.log.range(codec::index_key(start)..),
         };
-        rows.map(|row| {
-            let (key, value) = row?;
-            Self::decode_entry(&key, &value)
-        })
-        .collect()
+        codec::LogEntries::new(rows)
+            .map(|read| {
+                let (index, encoded) = read?;
+                Self::decode_entry(index, &encoded)
+            })
+            .collect()
     }
 
     /// Entries from `start` (before `end`) until their encoded size reaches `budget` bytes:
@@ -180,20 +185,31 @@ impl<C: StoreTypeConfig> SledLogStore<C> {
     fn read_entries_within(&self, start: u64, end: u64, budget: usize) -> Result<Vec<C::Entry>, StoreError> {
         let mut entries = Vec::new();
         let mut bytes = 0usize;
-        for row in self.log.range(codec::index_key(start)..codec::index_key(end)) {
-            let (key, value) = row?;
-            if !entries.is_empty() && bytes.saturating_add(value.len()) > budget {
+        let rows = self.log.range(codec::index_key(start)..codec::index_key(end));
+        for read in codec::LogEntries::new(rows) {
+            let (index, encoded) = read?;
+            if !entries.is_empty() && bytes.saturating_add(encoded.len()) > budget {
                 break;
             }
-            bytes = bytes.saturating_add(value.len());
-            entries.push(Self::decode_entry(&key, &value)?);
+            bytes = bytes.saturating_add(encoded.len());
+            entries.push(Self::decode_entry(index, &encoded)?);
         }
         Ok(entries)
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId<u64>>, StoreError> {
-        match self.log.last()? {
-            Some((key, value)) => Ok(Some(Self::decode_entry(&key, &value)?.log_id)),
+        // The last row may be a piece; the entry starts at its index.
+        let Some((key, _)) = self.log.last()? else {
+            return Ok(None);
+        };
+        let index = codec::row_index(&key)?;
+        let (first, last) = (codec::index_key(index), codec::last_key_of(index));
+        let rows = self.log.range(&first[..]..=&last[..]);
+        match codec::LogEntries::new(rows).next() {
+            Some(read) => {
+                let (index, encoded) = read?;
+                Ok(Some(Self::decode_entry(index, &encoded)?.log_id))
+            }
             None => Ok(None),
         }
     }
@@ -294,29 +310,29 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut rows = Vec::new();
+        let mut encoded = Vec::new();
         let mut last = None;
         let mut bytes = 0_u64;
         for entry in entries {
             let value = codec::encode("log entry", &entry)
                 .map_err(|e| e.into_storage_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write))?;
             bytes += value.len() as u64;
-            rows.push((codec::index_key(entry.log_id.index), value));
+            encoded.push((entry.log_id.index, value));
             last = Some(entry.log_id);
         }
         self.appended_bytes.fetch_add(bytes, Ordering::Relaxed);
-        // Several entries go in one atomic batch. A lone entry (the usual case at low load) is a
-        // plain insert: a sled batch adds a manifest record that costs its own IO buffer write
-        // and `sync_file_range` at the next flush (measured: two per flush instead of one).
+        let rows: Vec<(Vec<u8>, &[u8])> =
+            encoded.iter().flat_map(|(index, value)| codec::log_rows(*index, value)).collect();
+        // Several rows go in one atomic batch (an entry's pieces are never half written). A lone
+        // row (the usual case at low load) is a plain insert: a sled batch adds a manifest record
+        // that costs its own IO buffer write and `sync_file_range` at the next flush (measured:
+        // two per flush instead of one).
         if let [(key, value)] = rows.as_slice() {
-            self.log
-                .insert(key, value.as_slice())
-                .map_err(StoreError::from)
-                .map_err(logs_err(ErrorVerb::Write))?;
+            self.log.insert(key, *value).map_err(StoreError::from).map_err(logs_err(ErrorVerb::Write))?;
         } else {
             let mut batch = sled::Batch::default();
             for (key, value) in rows {
-                batch.insert(&key, value);
+                batch.insert(key, value);
             }
             self.log.apply_batch(batch).map_err(StoreError::from).map_err(logs_err(ErrorVerb::Write))?;
         }
@@ -348,7 +364,7 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
         codec::put(&self.purged, VALUE_KEY, "purged log id", &log_id)
             .map_err(|e| e.into_storage_error(ErrorSubject::Store, ErrorVerb::Write))?;
         let removed =
-            self.remove_range(..=codec::index_key(log_id.index)).map_err(logs_err(ErrorVerb::Delete))?;
+            self.remove_range(..=codec::last_key_of(log_id.index)).map_err(logs_err(ErrorVerb::Delete))?;
         self.flush().await.map_err(logs_err(ErrorVerb::Delete))?;
         tracing::debug!(upto = %log_id, removed, "purged log");
         Ok(())

@@ -81,9 +81,8 @@ where
         replayed_entries: 0,
         uncommitted_entries: 0,
     };
-    for item in log.range(codec::index_key(snapshot_index.saturating_add(1))..) {
-        let (key, value) = item?;
-        let index = codec::key_index(&key)?;
+    for read in codec::LogEntries::new(log.range(codec::index_key(snapshot_index.saturating_add(1))..)) {
+        let (index, value) = read?;
         if index > committed_index {
             replayed.uncommitted_entries += 1;
             continue;

@@ -7,24 +7,11 @@ use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{RaftLogReader, RaftSnapshotBuilder};
 use serde_json::json;
 
-use crate::support::{entries, open, set, subject_and_verb};
+use crate::support::{entries, open, raw_sled, set, subject_and_verb};
 
 /// Writes `value` under `key` in `tree` with every store handle closed.
 fn poke(dir: &Path, tree: &str, key: &[u8], value: &[u8]) {
-    // The store handle dropped just before may still hold sled's lock for a
-    // moment (its flusher thread exits asynchronously): wait it out.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let db = loop {
-        match sled::open(dir) {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => break other.unwrap(),
-        }
-    };
+    let db = raw_sled(dir);
     db.open_tree(tree).unwrap().insert(key, value).unwrap();
     db.flush().unwrap();
 }

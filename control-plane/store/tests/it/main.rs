@@ -7,6 +7,7 @@ mod corruption;
 mod durability;
 mod offline;
 mod payload;
+mod pieces;
 mod snapshot;
 mod suite;
 mod support;

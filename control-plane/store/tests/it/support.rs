@@ -75,6 +75,23 @@ pub fn try_open(dir: &Path) -> Result<(LogStore, StateMachine), aos_cp_store::St
     }
 }
 
+/// Opens the sled database under `dir` directly (every store handle closed), waiting out the
+/// lock of a handle just dropped (see [`try_open`]).
+pub fn raw_sled(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(dir) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 /// [`try_open`], which must succeed.
 pub fn open(dir: &Path) -> (LogStore, StateMachine) {
     try_open(dir).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
