@@ -82,6 +82,13 @@ impl<C> StoreTypeConfig for C where
 {
 }
 
+/// sled's page cache for a node's database. Its default (1 GiB) filled with Raft log pages that
+/// are read at most once more (to replicate them) while the state they carry is held in memory
+/// anyway: under ingest load a node grew by ~2 KB per record instead of ~1 KB, and the page
+/// faults of that growth cost CPU (`ingest-bench --agents 4 --duration 20`, alternated runs:
+/// 44.0k / 44.3k → 49.4k / 49.3k records/s with this cap; `cluster-bench` unchanged).
+pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Opens (creating if needed) the node's sled database in `dir` and returns the log store and
 /// the state machine, the latter restored from the stored snapshot if there is one.
 ///
@@ -92,7 +99,7 @@ where
     C: StoreTypeConfig,
     A: Application<Command = C::D, Response = C::R>,
 {
-    let db = sled::Config::new().path(dir).open()?;
+    let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open()?;
     tracing::info!(dir = %dir.display(), "opened raft store");
     let log_store = SledLogStore::open(db.clone())?;
     let state_machine = SledStateMachine::open(db)?;
