@@ -8,7 +8,15 @@
 //! | `snapshot` | `boot_epoch` | 8-byte big-endian count of starts |
 //! | `snapshot` | `trusted_keys` | JSON list of snapshot keys (hex) pushed by the control plane |
 //! | `runs` | run id | JSON [`crate::runs::RunRecord`] |
-//! | `outbox` | 8-byte big-endian sequence | JSON [`crate::records::Record`] |
+//! | `outbox` | 8-byte big-endian sequence; for a long record's further pieces, sequence + piece number (4 bytes big-endian) | JSON [`crate::records::Record`], cut in pieces of at most [`OUTBOX_PIECE_BYTES`] |
+//!
+//! A record longer than [`OUTBOX_PIECE_BYTES`] (one that keeps prompt or
+//! response text, GAP-033) is stored in pieces written in one atomic batch:
+//! its pieces' keys sort right after its own, so a scan reads them together
+//! and a range removal removes them together. sled 0.34 writes any value or
+//! tree node above 128 KiB to a blob file that must be synced on its own
+//! (vendor/README.md) inside the insert, on the step's thread; with pieces a
+//! leaf (at most 17 rows) never gets that large.
 //!
 //! Anything the workload is told has happened is flushed before the answer
 //! leaves ([`AgentStore::flush`]): a `kill -9` right after a response loses
@@ -29,6 +37,11 @@ const TRUSTED_KEYS_KEY: &[u8] = b"trusted_keys";
 const BOOT_EPOCH_KEY: &[u8] = b"boot_epoch";
 const GOVERNANCE_KEY: &[u8] = b"governance";
 const DATA_KEY_KEY: &[u8] = b"tenant_data_key";
+/// Longest piece of an encoded record stored in one outbox row (17 of them,
+/// a leaf just before sled splits it, stay under its 128 KiB blob threshold).
+pub const OUTBOX_PIECE_BYTES: usize = 6 * 1024;
+/// Length of an outbox key of a record's further piece.
+const PIECE_KEY_LEN: usize = 12;
 /// The local key sealing the tenant data key at rest, beside the database.
 const LOCAL_KEY_FILE: &str = "local.key";
 
@@ -150,7 +163,19 @@ impl AgentStore {
             let seq = self.db.generate_id()?;
             let value = encode("record", record)?;
             bytes += value.len() as u64;
-            self.outbox.insert(seq.to_be_bytes(), value)?;
+            if value.len() <= OUTBOX_PIECE_BYTES {
+                self.outbox.insert(seq.to_be_bytes(), value)?;
+                continue;
+            }
+            let mut batch = sled::Batch::default();
+            for (i, piece) in value.chunks(OUTBOX_PIECE_BYTES).enumerate() {
+                match u32::try_from(i) {
+                    Ok(0) => batch.insert(&seq.to_be_bytes(), piece),
+                    // Pieces are bounded by the record's size (2^32 of them is 24 TiB).
+                    n => batch.insert(&piece_key(seq, n.unwrap_or(u32::MAX))[..], piece),
+                }
+            }
+            self.outbox.apply_batch(batch)?;
         }
         Ok(bytes)
     }
@@ -166,15 +191,29 @@ impl AgentStore {
     /// Up to `limit` pending records, oldest first, as stored (JSON), with
     /// their sequence: what the delivery loop sends without re-encoding.
     pub fn pending_raw(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, AgentError> {
-        self.outbox
-            .iter()
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item?;
-                let seq = <[u8; 8]>::try_from(key.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
-                Ok((seq, value.to_vec()))
-            })
-            .collect()
+        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+        for item in self.outbox.iter() {
+            let (key, value) = item?;
+            match <[u8; 8]>::try_from(key.as_ref()) {
+                Ok(seq) => {
+                    if pending.len() == limit {
+                        break;
+                    }
+                    pending.push((u64::from_be_bytes(seq), value.to_vec()));
+                }
+                // A further piece of the record just read (written in the
+                // same batch as its first row, so never found without it).
+                Err(_) if key.len() == PIECE_KEY_LEN => {
+                    if let Some((seq, bytes)) = pending.last_mut()
+                        && key[..8] == seq.to_be_bytes()
+                    {
+                        bytes.extend_from_slice(&value);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(pending)
     }
 
     /// Counts this start and makes the count durable before returning
@@ -290,7 +329,11 @@ impl AgentStore {
     pub fn remove_records(&self, seqs: &[u64]) -> Result<(), AgentError> {
         let mut batch = sled::Batch::default();
         for seq in seqs {
-            batch.remove(&seq.to_be_bytes());
+            // The record's row and its pieces, if it has any.
+            let (first, last) = (seq.to_be_bytes(), piece_key(*seq, u32::MAX));
+            for key in self.outbox.range(&first[..]..=&last[..]).keys() {
+                batch.remove(key?);
+            }
         }
         self.outbox.apply_batch(batch)?;
         Ok(())
@@ -300,8 +343,8 @@ impl AgentStore {
     pub fn outbox_usage(&self) -> (u64, u64) {
         let mut count = 0u64;
         let mut bytes = 0u64;
-        for (_, value) in self.outbox.iter().flatten() {
-            count += 1;
+        for (key, value) in self.outbox.iter().flatten() {
+            count += u64::from(key.len() == 8);
             bytes += value.len() as u64;
         }
         (count, bytes)
@@ -326,6 +369,14 @@ fn covered(done: &(u64, Option<Arc<str>>), ticket: u64) -> Option<Result<(), Age
 
 fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>, AgentError> {
     serde_json::to_vec(value).map_err(|source| AgentError::Encode { what, source })
+}
+
+/// Outbox key of piece `piece` (from 1) of the record at `seq`.
+fn piece_key(seq: u64, piece: u32) -> [u8; PIECE_KEY_LEN] {
+    let mut key = [0u8; PIECE_KEY_LEN];
+    key[..8].copy_from_slice(&seq.to_be_bytes());
+    key[8..].copy_from_slice(&piece.to_be_bytes());
+    key
 }
 
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, AgentError> {
@@ -369,6 +420,72 @@ mod tests {
         assert!(err.contains("local.key is missing"), "{err}");
     }
 
+    /// Opens the store again, waiting out the lock of a handle just dropped.
+    async fn reopen(dir: &Path) -> AgentStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match AgentStore::open(dir) {
+                Ok(s) => return s,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// A system record whose detail is `bytes` long.
+    fn record_of(bytes: usize, tag: usize) -> Record {
+        let detail = format!("{tag}:{}", "x".repeat(bytes));
+        let body = crate::records::RecordBody::SystemRecord(crate::records::SystemRecord {
+            event: "TEST".to_owned(),
+            detail,
+        });
+        Record::new("acme", None, 1, body)
+    }
+
+    #[tokio::test]
+    async fn long_records_are_stored_in_pieces_and_read_and_removed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Record> =
+            (0..40).map(|i| record_of(if i % 3 == 0 { 100 } else { 50 * 1024 + i }, i)).collect();
+        {
+            let store = AgentStore::open(dir.path()).unwrap();
+            store.append_records(&records).unwrap();
+            store.flush().await.unwrap();
+            let (count, _) = store.outbox_usage();
+            assert_eq!(count, 40);
+            let pending = store.pending_records(1_000).unwrap();
+            let read: Vec<Record> = pending.iter().map(|(_, r)| r.clone()).collect();
+            assert_eq!(read, records, "every record reads back whole, in order");
+            // A limit counts records, not rows.
+            let first = store.pending_raw(5).unwrap();
+            assert_eq!(first.len(), 5);
+            assert_eq!(decode::<Record>("record", &first[4].1).unwrap(), records[4]);
+            // Removing acknowledged records removes their pieces too.
+            let acked: Vec<u64> = pending.iter().take(20).map(|(seq, _)| *seq).collect();
+            store.remove_records(&acked).unwrap();
+            let rest = store.pending_records(1_000).unwrap();
+            assert_eq!(rest.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), records[20..].to_vec());
+            assert_eq!(store.outbox_usage().0, 20);
+            let all: Vec<u64> = rest.iter().map(|(seq, _)| *seq).collect();
+            store.remove_records(&all).unwrap();
+            assert_eq!(store.outbox_usage(), (0, 0), "no piece is left behind");
+            store.append_records(&records[..6]).unwrap();
+            store.flush().await.unwrap();
+        }
+        // 26 records of ~50 KB went through: without pieces sled writes its
+        // leaves as blob files.
+        let blobs = std::fs::read_dir(dir.path().join("blobs")).map_or(0, |d| d.count());
+        assert_eq!(blobs, 0, "no value or node went to a blob file");
+        let store = reopen(dir.path()).await;
+        let kept: Vec<Record> = store.pending_records(100).unwrap().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(kept, records[..6].to_vec(), "records in pieces survive a restart");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_flushes_share_fsyncs_and_every_write_is_durable() {
         let dir = tempfile::tempdir().unwrap();
@@ -391,19 +508,7 @@ mod tests {
         assert!(store.fsyncs() >= 1 && store.fsyncs() < 64, "{} fsyncs for 64 flushes", store.fsyncs());
         drop(store);
         // Reopen: all 64 writes are there.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let reopened = loop {
-            match AgentStore::open(dir.path()) {
-                Ok(s) => break s,
-                Err(e)
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let reopened = reopen(dir.path()).await;
         let runs: Vec<u64> = reopened.load_runs().unwrap();
         assert_eq!(runs.len(), 64);
     }
