@@ -184,11 +184,25 @@ pub fn collect(state: &StateReader, tenant_id: &str, subject: Subject) -> Result
                 .chain(incidents.iter().flat_map(|i| i.history.iter().map(|t| t.at_ms))),
         ),
     };
-    let mut named: BTreeSet<String> = records
-        .iter()
-        .filter_map(|r| crate::reports::record_policy(&r.body.value()).map(str::to_owned))
-        .chain(incidents.iter().filter_map(|i| i.policy_id.clone()))
-        .collect();
+    // One parse per record: the policies it names and the snapshot it ran under.
+    let mut named: BTreeSet<String> = incidents.iter().filter_map(|i| i.policy_id.clone()).collect();
+    let mut snapshots = BTreeMap::new();
+    for record in &records {
+        let body = record.body.value();
+        if let Some(policy) = crate::reports::record_policy(&body) {
+            named.insert(policy.to_owned());
+        }
+        let version = ["policy_snapshot_version", "snapshot_version", "run_start_snapshot_version"]
+            .iter()
+            .find_map(|f| body.get(*f).and_then(Value::as_u64));
+        if let Some(version) = version.filter(|v| *v > 0) {
+            let hash = body.get("policy_snapshot_hash").and_then(Value::as_str).unwrap_or_default();
+            let entry = snapshots.entry(version).or_insert_with(String::new);
+            if entry.is_empty() {
+                hash.clone_into(entry);
+            }
+        }
+    }
     let (audit, policies, ledger_head) = state.read(|s| {
         let s = &s.0;
         // The ledger is scanned (never cloned whole): entries of this tenant
@@ -217,20 +231,6 @@ pub fn collect(state: &StateReader, tenant_id: &str, subject: Subject) -> Result
         });
         (audit, policies, head)
     });
-    let mut snapshots = BTreeMap::new();
-    for record in &records {
-        let body = record.body.value();
-        let version = ["policy_snapshot_version", "snapshot_version", "run_start_snapshot_version"]
-            .iter()
-            .find_map(|f| body.get(*f).and_then(Value::as_u64));
-        if let Some(version) = version.filter(|v| *v > 0) {
-            let hash = body.get("policy_snapshot_hash").and_then(Value::as_str).unwrap_or_default();
-            let entry = snapshots.entry(version).or_insert_with(String::new);
-            if entry.is_empty() {
-                hash.clone_into(entry);
-            }
-        }
-    }
     Ok(Evidence {
         tenant_id: tenant_id.to_owned(),
         subject,

@@ -214,17 +214,20 @@ async fn commit(
     if let LeaderContact::CutOffLeader(Some(since_ms)) = node.leader_contact() {
         return Err(ClusterError::NoQuorum { since_ms });
     }
-    let written = tokio::time::timeout(COMMIT_TIMEOUT, node.raft().client_write(entry.clone()))
+    // `client_write` takes the entry; a copy is kept only when it may have
+    // to be forwarded (not for batches a follower forwarded here).
+    let kept = may_forward.then(|| entry.clone());
+    let written = tokio::time::timeout(COMMIT_TIMEOUT, node.raft().client_write(entry))
         .await
         .map_err(|_| ClusterError::CommitTimeout)?;
     let committed = match written {
         Ok(response) => Committed { log_index: response.log_id.index, result: response.data },
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            match (forward.leader_id, forward.leader_node) {
-                (Some(leader), Some(leader_node)) if may_forward => {
+            match (forward.leader_id, forward.leader_node, kept) {
+                (Some(leader), Some(leader_node), Some(entry)) => {
                     forward_propose(leader, &leader_node.addr, &entry).await?
                 }
-                (leader_id, leader_node) if !may_forward => {
+                (leader_id, leader_node, None) => {
                     return Err(ClusterError::NotLeader {
                         leader_id,
                         leader_addr: leader_node.map(|n| n.addr),

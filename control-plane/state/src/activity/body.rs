@@ -57,9 +57,8 @@ pub(crate) struct Filed {
 impl RecordBody {
     /// The body of an object the control plane built.
     pub(crate) fn from_value(value: &Value) -> Self {
-        // Serialising a `Value` cannot fail, and its output is JSON.
-        let text = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());
-        Self(RawValue::from_string(text).unwrap_or_else(|_| empty()))
+        // Encoding a `Value` cannot fail.
+        Self(serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned()))
     }
 
     /// Reads an agent's record text, filed under `tenant_id`; `Err` with
@@ -124,11 +123,6 @@ pub fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Opti
         Value::String(s) => Some(s),
         _ => None,
     })
-}
-
-fn empty() -> Box<RawValue> {
-    // "{}" is valid JSON; the fallback only avoids a panic path.
-    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 impl PartialEq for RecordBody {

@@ -57,6 +57,24 @@ fn records_are_filed_under_the_agents_tenant_whatever_they_claim() {
 }
 
 #[test]
+fn a_record_naming_its_own_tenant_is_kept_as_sent_and_another_claim_is_rewritten() {
+    let mut h = with_agents();
+    let own = record("r1", "LLM_RUN_RECORD", "run-1", ACME);
+    let other = record("r2", "LLM_RUN_RECORD", "run-1", GLOBEX);
+    h.ok(&operator(), ingest("ea-acme", vec![own.clone(), other.clone()]));
+    let (page, _) = h.state.activity().records(ACME, &RecordFilter::default(), 10);
+    assert_eq!(page[0].body.text(), own.json, "the agent's own text, byte for byte");
+    assert_ne!(page[1].body.text(), other.json);
+    let mut expected: serde_json::Value = serde_json::from_str(&other.json).unwrap();
+    expected["tenant_id"] = json!(ACME);
+    assert_eq!(page[1].body.value(), expected, "only the claim changed");
+    assert_eq!(
+        (page[1].kind.as_str(), page[1].run_id.as_deref(), page[1].at_ms),
+        ("LLM_RUN_RECORD", Some("run-1"), 1_000)
+    );
+}
+
+#[test]
 fn malformed_records_are_kept_with_the_reason_not_dropped() {
     let mut h = with_agents();
     let bad = vec![

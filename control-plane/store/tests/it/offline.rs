@@ -1,35 +1,9 @@
 //! Rebuilding the state offline from a data directory, as forensics tools do.
 
-use aos_cp_store::Application;
-use aos_cp_store::offline::{Replayed, replay};
 use openraft::RaftSnapshotBuilder;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 
-use crate::support::{KvApp, KvCommand, entries, log_id, open};
-
-/// Replays, waiting out sled's lock release by the handles just dropped
-/// (see `support::try_open`).
-fn try_replay(dir: &std::path::Path) -> Result<Replayed<KvApp>, aos_cp_store::StoreError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let result = replay::<KvApp, KvCommand>(dir, |app, index, command| {
-            app.apply(index, command);
-        });
-        match result {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
-}
-
-fn replay_kv(dir: &std::path::Path) -> Replayed<KvApp> {
-    try_replay(dir).unwrap()
-}
+use crate::support::{KvApp, entries, log_id, open, replay_kv, try_replay};
 
 #[tokio::test]
 async fn offline_replay_is_the_snapshot_plus_committed_entries() {

@@ -5,11 +5,10 @@ use std::path::Path;
 
 use aos_cp_store::Application;
 use aos_cp_store::codec::{self, LOG_PIECE_BYTES};
-use aos_cp_store::offline::replay;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{Entry, EntryPayload, RaftLogReader};
 
-use crate::support::{KvApp, KvCommand, TestConfig, entries, log_id, open, raw_sled};
+use crate::support::{KvApp, KvCommand, TestConfig, entries, log_id, open, raw_sled, replay_kv};
 
 /// A normal entry whose value is a string of `bytes` bytes.
 fn sized(index: u64, bytes: usize) -> Entry<TestConfig> {
@@ -117,22 +116,8 @@ async fn offline_replay_reads_long_entries() {
         let (mut log, _sm) = open(dir.path());
         log.blocking_append(written.clone()).await.unwrap();
         log.save_committed(Some(log_id(1, 6))).await.unwrap();
-        drop(log);
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let replayed = loop {
-        match replay::<KvApp, KvCommand>(dir.path(), |app, index, command| {
-            app.apply(index, command);
-        }) {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => break other.unwrap(),
-        }
-    };
+    let replayed = replay_kv(dir.path());
     let mut expected = KvApp::default();
     for entry in &written[..=6] {
         if let EntryPayload::Normal(command) = &entry.payload {

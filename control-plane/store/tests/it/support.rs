@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
 
+use aos_cp_store::offline::{Replayed, replay};
 use aos_cp_store::{Application, SledLogStore, SledStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
 use serde::{Deserialize, Serialize};
@@ -134,4 +135,29 @@ pub fn subject_and_verb(error: &openraft::StorageError<u64>) -> (Value, Value) {
     let json = serde_json::to_value(error).unwrap();
     let io = &json["IO"]["source"];
     (io["subject"].clone(), io["verb"].clone())
+}
+
+/// Replays, waiting out sled's lock release by the handles just dropped
+/// (see [`try_open`]).
+pub fn try_replay(dir: &Path) -> Result<Replayed<KvApp>, aos_cp_store::StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let result = replay::<KvApp, KvCommand>(dir, |app, index, command| {
+            app.apply(index, command);
+        });
+        match result {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// [`try_replay`], which must succeed.
+pub fn replay_kv(dir: &Path) -> Replayed<KvApp> {
+    try_replay(dir).unwrap()
 }
