@@ -98,14 +98,26 @@ impl CounterTable {
 
     /// Adds usage of a run at `now_ms` to every window.
     pub fn add(&mut self, run_id: &str, session_id: Option<&str>, usage: &Usage, now_ms: u64) {
-        self.runs.entry(run_id.to_owned()).or_default().add(usage);
+        add_to(&mut self.runs, run_id, usage);
         if let Some(s) = session_id {
-            self.sessions.entry(s.to_owned()).or_default().add(usage);
+            add_to(&mut self.sessions, s, usage);
         }
         for period in PERIODS {
             self.calendar.entry((period, bucket(period, now_ms))).or_default().add(usage);
         }
-        self.rolling.push_back((now_ms, *usage));
+        // One rolling entry per second of activity, stamped with its latest
+        // add: an entry per step grew without bound under load (a day of
+        // 1,000 steps/s was ~3.5 GB) and made every rolling-window read walk
+        // every step of the window. An entry counts until its latest add
+        // leaves the window, so up to a second of older usage may still be
+        // counted — more restrictive, never less.
+        match self.rolling.back_mut() {
+            Some((at, u)) if *at / 1000 == now_ms / 1000 => {
+                *at = (*at).max(now_ms);
+                u.add(usage);
+            }
+            _ => self.rolling.push_back((now_ms, *usage)),
+        }
         while self.rolling.front().is_some_and(|(at, _)| at.saturating_add(MAX_ROLLING_MS) < now_ms) {
             self.rolling.pop_front();
         }
@@ -153,6 +165,19 @@ impl CounterTable {
 }
 
 const PERIODS: [Period; 3] = [Period::Hourly, Period::Daily, Period::Monthly];
+
+/// Adds `usage` to `key`'s counter, allocating the key only when it is new
+/// (this runs for every step).
+fn add_to(map: &mut HashMap<String, Usage>, key: &str, usage: &Usage) {
+    match map.get_mut(key) {
+        Some(u) => u.add(usage),
+        None => {
+            let mut u = Usage::default();
+            u.add(usage);
+            map.insert(key.to_owned(), u);
+        }
+    }
+}
 
 /// The counters as seen by one step.
 #[derive(Debug, Clone, Copy)]
@@ -273,6 +298,34 @@ mod tests {
         {
             assert_eq!(v.counter(&key(Metric::Tokens, window)), Some(0), "{window:?}");
         }
+    }
+
+    #[test]
+    fn rolling_windows_keep_one_entry_per_second_and_count_every_step() {
+        let mut t = CounterTable::default();
+        let now = 1_700_000_000_000;
+        let step = Usage { tokens: 3, cost_micros: 1, requests: 1, db_queries: 0 };
+        // 10,000 steps over five seconds.
+        for i in 0..10_000_u64 {
+            t.add("r", None, &step, now + i / 2);
+        }
+        assert_eq!(t.rolling.len(), 5, "one entry per second of activity");
+        let v = t.view("r", None, now + 4_999);
+        assert_eq!(v.counter(&key(Metric::Tokens, CounterWindow::Rolling { seconds: 60 })), Some(30_000));
+        assert_eq!(v.counter(&key(Metric::Requests, CounterWindow::Rolling { seconds: 60 })), Some(10_000));
+        // A 2 s window read at the end holds the last two seconds and the
+        // second whose latest step is still inside it: never less than the
+        // steps of the window itself (fail closed).
+        let two =
+            v.counter(&key(Metric::Requests, CounterWindow::Rolling { seconds: 2 })).unwrap_or_default();
+        assert!((4_000..=6_000).contains(&two), "{two}");
+        // Released reservations come out of the coalesced entry.
+        t.subtract("r", None, &Usage { tokens: 3, ..Usage::default() }, now + 4_998);
+        let v = t.view("r", None, now + 4_999);
+        assert_eq!(v.counter(&key(Metric::Tokens, CounterWindow::Rolling { seconds: 60 })), Some(29_997));
+        // Long after, nothing is in the window.
+        let later = t.view("r", None, now + 120_000);
+        assert_eq!(later.counter(&key(Metric::Tokens, CounterWindow::Rolling { seconds: 60 })), Some(0));
     }
 
     #[test]
