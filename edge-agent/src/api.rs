@@ -37,7 +37,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::engine::{EndRun, Engine, EngineError, StartRun, StepRequest, UsageReport};
+use crate::engine::{EndRun, Engine, EngineError, StartRun, StepAnswer, StepRequest, UsageReport};
 use crate::ids::now_ms;
 use crate::jobs::JobBoard;
 use crate::snapshots::{BootGuard, SnapshotSlot, Staleness};
@@ -489,12 +489,11 @@ async fn pre_step(
     Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StepAnswer>, ApiError> {
     authorize_run(&app, &caller, &run_id)?;
     let engine = &app.engine;
     let req: StepRequest = optional_body(&body)?;
-    let answer = engine.pre_step(&run_id, req).await?;
-    Ok(Json(serde_json::to_value(answer).unwrap_or(Value::Null)))
+    Ok(Json(engine.pre_step(&run_id, req).await?))
 }
 
 async fn usage(
@@ -502,12 +501,11 @@ async fn usage(
     Extension(caller): Extension<Caller>,
     Path((run_id, step_id)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StepAnswer>, ApiError> {
     authorize_run(&app, &caller, &run_id)?;
     let engine = &app.engine;
     let req: UsageReport = optional_body(&body)?;
-    let answer = engine.report_usage(&run_id, &step_id, req).await?;
-    Ok(Json(serde_json::to_value(answer).unwrap_or(Value::Null)))
+    Ok(Json(engine.report_usage(&run_id, &step_id, req).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
