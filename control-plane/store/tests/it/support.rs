@@ -58,13 +58,13 @@ openraft::declare_raft_types!(
 pub type LogStore = SledLogStore<TestConfig>;
 pub type StateMachine = SledStateMachine<TestConfig, KvApp>;
 
-/// Opens the store, returning the error. A handle dropped just before may
-/// still hold sled's file lock for a moment (its flusher thread exits
-/// asynchronously), so this retries on that one error until a deadline.
-pub fn try_open(dir: &Path) -> Result<(LogStore, StateMachine), aos_cp_store::StoreError> {
+/// Runs `attempt` until it does not fail on sled's file lock, or a deadline passes. A handle
+/// dropped just before may still hold the lock for a moment (its flusher thread exits
+/// asynchronously); any other outcome is returned as it is.
+fn waiting_out_lock<T, E: std::fmt::Display>(mut attempt: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        match aos_cp_store::open::<TestConfig, KvApp>(dir) {
+        match attempt() {
             Err(e)
                 if e.to_string().contains("could not acquire lock")
                     && std::time::Instant::now() < deadline =>
@@ -76,21 +76,14 @@ pub fn try_open(dir: &Path) -> Result<(LogStore, StateMachine), aos_cp_store::St
     }
 }
 
-/// Opens the sled database under `dir` directly (every store handle closed), waiting out the
-/// lock of a handle just dropped (see [`try_open`]).
+/// Opens the store, returning the error (see [`waiting_out_lock`]).
+pub fn try_open(dir: &Path) -> Result<(LogStore, StateMachine), aos_cp_store::StoreError> {
+    waiting_out_lock(|| aos_cp_store::open::<TestConfig, KvApp>(dir))
+}
+
+/// Opens the sled database under `dir` directly (every store handle closed).
 pub fn raw_sled(dir: &Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::open(dir) {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other.unwrap(),
-        }
-    }
+    waiting_out_lock(|| sled::open(dir)).unwrap()
 }
 
 /// [`try_open`], which must succeed.
@@ -137,24 +130,13 @@ pub fn subject_and_verb(error: &openraft::StorageError<u64>) -> (Value, Value) {
     (io["subject"].clone(), io["verb"].clone())
 }
 
-/// Replays, waiting out sled's lock release by the handles just dropped
-/// (see [`try_open`]).
+/// Replays the log offline, returning the error (see [`waiting_out_lock`]).
 pub fn try_replay(dir: &Path) -> Result<Replayed<KvApp>, aos_cp_store::StoreError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let result = replay::<KvApp, KvCommand>(dir, |app, index, command| {
+    waiting_out_lock(|| {
+        replay::<KvApp, KvCommand>(dir, |app, index, command| {
             app.apply(index, command);
-        });
-        match result {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
+        })
+    })
 }
 
 /// [`try_replay`], which must succeed.
