@@ -42,6 +42,7 @@ pub mod http;
 pub mod leader_probe;
 pub mod master_key;
 pub mod node;
+pub mod peer_channel;
 pub mod periodic;
 pub mod pki;
 pub mod proposer;

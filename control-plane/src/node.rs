@@ -345,6 +345,16 @@ impl Node {
         &self.inner.state
     }
 
+    /// The leader and its cluster address when another node leads, as this
+    /// node last heard (the view a `client_write` here would answer with).
+    pub fn leader_elsewhere(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft().metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader.filter(|leader| *leader != self.id())?;
+        let addr = metrics.membership_config.membership().get_node(&leader)?.addr.clone();
+        Some((leader, addr))
+    }
+
     /// Whether this node has a leader it can rely on (see
     /// [`LeaderContact`]).
     pub fn leader_contact(&self) -> LeaderContact {

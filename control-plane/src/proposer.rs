@@ -214,29 +214,12 @@ async fn commit(
     if let LeaderContact::CutOffLeader(Some(since_ms)) = node.leader_contact() {
         return Err(ClusterError::NoQuorum { since_ms });
     }
-    // `client_write` takes the entry; a copy is kept only when it may have
-    // to be forwarded (not for batches a follower forwarded here).
-    let kept = may_forward.then(|| entry.clone());
-    let written = tokio::time::timeout(COMMIT_TIMEOUT, node.raft().client_write(entry))
-        .await
-        .map_err(|_| ClusterError::CommitTimeout)?;
-    let committed = match written {
-        Ok(response) => Committed { log_index: response.log_id.index, result: response.data },
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            match (forward.leader_id, forward.leader_node, kept) {
-                (Some(leader), Some(leader_node), Some(entry)) => {
-                    forward_propose(leader, &leader_node.addr, &entry).await?
-                }
-                (leader_id, leader_node, None) => {
-                    return Err(ClusterError::NotLeader {
-                        leader_id,
-                        leader_addr: leader_node.map(|n| n.addr),
-                    });
-                }
-                _ => return Err(ClusterError::NoLeader),
-            }
-        }
-        Err(e) => return Err(ClusterError::Raft(e.to_string())),
+    // A follower that knows the leader forwards at once: asking its own Raft
+    // first would cost a round trip through its Raft task (and a copy of the
+    // entry) only to be told the same leader.
+    let committed = match may_forward.then(|| node.leader_elsewhere()).flatten() {
+        Some((leader, addr)) => forward_propose(leader, &addr, &entry).await?,
+        None => write_or_forward(node, entry, may_forward).await?,
     };
     if count == 1 {
         return Ok(vec![committed]);
@@ -247,6 +230,36 @@ async fn commit(
             ClusterError::Codec(format!("a batch of {count} proposals came back without their results"))
         })?;
     Ok(results.into_iter().map(|result| Committed { log_index, result }).collect())
+}
+
+/// Writes `entry` through this node's Raft, forwarding it when Raft answers
+/// that another node leads and `may_forward`.
+async fn write_or_forward(
+    node: &Node,
+    entry: Proposal,
+    may_forward: bool,
+) -> Result<Committed, ClusterError> {
+    // `client_write` takes the entry; a copy is kept only when it may have
+    // to be forwarded (not for batches a follower forwarded here).
+    let kept = may_forward.then(|| entry.clone());
+    let written = tokio::time::timeout(COMMIT_TIMEOUT, node.raft().client_write(entry))
+        .await
+        .map_err(|_| ClusterError::CommitTimeout)?;
+    match written {
+        Ok(response) => Ok(Committed { log_index: response.log_id.index, result: response.data }),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            match (forward.leader_id, forward.leader_node, kept) {
+                (Some(leader), Some(leader_node), Some(entry)) => {
+                    forward_propose(leader, &leader_node.addr, &entry).await
+                }
+                (leader_id, leader_node, None) => {
+                    Err(ClusterError::NotLeader { leader_id, leader_addr: leader_node.map(|n| n.addr) })
+                }
+                _ => Err(ClusterError::NoLeader),
+            }
+        }
+        Err(e) => Err(ClusterError::Raft(e.to_string())),
+    }
 }
 
 /// The answer a forwarded batch gets: its proposals' results as one

@@ -16,9 +16,9 @@ use aos_cp_state::{CommandResult, Proposal};
 use aos_proto::cluster::cluster_service_client::ClusterServiceClient;
 use aos_proto::cluster::{LogPositionReply, LogPositionRequest, ProposeRequest, ReadIndexRequest};
 use openraft::error::{CheckIsLeaderError, RaftError};
-use tonic::transport::{Channel, Endpoint};
 
 use crate::node::Node;
+use crate::peer_channel::PeerChannel;
 use crate::raft::NodeId;
 
 /// How long a forwarded call or a read barrier may take.
@@ -98,27 +98,53 @@ pub async fn propose(node: &Node, proposal: Proposal) -> Result<Committed, Clust
         .ok_or_else(|| ClusterError::Codec("the proposer answered without a result".to_owned()))
 }
 
-/// gRPC channels to leaders by address, shared by every forwarded call:
-/// one multiplexed HTTP/2 connection per peer instead of a TCP and HTTP/2
-/// handshake per request. A channel reconnects by itself after its peer
-/// restarts; a dead peer makes calls fail fast (connection refused).
-static CHANNELS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Channel>>> =
+/// Connections to peers by address, shared by every forwarded call: one
+/// multiplexed HTTP/2 connection per peer instead of a TCP and HTTP/2
+/// handshake per request. A closed connection (the peer restarted, or a
+/// keep-alive ping went unanswered) and one whose call timed out are
+/// replaced at the next call; a dead peer makes calls fail fast (connection
+/// refused).
+static CHANNELS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, PeerChannel>>> =
     std::sync::LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
 
+fn channels() -> std::sync::MutexGuard<'static, HashMap<String, PeerChannel>> {
+    CHANNELS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A client to a peer's (usually the leader's) cluster service.
-fn peer_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<Channel>, ClusterError> {
-    let mut channels = CHANNELS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(channel) = channels.get(addr) {
-        return Ok(ClusterServiceClient::new(channel.clone()));
+async fn peer_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<PeerChannel>, ClusterError> {
+    let cached = channels().get(addr).filter(|channel| !channel.is_closed()).cloned();
+    let channel = match cached {
+        Some(channel) => channel,
+        None => {
+            // Two calls may connect at once; the last one's connection is
+            // kept and the other is closed when its call is done.
+            let channel = PeerChannel::connect(addr, CONNECT_TIMEOUT)
+                .await
+                .map_err(|e| ClusterError::LeaderUnreachable { leader, reason: e.to_string() })?;
+            channels().insert(addr.to_owned(), channel.clone());
+            channel
+        }
+    };
+    let origin = channel.origin();
+    Ok(ClusterServiceClient::with_origin(channel, origin))
+}
+
+/// Runs a call to the peer at `addr` within [`CALL_TIMEOUT`]. A call that
+/// times out forgets the connection: a peer that stopped answering (a
+/// partition) is reached on a fresh one next time.
+async fn within_call_timeout<T>(
+    addr: &str,
+    call: impl Future<Output = Result<T, ClusterError>>,
+    timed_out: ClusterError,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => {
+            channels().remove(addr);
+            Err(timed_out)
+        }
     }
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| ClusterError::LeaderUnreachable { leader, reason: e.to_string() })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy();
-    channels.insert(addr.to_owned(), channel.clone());
-    Ok(ClusterServiceClient::new(channel))
 }
 
 /// Maps a leader's gRPC status: `UNAVAILABLE` means it lost leadership,
@@ -142,11 +168,16 @@ pub(crate) async fn forward_propose(
     proposal: &Proposal,
 ) -> Result<Committed, ClusterError> {
     let proposal_json = serde_json::to_vec(proposal).map_err(|e| ClusterError::Codec(e.to_string()))?;
-    let reply = peer_client(leader, addr)?
-        .propose(ProposeRequest { proposal_json })
-        .await
-        .map_err(|status| leader_status(leader, &status))?
-        .into_inner();
+    let call = async {
+        peer_client(leader, addr)
+            .await?
+            .propose(ProposeRequest { proposal_json })
+            .await
+            .map_err(|status| leader_status(leader, &status))
+    };
+    // The leader took the proposal but did not answer in time: it may
+    // still commit, as a proposal of its own would.
+    let reply = within_call_timeout(addr, call, ClusterError::CommitTimeout).await?.into_inner();
     let result =
         serde_json::from_slice(&reply.result_json).map_err(|e| ClusterError::Codec(e.to_string()))?;
     Ok(Committed { log_index: reply.log_index, result })
@@ -187,20 +218,34 @@ pub async fn read_barrier(node: &Node, consistency: Consistency) -> Result<(), C
 /// Asks `leader` for a read index; it answers only with a quorum's fresh
 /// acknowledgement.
 pub(crate) async fn remote_read_index(leader: NodeId, addr: &str) -> Result<u64, ClusterError> {
-    let reply = peer_client(leader, addr)?
-        .read_index(ReadIndexRequest {})
-        .await
-        .map_err(|status| leader_status(leader, &status))?;
+    let call = async {
+        peer_client(leader, addr)
+            .await?
+            .read_index(ReadIndexRequest {})
+            .await
+            .map_err(|status| leader_status(leader, &status))
+    };
+    let reply = within_call_timeout(addr, call, no_answer(leader)).await?;
     Ok(reply.into_inner().read_index)
 }
 
 /// Asks the voter `peer` for its log position (see [`crate::takeover`]).
 pub(crate) async fn remote_log_position(peer: NodeId, addr: &str) -> Result<LogPositionReply, ClusterError> {
-    let reply = peer_client(peer, addr)?
-        .log_position(LogPositionRequest {})
-        .await
-        .map_err(|status| leader_status(peer, &status))?;
-    Ok(reply.into_inner())
+    let call = async {
+        peer_client(peer, addr)
+            .await?
+            .log_position(LogPositionRequest {})
+            .await
+            .map_err(|status| leader_status(peer, &status))
+    };
+    Ok(within_call_timeout(addr, call, no_answer(peer)).await?.into_inner())
+}
+
+fn no_answer(peer: NodeId) -> ClusterError {
+    ClusterError::LeaderUnreachable {
+        leader: peer,
+        reason: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+    }
 }
 
 /// Waits until the local state machine has applied `index`.

@@ -5,8 +5,13 @@
 //! ```sh
 //! cargo build --release -p aos-control-plane
 //! cargo run --release -p aos-benches --bin cluster-bench -- [--etcd] [--rounds N] \
-//!     [--duration SECS] [--warmup SECS] [--client-threads N]
+//!     [--duration SECS] [--warmup SECS] [--client-threads N] [--node I]
 //! ```
+//!
+//! `--node I` (0, 1 or 2) sends every write to that one node (member)
+//! instead of round-robin over the three: node 0 is the leader AOS elects
+//! first, so `--node 0` against `--node 1` shows what forwarding a write
+//! from a follower costs.
 //!
 //! Writers are tasks on one client thread (`--client-threads`; 0 runs the
 //! first harness, a thread per writer), so the client takes as little of
@@ -40,6 +45,8 @@ struct Args {
     /// Writers as tasks on this many client threads; 0: the first harness,
     /// a thread and blocking HTTP agent per writer.
     client_threads: usize,
+    /// Only this node (member) takes writes; `None`: round-robin.
+    node: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -49,6 +56,7 @@ fn parse_args() -> Result<Args> {
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs(5),
         client_threads: 1,
+        node: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -61,16 +69,28 @@ fn parse_args() -> Result<Args> {
             "--client-threads" => {
                 args.client_threads = value("--client-threads")?.parse().context("--client-threads")?;
             }
+            "--node" => args.node = Some(value("--node")?.parse().context("--node")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: cluster-bench [--etcd] [--rounds N (20)] [--duration SECS (5)] [--warmup SECS (1)] [--client-threads N (1; 0 = a thread per writer)]"
+                    "usage: cluster-bench [--etcd] [--rounds N (20)] [--duration SECS (5)] [--warmup SECS (1)] [--client-threads N (1; 0 = a thread per writer)] [--node I (every write to node I of 0..3)]"
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
+    if args.node.is_some_and(|i| i >= 3) {
+        bail!("--node must be 0, 1 or 2");
+    }
     Ok(args)
+}
+
+/// The write targets: all of `urls`, or only the one `--node` names.
+fn targets(urls: Vec<String>, node: Option<usize>) -> Result<Vec<String>> {
+    match node {
+        None => Ok(urls),
+        Some(i) => Ok(vec![urls.into_iter().nth(i).with_context(|| format!("no node {i}"))?]),
+    }
 }
 
 fn secs(s: &str) -> Result<Duration> {
@@ -87,7 +107,7 @@ fn aos_load(bin: &Path, args: &Args, name: &str) -> Result<Vec<LoadResult>> {
     eprintln!("starting a 3-node AOS cluster …");
     let cluster = AosCluster::start(bin)?;
     eprintln!("AOS cluster up in {}", cluster.dir().display());
-    let urls = cluster.write_urls();
+    let urls = targets(cluster.write_urls(), args.node)?;
     let key = cluster.key.as_str();
     let mut results = Vec::new();
     for c in CONCURRENCY {
@@ -117,7 +137,7 @@ fn aos_load(bin: &Path, args: &Args, name: &str) -> Result<Vec<LoadResult>> {
 fn etcd_load(bin: &Path, args: &Args, value: &str) -> Result<Vec<LoadResult>> {
     eprintln!("starting a 3-member etcd cluster ({}) …", bin.display());
     let cluster = EtcdCluster::start(bin)?;
-    let urls = cluster.write_urls();
+    let urls = targets(cluster.write_urls(), args.node)?;
     let mut results = Vec::new();
     for c in CONCURRENCY {
         eprintln!("etcd: concurrency {c} …");

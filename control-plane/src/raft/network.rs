@@ -1,7 +1,8 @@
 //! Outbound Raft RPCs over gRPC.
 //!
 //! One [`GrpcConnection`] per target node, created by openraft through
-//! [`GrpcNetwork`]. openraft's messages travel as serde-JSON inside the
+//! [`GrpcNetwork`], over one HTTP/2 connection ([`PeerChannel`], without
+//! tonic's buffer task). openraft's messages travel as serde-JSON inside the
 //! `aos.raft.v1.RaftPayload` envelope; the remote's own Raft error comes
 //! back inside the payload and is surfaced as a `RemoteError`, while
 //! transport failures become `Unreachable` (connect) or `NetworkError`
@@ -20,9 +21,9 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
 
 use super::{NodeId, TypeConfig};
+use crate::peer_channel::PeerChannel;
 
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -35,7 +36,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcConnection {
-        GrpcConnection { target, addr: node.addr.clone(), client: None }
+        GrpcConnection { target, addr: node.addr.clone(), channel: None }
     }
 }
 
@@ -44,7 +45,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
 pub struct GrpcConnection {
     target: NodeId,
     addr: String,
-    client: Option<RaftServiceClient<Channel>>,
+    channel: Option<PeerChannel>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,28 +56,22 @@ struct TransportError(String);
 impl GrpcConnection {
     async fn client<E: std::error::Error>(
         &mut self,
-    ) -> Result<RaftServiceClient<Channel>, RPCError<NodeId, BasicNode, E>> {
-        if let Some(client) = &self.client {
-            return Ok(client.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
-            .map_err(|e| {
-                RPCError::Unreachable(Unreachable::new(&TransportError(format!(
-                    "bad peer address {}: {e}",
-                    self.addr
-                ))))
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|e| {
-            RPCError::Unreachable(Unreachable::new(&TransportError(format!(
-                "node {} at {}: {e}",
-                self.target, self.addr
-            ))))
-        })?;
-        let client = RaftServiceClient::new(channel).max_decoding_message_size(usize::MAX);
-        self.client = Some(client.clone());
-        Ok(client)
+    ) -> Result<RaftServiceClient<PeerChannel>, RPCError<NodeId, BasicNode, E>> {
+        let channel = match &self.channel {
+            Some(channel) if !channel.is_closed() => channel.clone(),
+            _ => {
+                let channel = PeerChannel::connect(&self.addr, CONNECT_TIMEOUT).await.map_err(|e| {
+                    RPCError::Unreachable(Unreachable::new(&TransportError(format!(
+                        "node {}: {e}",
+                        self.target
+                    ))))
+                })?;
+                self.channel = Some(channel.clone());
+                channel
+            }
+        };
+        let origin = channel.origin();
+        Ok(RaftServiceClient::with_origin(channel, origin).max_decoding_message_size(usize::MAX))
     }
 
     fn encode<T: Serialize, E: std::error::Error>(
@@ -115,7 +110,7 @@ impl GrpcConnection {
         result: &Result<T, RPCError<NodeId, BasicNode, E>>,
     ) {
         if matches!(result, Err(RPCError::Network(_) | RPCError::Unreachable(_))) {
-            self.client = None;
+            self.channel = None;
         }
     }
 }
