@@ -108,3 +108,89 @@ impl tower_service::Service<Request<Body>> for PeerChannel {
         Box::pin(self.sender.send_request(request))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use aos_proto::raft::RaftPayload;
+    use aos_proto::raft::raft_service_client::RaftServiceClient;
+    use aos_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
+    use tokio::net::TcpListener;
+    use tonic::transport::server::TcpIncoming;
+    use tonic::{Request, Status};
+
+    use super::*;
+
+    /// Answers every call with the payload it was sent.
+    struct Echo;
+
+    #[tonic::async_trait]
+    impl RaftService for Echo {
+        async fn append_entries(
+            &self,
+            request: Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, Status> {
+            Ok(tonic::Response::new(request.into_inner()))
+        }
+
+        async fn vote(&self, _: Request<RaftPayload>) -> Result<tonic::Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("vote"))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("install_snapshot"))
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_travel_and_a_peer_that_shuts_down_leaves_the_channel_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServiceServer::new(Echo))
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+
+        let channel = PeerChannel::connect(&addr, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(channel.origin().to_string(), format!("http://{addr}/"));
+        let mut client = RaftServiceClient::with_origin(channel.clone(), channel.origin());
+        for i in 0..3u8 {
+            let reply = client.append_entries(RaftPayload { json: vec![i; 100] }).await.unwrap();
+            assert_eq!(reply.into_inner().json, vec![i; 100], "call {i} answered in kind");
+        }
+        // A peer's error comes back as its status, and the connection stays.
+        let refused = client.vote(RaftPayload { json: Vec::new() }).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unimplemented);
+        assert!(!channel.is_closed());
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !channel.is_closed() {
+            assert!(Instant::now() < deadline, "the channel never noticed its peer shut down");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(client.append_entries(RaftPayload { json: vec![9] }).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn connecting_to_a_port_nobody_listens_on_fails_and_names_the_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let error = PeerChannel::connect(&addr, Duration::from_secs(2)).await.unwrap_err();
+        assert_eq!(error.addr, addr);
+        assert!(error.to_string().starts_with(&format!("connect to {addr}: ")), "{error}");
+
+        let error = PeerChannel::connect("not an address", Duration::from_secs(2)).await.unwrap_err();
+        assert!(error.reason.starts_with("bad address"), "{error}");
+    }
+}
