@@ -130,19 +130,30 @@ async fn peer_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<
     Ok(ClusterServiceClient::with_origin(channel, origin))
 }
 
-/// Runs a call to the peer at `addr` within [`CALL_TIMEOUT`]. A call that
-/// times out forgets the connection: a peer that stopped answering (a
-/// partition) is reached on a fresh one next time.
-async fn within_call_timeout<T>(
+/// Makes one call to the cluster service of `peer` at `addr` within
+/// [`CALL_TIMEOUT`] (connecting included), mapping its status with
+/// [`leader_status`]. A call that times out answers `timed_out(peer)` and forgets
+/// the connection: a peer that stopped answering (a partition) is reached
+/// on a fresh one next time.
+async fn call_peer<T, F, Fut>(
+    peer: NodeId,
     addr: &str,
-    call: impl Future<Output = Result<T, ClusterError>>,
-    timed_out: ClusterError,
-) -> Result<T, ClusterError> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+    timed_out: fn(NodeId) -> ClusterError,
+    call: F,
+) -> Result<T, ClusterError>
+where
+    F: FnOnce(ClusterServiceClient<PeerChannel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let answer = async {
+        let client = peer_client(peer, addr).await?;
+        call(client).await.map(tonic::Response::into_inner).map_err(|status| leader_status(peer, &status))
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, answer).await {
         Ok(result) => result,
         Err(_) => {
             channels().remove(addr);
-            Err(timed_out)
+            Err(timed_out(peer))
         }
     }
 }
@@ -168,16 +179,15 @@ pub(crate) async fn forward_propose(
     proposal: &Proposal,
 ) -> Result<Committed, ClusterError> {
     let proposal_json = serde_json::to_vec(proposal).map_err(|e| ClusterError::Codec(e.to_string()))?;
-    let call = async {
-        peer_client(leader, addr)
-            .await?
-            .propose(ProposeRequest { proposal_json })
-            .await
-            .map_err(|status| leader_status(leader, &status))
-    };
     // The leader took the proposal but did not answer in time: it may
     // still commit, as a proposal of its own would.
-    let reply = within_call_timeout(addr, call, ClusterError::CommitTimeout).await?.into_inner();
+    let reply = call_peer(
+        leader,
+        addr,
+        |_| ClusterError::CommitTimeout,
+        |mut client| async move { client.propose(ProposeRequest { proposal_json }).await },
+    )
+    .await?;
     let result =
         serde_json::from_slice(&reply.result_json).map_err(|e| ClusterError::Codec(e.to_string()))?;
     Ok(Committed { log_index: reply.log_index, result })
@@ -218,27 +228,22 @@ pub async fn read_barrier(node: &Node, consistency: Consistency) -> Result<(), C
 /// Asks `leader` for a read index; it answers only with a quorum's fresh
 /// acknowledgement.
 pub(crate) async fn remote_read_index(leader: NodeId, addr: &str) -> Result<u64, ClusterError> {
-    let call = async {
-        peer_client(leader, addr)
-            .await?
-            .read_index(ReadIndexRequest {})
-            .await
-            .map_err(|status| leader_status(leader, &status))
-    };
-    let reply = within_call_timeout(addr, call, no_answer(leader)).await?;
-    Ok(reply.into_inner().read_index)
+    let reply = call_peer(leader, addr, no_answer, |mut client| async move {
+        client.read_index(ReadIndexRequest {}).await
+    })
+    .await?;
+    Ok(reply.read_index)
 }
 
 /// Asks the voter `peer` for its log position (see [`crate::takeover`]).
 pub(crate) async fn remote_log_position(peer: NodeId, addr: &str) -> Result<LogPositionReply, ClusterError> {
-    let call = async {
-        peer_client(peer, addr)
-            .await?
-            .log_position(LogPositionRequest {})
-            .await
-            .map_err(|status| leader_status(peer, &status))
-    };
-    Ok(within_call_timeout(addr, call, no_answer(peer)).await?.into_inner())
+    call_peer(
+        peer,
+        addr,
+        no_answer,
+        |mut client| async move { client.log_position(LogPositionRequest {}).await },
+    )
+    .await
 }
 
 fn no_answer(peer: NodeId) -> ClusterError {
