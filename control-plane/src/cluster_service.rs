@@ -4,7 +4,7 @@
 //! `UNAVAILABLE` with the leader it knows in `aos-leader-id` /
 //! `aos-leader-addr` metadata, so callers can retry there.
 
-use aos_cp_state::{Command, Proposal};
+use aos_cp_state::LoggedProposal;
 use aos_proto::cluster::cluster_service_server::ClusterService;
 use aos_proto::cluster::{
     LogPositionReply, LogPositionRequest, ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest,
@@ -47,7 +47,9 @@ fn not_leader(leader_id: Option<NodeId>, leader_addr: Option<&str>) -> Status {
 #[tonic::async_trait]
 impl ClusterService for ClusterRpcServer {
     async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
-        let proposal: Proposal = serde_json::from_slice(&request.into_inner().proposal_json)
+        // Kept as the text the follower encoded: only a batch's outer
+        // structure is read here, and the text goes into the log as it came.
+        let proposal = LoggedProposal::from_json(&request.into_inner().proposal_json)
             .map_err(|e| Status::invalid_argument(format!("malformed proposal: {e}")))?;
         // A cut-off leader refuses forwarded writes at once too (the
         // forwarding node maps UNAVAILABLE to "no leader", a 503).
@@ -59,11 +61,14 @@ impl ClusterService for ClusterRpcServer {
         }
         // A forwarded batch joins this node's proposer as one group; its
         // answer is the proposals' results, in order.
-        let (proposals, batch) = match proposal.command {
-            Command::Batch { proposals } => (proposals, true),
-            _ => (vec![proposal], false),
+        let (proposals, batch) = match proposal
+            .batch_proposals()
+            .map_err(|e| Status::invalid_argument(format!("malformed proposal: {e}")))?
+        {
+            Some(proposals) => (proposals, true),
+            None => (vec![proposal], false),
         };
-        let committed = match self.node.proposer().submit(proposals, false).await {
+        let committed = match self.node.proposer().submit_logged(proposals, false).await {
             Ok(committed) => committed,
             Err(ClusterError::NotLeader { leader_id, leader_addr }) => {
                 return Err(not_leader(leader_id, leader_addr.as_deref()));

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aos_cp_state::{Command, CommandResult, Proposal};
+use aos_cp_state::{CommandResult, LoggedProposal, Proposal};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -59,8 +59,9 @@ struct Counts {
 /// Proposals submitted together, answered together.
 #[derive(Debug)]
 struct Submission {
-    proposals: Vec<Proposal>,
-    approx_bytes: usize,
+    proposals: Vec<LoggedProposal>,
+    /// Their encoded length.
+    bytes: usize,
     /// Whether they may be forwarded when this node is not the leader:
     /// `false` for proposals a follower forwarded here (one hop only).
     may_forward: bool,
@@ -84,18 +85,35 @@ impl Proposer {
     }
 
     /// Commits `proposals` (in this order, possibly with others) and
-    /// returns one answer per proposal.
+    /// returns one answer per proposal. They are encoded here, in the
+    /// caller's task, once: the entry and everything that copies it carry
+    /// their text from then on.
     pub async fn submit(
         &self,
         proposals: Vec<Proposal>,
         may_forward: bool,
     ) -> Result<Vec<Committed>, ClusterError> {
+        let logged = proposals
+            .iter()
+            .map(LoggedProposal::encode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClusterError::Codec(format!("encode proposal: {e}")))?;
+        self.submit_logged(logged, may_forward).await
+    }
+
+    /// [`Proposer::submit`] for proposals already encoded (a batch a
+    /// follower forwarded).
+    pub async fn submit_logged(
+        &self,
+        proposals: Vec<LoggedProposal>,
+        may_forward: bool,
+    ) -> Result<Vec<Committed>, ClusterError> {
         if proposals.is_empty() {
             return Ok(Vec::new());
         }
-        let approx_bytes = proposals.iter().map(Proposal::approx_encoded_len).sum();
+        let bytes = proposals.iter().map(LoggedProposal::len).sum();
         let (reply, answer) = oneshot::channel();
-        let submission = Submission { proposals, approx_bytes, may_forward, reply };
+        let submission = Submission { proposals, bytes, may_forward, reply };
         self.tx.send(submission).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -144,7 +162,7 @@ async fn run(node: WeakNode, mut rx: mpsc::Receiver<Submission>, counts: Arc<Cou
 fn take_group(queue: &mut VecDeque<Submission>) -> Option<Vec<Submission>> {
     let first = queue.pop_front()?;
     let may_forward = first.may_forward;
-    let (mut count, mut bytes) = (first.proposals.len(), first.approx_bytes);
+    let (mut count, mut bytes) = (first.proposals.len(), first.bytes);
     let mut group = vec![first];
     let mut i = 0;
     while i < queue.len() {
@@ -153,11 +171,11 @@ fn take_group(queue: &mut VecDeque<Submission>) -> Option<Vec<Submission>> {
             i += 1;
             continue;
         }
-        if count + next.proposals.len() > MAX_BATCH_PROPOSALS || bytes + next.approx_bytes > MAX_BATCH_BYTES {
+        if count + next.proposals.len() > MAX_BATCH_PROPOSALS || bytes + next.bytes > MAX_BATCH_BYTES {
             break;
         }
         count += next.proposals.len();
-        bytes += next.approx_bytes;
+        bytes += next.bytes;
         if let Some(taken) = queue.remove(i) {
             group.push(taken);
         }
@@ -193,7 +211,7 @@ async fn fly(node: Node, group: Vec<Submission>) {
 /// node is not it and `may_forward`; one answer per proposal.
 async fn commit(
     node: &Node,
-    mut proposals: Vec<Proposal>,
+    mut proposals: Vec<LoggedProposal>,
     may_forward: bool,
 ) -> Result<Vec<Committed>, ClusterError> {
     let count = proposals.len();
@@ -202,12 +220,9 @@ async fn commit(
     } else {
         let mut nonce = [0u8; 8];
         let _ = getrandom::fill(&mut nonce);
-        Proposal {
-            request_id: format!("batch-{}-{}", node.id(), hex::encode(nonce)),
-            actor: system_actor(),
-            at_ms: crate::now_ms(),
-            command: Command::Batch { proposals },
-        }
+        let request_id = format!("batch-{}-{}", node.id(), hex::encode(nonce));
+        LoggedProposal::batch(&request_id, &system_actor(), crate::now_ms(), &proposals)
+            .map_err(|e| ClusterError::Codec(format!("encode batch: {e}")))?
     };
     // A cut-off leader would only queue the entry and time out: refuse it
     // at once, before anything is appended.
@@ -236,7 +251,7 @@ async fn commit(
 /// that another node leads and `may_forward`.
 async fn write_or_forward(
     node: &Node,
-    entry: Proposal,
+    entry: LoggedProposal,
     may_forward: bool,
 ) -> Result<Committed, ClusterError> {
     // `client_write` takes the entry; a copy is kept only when it may have
@@ -272,6 +287,8 @@ pub(crate) fn batch_answer(committed: Vec<Committed>) -> Committed {
 
 #[cfg(test)]
 mod tests {
+    use aos_cp_state::Command;
+
     use super::*;
 
     fn proposal(id: &str) -> Proposal {
@@ -284,13 +301,14 @@ mod tests {
     }
 
     fn submission(ids: &[&str], may_forward: bool) -> Submission {
-        let proposals: Vec<Proposal> = ids.iter().map(|id| proposal(id)).collect();
-        let approx_bytes = proposals.iter().map(Proposal::approx_encoded_len).sum();
-        Submission { proposals, approx_bytes, may_forward, reply: oneshot::channel().0 }
+        let proposals: Vec<LoggedProposal> =
+            ids.iter().map(|id| LoggedProposal::encode(&proposal(id)).unwrap()).collect();
+        let bytes = proposals.iter().map(LoggedProposal::len).sum();
+        Submission { proposals, bytes, may_forward, reply: oneshot::channel().0 }
     }
 
-    fn ids(group: &[Submission]) -> Vec<&str> {
-        group.iter().flat_map(|s| s.proposals.iter().map(|p| p.request_id.as_str())).collect()
+    fn ids(group: &[Submission]) -> Vec<String> {
+        group.iter().flat_map(|s| s.proposals.iter().map(|p| p.decode().unwrap().request_id)).collect()
     }
 
     #[test]
@@ -312,11 +330,22 @@ mod tests {
     fn a_group_stops_at_its_caps_and_a_large_submission_travels_alone() {
         let names: Vec<String> = (0..MAX_BATCH_PROPOSALS + 10).map(|i| format!("t{i}")).collect();
         let mut queue: VecDeque<Submission> = names.iter().map(|n| submission(&[n.as_str()], true)).collect();
-        assert_eq!(take_group(&mut queue).unwrap().len(), MAX_BATCH_PROPOSALS.min(MAX_BATCH_BYTES / 1024));
-        assert!(!queue.is_empty());
+        assert_eq!(take_group(&mut queue).unwrap().len(), MAX_BATCH_PROPOSALS);
+        assert_eq!(queue.len(), 10);
+
+        // By bytes: proposals of a fifth of the cap each, four to an entry.
+        let mut queue: VecDeque<Submission> = (0..6)
+            .map(|i| {
+                let mut s = submission(&[&format!("b{i}")], true);
+                s.bytes = MAX_BATCH_BYTES / 5;
+                s
+            })
+            .collect();
+        assert_eq!(ids(&take_group(&mut queue).unwrap()), ["b0", "b1", "b2", "b3"]);
+        assert_eq!(ids(&take_group(&mut queue).unwrap()), ["b4", "b5"]);
 
         let mut big = submission(&["big"], true);
-        big.approx_bytes = MAX_BATCH_BYTES * 2;
+        big.bytes = MAX_BATCH_BYTES * 2;
         let mut queue = VecDeque::from([big, submission(&["next"], true)]);
         assert_eq!(ids(&take_group(&mut queue).unwrap()), ["big"]);
         assert_eq!(ids(&take_group(&mut queue).unwrap()), ["next"]);

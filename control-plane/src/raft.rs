@@ -14,9 +14,10 @@ pub type NodeId = u64;
 
 openraft::declare_raft_types!(
     /// The control plane's Raft types: commands are `aos_cp_state`
-    /// proposals, answers their results.
+    /// proposals, carried as their JSON text (`LoggedProposal`), answers
+    /// their results.
     pub TypeConfig:
-        D = aos_cp_state::Proposal,
+        D = aos_cp_state::LoggedProposal,
         R = aos_cp_state::CommandResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aos_cp_state::{CommandResult, Proposal};
+use aos_cp_state::{CommandResult, LoggedProposal, Proposal};
 use aos_proto::cluster::cluster_service_client::ClusterServiceClient;
 use aos_proto::cluster::{LogPositionReply, LogPositionRequest, ProposeRequest, ReadIndexRequest};
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -176,9 +176,9 @@ fn leader_status(leader: NodeId, status: &tonic::Status) -> ClusterError {
 pub(crate) async fn forward_propose(
     leader: NodeId,
     addr: &str,
-    proposal: &Proposal,
+    proposal: &LoggedProposal,
 ) -> Result<Committed, ClusterError> {
-    let proposal_json = serde_json::to_vec(proposal).map_err(|e| ClusterError::Codec(e.to_string()))?;
+    let proposal_json = proposal.json().as_bytes().to_vec();
     // The leader took the proposal but did not answer in time: it may
     // still commit, as a proposal of its own would.
     let reply = call_peer(

@@ -511,23 +511,6 @@ impl CommandResult {
 /// Field of a batch result's `detail` holding the proposals' results.
 const BATCH_RESULTS: &str = "batch";
 
-impl Proposal {
-    /// Roughly how many bytes the proposal takes in a log entry, for sizing
-    /// batches: ingested records by their length (JSON inside JSON escapes
-    /// quotes, hence the quarter), every other command a flat kilobyte
-    /// (admin commands are small; a policy is a few kilobytes at most).
-    pub fn approx_encoded_len(&self) -> usize {
-        const SMALL: usize = 1024;
-        match &self.command {
-            Command::IngestRecords { records, .. } => {
-                SMALL + records.iter().map(|r| r.record_id.len() + r.json.len() * 5 / 4 + 32).sum::<usize>()
-            }
-            Command::Batch { proposals } => proposals.iter().map(Proposal::approx_encoded_len).sum(),
-            _ => SMALL,
-        }
-    }
-}
-
 /// A successfully applied command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Applied {

@@ -25,6 +25,7 @@
 //!
 //! ## Layout
 //! - [`command`]: proposals, commands and their results.
+//! - [`logged`]: a proposal as a Raft entry carries it (its JSON text).
 //! - [`actor`]: who proposed.
 //! - [`state`]: [`ControlState`], `apply` and the read side.
 //! - `dispatch`: subject, authorisation and routing of a command.
@@ -56,6 +57,7 @@ pub mod governance;
 mod ids;
 pub mod incidents;
 pub mod keys;
+pub mod logged;
 pub mod overrides;
 pub mod policies;
 pub mod requests;
@@ -85,6 +87,7 @@ pub use incidents::{
     Severity, Suppression,
 };
 pub use keys::{ApiKeyRecord, ApiKeySummary};
+pub use logged::LoggedProposal;
 pub use overrides::OverrideRecord;
 pub use policies::{PolicyRecord, PolicyVersion};
 pub use requests::{DEFAULT_REQUEST_CAPACITY, RequestLog};

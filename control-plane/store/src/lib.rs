@@ -17,6 +17,7 @@
 //! # Layout
 //!
 //! - [`log_store`]: [`SledLogStore`], the log, vote, committed id and purge point.
+//! - `recent`: the log's most recent entries kept decoded in memory for openraft's reads.
 //! - [`state_machine`]: [`SledStateMachine`], applying entries and building, storing and
 //!   installing snapshots.
 //! - [`offline`]: rebuilding the state from a copied data directory without Raft.
@@ -41,6 +42,7 @@ pub mod error;
 pub mod log_store;
 pub mod offline;
 pub mod reader;
+mod recent;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -71,14 +73,21 @@ pub trait Application:
 }
 
 /// The openraft type configurations this store works with: `u64` node ids, [`BasicNode`],
-/// openraft's own [`Entry`] and in-memory snapshot bytes.
+/// openraft's own [`Entry`], in-memory snapshot bytes, and commands that can be cloned (the
+/// log keeps its most recent entries in memory; make the clone cheap, e.g. an `Arc`).
 pub trait StoreTypeConfig:
-    RaftTypeConfig<NodeId = u64, Node = BasicNode, Entry = Entry<Self>, SnapshotData = Cursor<Vec<u8>>>
+    RaftTypeConfig<NodeId = u64, Node = BasicNode, Entry = Entry<Self>, SnapshotData = Cursor<Vec<u8>>, D: Clone>
 {
 }
 
 impl<C> StoreTypeConfig for C where
-    C: RaftTypeConfig<NodeId = u64, Node = BasicNode, Entry = Entry<C>, SnapshotData = Cursor<Vec<u8>>>
+    C: RaftTypeConfig<
+            NodeId = u64,
+            Node = BasicNode,
+            Entry = Entry<C>,
+            SnapshotData = Cursor<Vec<u8>>,
+            D: Clone,
+        >
 {
 }
 

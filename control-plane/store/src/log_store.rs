@@ -30,12 +30,13 @@ use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Stor
 use crate::StoreTypeConfig;
 use crate::codec::{self, VALUE_KEY};
 use crate::error::StoreError;
+use crate::recent::RecentEntries;
 
 /// The Raft log store, backed by sled.
 ///
 /// Cloning is cheap (sled handles are reference counted); a clone is the log reader handed to
 /// openraft's replication tasks.
-pub struct SledLogStore<C> {
+pub struct SledLogStore<C: StoreTypeConfig> {
     db: sled::Db,
     log: sled::Tree,
     vote: sled::Tree,
@@ -46,8 +47,15 @@ pub struct SledLogStore<C> {
     /// Encoded bytes of the entries appended since the store was opened (see
     /// [`SledLogStore::appended_bytes`]).
     appended_bytes: Arc<AtomicU64>,
+    /// The most recent entries, decoded, for openraft's reads (shared by every clone).
+    recent: Arc<RecentEntries<C::Entry>>,
     _config: PhantomData<fn() -> C>,
 }
+
+/// Encoded bytes of the most recent log entries kept in memory (`recent::RecentEntries`): openraft
+/// reads an entry back within milliseconds of appending it (to replicate and to apply it), so
+/// this holds well over a second of the heaviest ingest load measured.
+pub const RECENT_ENTRIES_BYTES: usize = 16 * 1024 * 1024;
 
 /// Most encoded bytes of log entries per AppendEntries (see
 /// [`SledLogStore::limited_get_log_entries`]); a single larger entry still travels alone.
@@ -82,7 +90,7 @@ fn spawn_flusher(db: sled::Db, fsyncs: Arc<AtomicU64>) -> Result<mpsc::Sender<Fl
     Ok(tx)
 }
 
-impl<C> SledLogStore<C> {
+impl<C: StoreTypeConfig> SledLogStore<C> {
     /// Opens the log store's trees in `db` and starts its flusher thread.
     pub(crate) fn open(db: sled::Db) -> Result<Self, StoreError> {
         let fsyncs = Arc::new(AtomicU64::new(0));
@@ -94,6 +102,7 @@ impl<C> SledLogStore<C> {
             flusher: spawn_flusher(db.clone(), Arc::clone(&fsyncs))?,
             fsyncs,
             appended_bytes: Arc::new(AtomicU64::new(0)),
+            recent: Arc::new(RecentEntries::new(RECENT_ENTRIES_BYTES)),
             db,
             _config: PhantomData,
         })
@@ -134,7 +143,7 @@ impl<C> SledLogStore<C> {
     }
 }
 
-impl<C> Clone for SledLogStore<C> {
+impl<C: StoreTypeConfig> Clone for SledLogStore<C> {
     fn clone(&self) -> Self {
         Self {
             db: self.db.clone(),
@@ -145,12 +154,13 @@ impl<C> Clone for SledLogStore<C> {
             flusher: self.flusher.clone(),
             fsyncs: Arc::clone(&self.fsyncs),
             appended_bytes: Arc::clone(&self.appended_bytes),
+            recent: Arc::clone(&self.recent),
             _config: PhantomData,
         }
     }
 }
 
-impl<C> fmt::Debug for SledLogStore<C> {
+impl<C: StoreTypeConfig> fmt::Debug for SledLogStore<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SledLogStore").field("entries", &self.log.len()).finish_non_exhaustive()
     }
@@ -168,6 +178,9 @@ impl<C: StoreTypeConfig> SledLogStore<C> {
     }
 
     fn read_entries(&self, start: u64, end: Option<u64>) -> Result<Vec<C::Entry>, StoreError> {
+        if let Some(entries) = end.and_then(|end| self.recent.get(start, end, usize::MAX)) {
+            return Ok(entries);
+        }
         let rows = match end {
             Some(end) => self.log.range(codec::index_key(start)..codec::index_key(end)),
             None => self.log.range(codec::index_key(start)..),
@@ -183,6 +196,9 @@ impl<C: StoreTypeConfig> SledLogStore<C> {
     /// Entries from `start` (before `end`) until their encoded size reaches `budget` bytes:
     /// always at least the first entry, so one entry larger than the budget still travels.
     fn read_entries_within(&self, start: u64, end: u64, budget: usize) -> Result<Vec<C::Entry>, StoreError> {
+        if let Some(entries) = self.recent.get(start, end, budget) {
+            return Ok(entries);
+        }
         let mut entries = Vec::new();
         let mut bytes = 0usize;
         let rows = self.log.range(codec::index_key(start)..codec::index_key(end));
@@ -311,14 +327,16 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
         I::IntoIter: OptionalSend,
     {
         let mut encoded = Vec::new();
+        let mut written = Vec::new();
         let mut last = None;
         let mut bytes = 0_u64;
         for entry in entries {
             let value = codec::encode("log entry", &entry)
                 .map_err(|e| e.into_storage_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write))?;
             bytes += value.len() as u64;
-            encoded.push((entry.log_id.index, value));
             last = Some(entry.log_id);
+            written.push((entry, value.len()));
+            encoded.push((last.map_or(0, |id| id.index), value));
         }
         self.appended_bytes.fetch_add(bytes, Ordering::Relaxed);
         let rows: Vec<(Vec<u8>, &[u8])> =
@@ -337,8 +355,11 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
             self.log.apply_batch(batch).map_err(StoreError::from).map_err(logs_err(ErrorVerb::Write))?;
         }
 
-        // The entries are readable now; they are acknowledged once they are on disk, by the
-        // flusher's next fsync.
+        // The entries are readable now (from memory too, once in sled); they are acknowledged
+        // once they are on disk, by the flusher's next fsync.
+        if let Some((first, _)) = written.first() {
+            self.recent.appended(first.log_id.index, written);
+        }
         tracing::trace!(last = ?last, "appended log entries");
         let waiter: FlushWaiter = Box::new(move |result| callback.log_io_completed(result));
         if let Err(mpsc::SendError(waiter)) = self.flusher.send(waiter) {
@@ -351,6 +372,7 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.recent.truncated(log_id.index);
         let removed =
             self.remove_range(codec::index_key(log_id.index)..).map_err(logs_err(ErrorVerb::Delete))?;
         self.flush().await.map_err(logs_err(ErrorVerb::Delete))?;
@@ -363,6 +385,7 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
         // the two steps leaves only unread leftovers, which the next purge removes.
         codec::put(&self.purged, VALUE_KEY, "purged log id", &log_id)
             .map_err(|e| e.into_storage_error(ErrorSubject::Store, ErrorVerb::Write))?;
+        self.recent.purged(log_id.index);
         let removed =
             self.remove_range(..=codec::last_key_of(log_id.index)).map_err(logs_err(ErrorVerb::Delete))?;
         self.flush().await.map_err(logs_err(ErrorVerb::Delete))?;

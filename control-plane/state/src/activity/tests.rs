@@ -299,3 +299,13 @@ fn retention_prunes_old_records_keeps_seqs_and_checkpoints_the_ledger() {
     assert!(h.state.activity().due_for_retention(u64::MAX).is_empty());
     h.rejected(&operator(), apply(now), RejectionCode::Conflict);
 }
+
+#[test]
+fn record_digests_are_the_lower_case_hex_that_hex_encode_writes() {
+    use sha2::Digest;
+    for text in ["", "{}", r#"{"kind":"LLM_RUN_RECORD","é":"\u0000"}"#] {
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        assert_eq!(super::lower_hex(&digest), hex::encode(digest));
+    }
+    assert_eq!(super::lower_hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+}
