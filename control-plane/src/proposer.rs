@@ -333,16 +333,17 @@ mod tests {
         assert_eq!(take_group(&mut queue).unwrap().len(), MAX_BATCH_PROPOSALS);
         assert_eq!(queue.len(), 10);
 
-        // By bytes: proposals of a fifth of the cap each, four to an entry.
-        let mut queue: VecDeque<Submission> = (0..6)
+        // By bytes: proposals just over a third of the cap each, two to an entry.
+        let mut queue: VecDeque<Submission> = (0..5)
             .map(|i| {
                 let mut s = submission(&[&format!("b{i}")], true);
-                s.bytes = MAX_BATCH_BYTES / 5;
+                s.bytes = MAX_BATCH_BYTES / 3 + 1;
                 s
             })
             .collect();
-        assert_eq!(ids(&take_group(&mut queue).unwrap()), ["b0", "b1", "b2", "b3"]);
-        assert_eq!(ids(&take_group(&mut queue).unwrap()), ["b4", "b5"]);
+        assert_eq!(ids(&take_group(&mut queue).unwrap()), ["b0", "b1"]);
+        assert_eq!(ids(&take_group(&mut queue).unwrap()), ["b2", "b3"]);
+        assert_eq!(ids(&take_group(&mut queue).unwrap()), ["b4"]);
 
         let mut big = submission(&["big"], true);
         big.bytes = MAX_BATCH_BYTES * 2;
