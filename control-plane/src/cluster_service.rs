@@ -68,6 +68,14 @@ impl ClusterService for ClusterRpcServer {
             Some(proposals) => (proposals, true),
             None => (vec![proposal], false),
         };
+        // Every proposal must decode here before it reaches the log: text
+        // this build cannot apply would stop every node at apply (a
+        // follower running other code is refused here, alone).
+        if let Some((i, error)) =
+            proposals.iter().enumerate().find_map(|(i, p)| p.decode().err().map(|e| (i, e)))
+        {
+            return Err(Status::invalid_argument(format!("malformed proposal {i}: {error}")));
+        }
         let committed = match self.node.proposer().submit_logged(proposals, false).await {
             Ok(committed) => committed,
             Err(ClusterError::NotLeader { leader_id, leader_addr }) => {

@@ -2,7 +2,7 @@
 //! (`aos-cp-store`). The newtype exists only because the trait and the
 //! state live in different crates.
 
-use aos_cp_state::{Applied, CommandResult, ControlState, LoggedProposal, Rejection, RejectionCode};
+use aos_cp_state::{Applied, CommandResult, ControlState, LoggedProposal};
 use serde::{Deserialize, Serialize};
 
 /// The control-plane state as the Raft state machine holds it.
@@ -15,23 +15,14 @@ impl aos_cp_store::Application for Replicated {
     type Response = CommandResult;
 
     /// Decodes the entry's proposal (once per node: it travelled as text)
-    /// and applies it. Text that does not decode can only come from a
-    /// cluster member running incompatible code: it is refused the same way
-    /// on every node, and changes nothing — there is no request id or actor
-    /// to audit it under.
-    fn apply(&mut self, log_index: u64, command: &LoggedProposal) -> CommandResult {
-        match command.decode() {
-            Ok(proposal) => self.0.apply(log_index, &proposal),
-            Err(error) => {
-                tracing::error!(log_index, %error, "committed entry is not a proposal; refused");
-                CommandResult::Rejected(Rejection {
-                    code: RejectionCode::InvalidInput,
-                    message: format!("log entry {log_index} is not a proposal: {error}"),
-                    field_errors: Vec::new(),
-                    audit_seq: 0,
-                })
-            }
-        }
+    /// and applies it. Every node encodes what it proposes and the leader
+    /// decodes what followers forward before proposing it, so text that
+    /// does not decode here was written by a member running other code
+    /// (say, a newer command during a rolling upgrade): this node stops
+    /// applying rather than diverge from members that can apply it.
+    fn apply(&mut self, log_index: u64, command: &LoggedProposal) -> Result<CommandResult, String> {
+        let proposal = command.decode().map_err(|e| format!("not a proposal this build knows: {e}"))?;
+        Ok(self.0.apply(log_index, &proposal))
     }
 
     /// Blank and membership entries carry no command; nobody waits for

@@ -58,6 +58,16 @@ pub enum StoreError {
         index: u64,
     },
 
+    /// A committed entry's command cannot be applied by this build at all (see
+    /// `Application::apply`).
+    #[error("committed log entry {index} cannot be applied by this build: {reason}")]
+    Unappliable {
+        /// The entry's index.
+        index: u64,
+        /// Why.
+        reason: String,
+    },
+
     /// The entry stored under a log index records a different index.
     #[error("log entry stored at index {key} records index {found}")]
     LogIndexMismatch {

@@ -64,9 +64,12 @@ pub trait Application:
     /// The result of applying a command (openraft's `C::R`).
     type Response: openraft::AppDataResponse;
 
-    /// Applies the command committed at `log_index`. Must be deterministic and infallible:
-    /// every node applies the same commands in the same order and must reach the same state.
-    fn apply(&mut self, log_index: u64, command: &Self::Command) -> Self::Response;
+    /// Applies the command committed at `log_index`. Must be deterministic: every node applies
+    /// the same commands in the same order and must reach the same state. A command that is
+    /// refused is still an `Ok` response; `Err` (with the reason) means this build cannot apply
+    /// the command at all — it does not decode, say, because a member running other code wrote
+    /// it — and stops the node's state machine rather than let it diverge from members that can.
+    fn apply(&mut self, log_index: u64, command: &Self::Command) -> Result<Self::Response, String>;
 
     /// The response recorded for blank and membership entries.
     fn blank_response() -> Self::Response;

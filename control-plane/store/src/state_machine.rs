@@ -222,7 +222,13 @@ where
             let mut state = self.shared.write();
             let response = match entry.payload {
                 EntryPayload::Blank => A::blank_response(),
-                EntryPayload::Normal(ref command) => state.app.apply(entry.log_id.index, command),
+                EntryPayload::Normal(ref command) => {
+                    state.app.apply(entry.log_id.index, command).map_err(|reason| {
+                        tracing::error!(log_id = %entry.log_id, %reason, "cannot apply committed entry; stopping");
+                        StoreError::Unappliable { index: entry.log_id.index, reason }
+                            .into_storage_error(ErrorSubject::Apply(entry.log_id), ErrorVerb::Write)
+                    })?
+                }
                 EntryPayload::Membership(membership) => {
                     state.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                     A::blank_response()

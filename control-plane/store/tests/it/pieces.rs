@@ -121,7 +121,7 @@ async fn offline_replay_reads_long_entries() {
     let mut expected = KvApp::default();
     for entry in &written[..=6] {
         if let EntryPayload::Normal(command) = &entry.payload {
-            expected.apply(entry.log_id.index, command);
+            expected.apply(entry.log_id.index, command).unwrap();
         }
     }
     assert_eq!(replayed.state, expected);

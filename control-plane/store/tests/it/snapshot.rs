@@ -154,3 +154,20 @@ async fn applying_publishes_the_last_applied_index() {
     assert_eq!(reader.last_applied(), Some(log_id(2, 5)));
     assert!(reader.read(|app| !app.map.contains_key("key4")));
 }
+
+#[tokio::test]
+async fn an_entry_the_application_cannot_apply_stops_the_state_machine_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(dir.path());
+    let reader = sm.reader();
+    let mut unappliable = set(1, 3);
+    unappliable.payload = openraft::EntryPayload::Normal(crate::support::KvCommand::Delete {
+        key: crate::support::UNAPPLIABLE_KEY.into(),
+    });
+    let error = sm.apply([set(1, 1), set(1, 2), unappliable, set(1, 4)]).await.unwrap_err();
+    assert!(error.to_string().contains("cannot be applied by this build"), "{error}");
+    assert_eq!(subject_and_verb(&error).0["Apply"]["index"], 3, "{error}");
+    // Nothing at or after the entry was applied.
+    assert_eq!(reader.read(|app| app.applied.clone()), vec![1, 2]);
+    assert_eq!(reader.last_applied(), Some(log_id(1, 2)));
+}

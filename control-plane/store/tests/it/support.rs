@@ -30,17 +30,24 @@ pub struct KvApp {
     pub applied: Vec<u64>,
 }
 
+/// The key whose deletion the test application cannot apply (see [`KvApp`]'s `apply`).
+pub const UNAPPLIABLE_KEY: &str = "!unappliable";
+
 impl Application for KvApp {
     type Command = KvCommand;
     type Response = KvResponse;
 
-    fn apply(&mut self, log_index: u64, command: &KvCommand) -> KvResponse {
+    /// Deleting [`UNAPPLIABLE_KEY`] stands for a command this build cannot apply.
+    fn apply(&mut self, log_index: u64, command: &KvCommand) -> Result<KvResponse, String> {
+        if matches!(command, KvCommand::Delete { key } if key == UNAPPLIABLE_KEY) {
+            return Err(format!("entry {log_index}: unknown command"));
+        }
         self.applied.push(log_index);
         let previous = match command {
             KvCommand::Set { key, value } => self.map.insert(key.clone(), value.clone()),
             KvCommand::Delete { key } => self.map.remove(key),
         };
-        KvResponse { previous }
+        Ok(KvResponse { previous })
     }
 
     fn blank_response() -> KvResponse {
@@ -134,7 +141,7 @@ pub fn subject_and_verb(error: &openraft::StorageError<u64>) -> (Value, Value) {
 pub fn try_replay(dir: &Path) -> Result<Replayed<KvApp>, aos_cp_store::StoreError> {
     waiting_out_lock(|| {
         replay::<KvApp, KvCommand>(dir, |app, index, command| {
-            app.apply(index, command);
+            app.apply(index, command).unwrap();
         })
     })
 }
