@@ -47,8 +47,8 @@ fn not_leader(leader_id: Option<NodeId>, leader_addr: Option<&str>) -> Status {
 #[tonic::async_trait]
 impl ClusterService for ClusterRpcServer {
     async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
-        // Kept as the text the follower encoded: only a batch's outer
-        // structure is read here, and the text goes into the log as it came.
+        // Kept as the text the follower encoded: it goes into the log as it
+        // came, once every proposal in it is known to decode (below).
         let proposal = LoggedProposal::from_json(&request.into_inner().proposal_json)
             .map_err(|e| Status::invalid_argument(format!("malformed proposal: {e}")))?;
         // A cut-off leader refuses forwarded writes at once too (the
