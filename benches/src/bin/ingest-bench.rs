@@ -27,6 +27,9 @@ use aos_proto::agent::agent_gateway_client::AgentGatewayClient;
 use aos_proto::agent::{Record, RecordBatch};
 use serde_json::json;
 
+/// How many of a row's slowest batches are printed.
+const SLOWEST_SHOWN: usize = 3;
+
 #[derive(Debug)]
 struct Args {
     agents: Vec<usize>,
@@ -93,17 +96,32 @@ struct Outcome {
     accepted: u64,
     duplicates: u64,
     latencies: Vec<Duration>,
+    /// Each batch: when it was sent (from the row's start), how long its
+    /// ack took, and the node it went to; the slowest are printed so a
+    /// stall can be matched with the nodes' logs and a profile's window.
+    batches: Vec<(Duration, Duration, usize)>,
 }
 
-/// One simulated agent: batches until `deadline`, one in flight.
+/// What every agent of a row shares.
+#[derive(Debug, Clone)]
+struct Row {
+    /// Records per batch.
+    batch: usize,
+    /// The next record number (record ids are unique across rows).
+    first_seq: Arc<AtomicU64>,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// One simulated agent: batches until the row's deadline, one in flight.
 async fn run_agent(
     identity: AgentIdentity,
     endpoint: String,
     index: usize,
-    batch: usize,
-    first_seq: Arc<AtomicU64>,
-    deadline: Instant,
+    node: usize,
+    row: Row,
 ) -> Result<Outcome> {
+    let Row { batch, first_seq, started, deadline } = row;
     let channel = tonic::transport::Endpoint::from_shared(format!("https://{endpoint}"))?
         .tls_config(identity.client_tls())?
         .tcp_nodelay(true)
@@ -121,7 +139,9 @@ async fn run_agent(
         let sent = Instant::now();
         tx.send(RecordBatch { batch_seq, records }).await.context("ingest stream closed")?;
         let ack = acks.message().await?.context("the node closed the ingest stream")?;
-        outcome.latencies.push(sent.elapsed());
+        let took = sent.elapsed();
+        outcome.latencies.push(took);
+        outcome.batches.push((sent.duration_since(started), took, node));
         if ack.batch_seq != batch_seq {
             bail!("ack for batch {} while waiting for {batch_seq}", ack.batch_seq);
         }
@@ -167,20 +187,15 @@ async fn main() -> Result<()> {
     let mut total_accepted = 0u64;
     let mut total_duplicates = 0u64;
     for &n in &args.agents {
-        eprintln!("{n} agents, batches of {} …", args.batch);
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        eprintln!("{n} agents, batches of {}, from Unix ms {} …", args.batch, wall.as_millis());
         let deadline = Instant::now() + args.duration;
         let started = Instant::now();
         let mut tasks = Vec::new();
         for (i, identity) in identities.iter().take(n).enumerate() {
-            let endpoint = gateways[i % gateways.len()].clone();
-            tasks.push(tokio::spawn(run_agent(
-                identity.clone(),
-                endpoint,
-                i,
-                args.batch,
-                Arc::clone(&seq),
-                deadline,
-            )));
+            let node = i % gateways.len();
+            let row = Row { batch: args.batch, first_seq: Arc::clone(&seq), started, deadline };
+            tasks.push(tokio::spawn(run_agent(identity.clone(), gateways[node].clone(), i, node, row)));
         }
         let mut outcome = Outcome::default();
         for task in tasks {
@@ -188,6 +203,7 @@ async fn main() -> Result<()> {
             outcome.accepted += o.accepted;
             outcome.duplicates += o.duplicates;
             outcome.latencies.extend(o.latencies);
+            outcome.batches.extend(o.batches);
         }
         let elapsed = started.elapsed();
         outcome.latencies.sort_unstable();
@@ -199,6 +215,15 @@ async fn main() -> Result<()> {
         )]
         let per_sec = (outcome.accepted as f64 / elapsed.as_secs_f64()) as u64;
         eprintln!("  {per_sec} records/s");
+        outcome.batches.sort_unstable_by_key(|&(_, took, _)| std::cmp::Reverse(took));
+        for &(sent, took, node) in outcome.batches.iter().take(SLOWEST_SHOWN) {
+            eprintln!(
+                "  slow batch: sent at +{} to node {}, acked after {}",
+                fmt_duration(sent),
+                cluster.nodes[node].id,
+                fmt_duration(took)
+            );
+        }
         rows.push((
             n,
             per_sec,

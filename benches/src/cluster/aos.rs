@@ -53,7 +53,7 @@ impl AosNode {
             .arg(&self.data_dir)
             .env("AOS_SIGNING_KEY", SIGNING_KEY)
             .env("AOS_CA_KEY", CA_KEY)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("AOS_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log_file(&self.log_path()));
@@ -64,8 +64,14 @@ impl AosNode {
         Ok(())
     }
 
+    /// The node's log: next to its data directory, or in
+    /// `$AOS_BENCH_LOG_DIR` when set (kept after the run, to match a
+    /// bench's slow moments with what the nodes did).
     fn log_path(&self) -> PathBuf {
-        self.data_dir.with_extension("log")
+        match std::env::var_os("AOS_BENCH_LOG_DIR") {
+            Some(dir) => Path::new(&dir).join(format!("node{}.log", self.id)),
+            None => self.data_dir.with_extension("log"),
+        }
     }
 
     /// The last `max` bytes of the node's log.

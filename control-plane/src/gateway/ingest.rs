@@ -3,7 +3,7 @@
 //! holds. Batches are de-duplicated by record id in the state machine, so
 //! a batch resent after a lost ack is harmless.
 
-use aos_cp_state::{Command, CommandResult, EdgeAgentRecord, IngestRecord, Proposal};
+use aos_cp_state::{Command, CommandResult, EdgeAgentRecord, IngestRecord, Proposal, RecordText};
 use aos_proto::agent::{BatchAck, RecordBatch};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -45,9 +45,13 @@ async fn serve(
             .map(|r| IngestRecord {
                 record_id: r.record_id,
                 // Invalid UTF-8 is kept (lossily) and then filed as
-                // MALFORMED by the state machine, never dropped.
-                json: String::from_utf8(r.json)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                // MALFORMED by the state machine, never dropped. A JSON
+                // object is validated here, once, and travels in the
+                // proposal as itself (`RecordText`).
+                json: RecordText::new(
+                    String::from_utf8(r.json)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                ),
             })
             .collect();
         let mut ack = BatchAck { batch_seq: batch.batch_seq, accepted: 0, duplicates: 0 };

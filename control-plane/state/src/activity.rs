@@ -11,6 +11,7 @@
 //! `MALFORMED` with the reason, rather than dropped: evidence is never
 //! silently lost, and a bad record cannot wedge the agent's outbox.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -59,8 +60,8 @@ const MAX_RECORD_ID: usize = 128;
 pub struct IngestRecord {
     /// The agent's record id (idempotency key).
     pub record_id: String,
-    /// The record, JSON.
-    pub json: String,
+    /// The record as sent (JSON, unless the agent sent something else).
+    pub json: RecordText,
 }
 
 /// A committed record.
@@ -92,29 +93,100 @@ pub struct Activity {
     tenants: BTreeMap<String, TenantRecords>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// SHA-256 of a record's text as first sent.
+type Digest = [u8; 32];
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(from = "TenantRecordsWire")]
 struct TenantRecords {
-    records: Vec<StoredRecord>,
-    ids: BTreeSet<String>,
-    /// SHA-256 (hex) of each record as first sent, by record id: a record
-    /// is written once, and a different body under a known id is a rewrite,
-    /// refused and audited (records committed before this existed have no
-    /// digest and are only de-duplicated).
-    #[serde(default)]
-    digests: BTreeMap<String, String>,
+    records: RecordLog,
+    /// Every record id held, with the SHA-256 of the record as first sent:
+    /// a record is written once, and a different body under a known id is
+    /// a rewrite, refused and audited (records committed before digests
+    /// were kept have none and are only de-duplicated). One map rather
+    /// than a set of ids beside a map of digests: one lookup and one key
+    /// per record.
+    ids: BTreeMap<String, Option<Digest>>,
     /// Records pruned from the front by retention: `records[0].seq` is
     /// `pruned + 1`.
-    #[serde(default)]
     pruned: u64,
     /// How long records are kept after they reached the control plane
     /// (`None`: forever).
-    #[serde(default)]
     max_age_ms: Option<u64>,
     /// Records produced before this (Unix ms) were pruned or are due: a
     /// record this old arriving now is refused as expired, so a pruned
     /// record cannot come back, rewritten or not.
+    pruned_before_ms: u64,
+}
+
+/// [`TenantRecords`] as encoded in snapshots: ids as a set, digests (hex)
+/// as a map beside it, as before the two were one map.
+#[derive(Deserialize)]
+struct TenantRecordsWire {
+    records: RecordLog,
+    ids: BTreeSet<String>,
+    #[serde(default)]
+    digests: BTreeMap<String, String>,
+    #[serde(default)]
+    pruned: u64,
+    #[serde(default)]
+    max_age_ms: Option<u64>,
     #[serde(default)]
     pruned_before_ms: u64,
+}
+
+impl From<TenantRecordsWire> for TenantRecords {
+    fn from(wire: TenantRecordsWire) -> Self {
+        let mut digests = wire.digests;
+        let ids = wire
+            .ids
+            .into_iter()
+            .map(|id| {
+                let digest = digests.remove(&id).and_then(|hex| {
+                    let mut digest = [0u8; 32];
+                    hex::decode_to_slice(hex, &mut digest).ok().map(|()| digest)
+                });
+                (id, digest)
+            })
+            .collect();
+        TenantRecords {
+            records: wire.records,
+            ids,
+            pruned: wire.pruned,
+            max_age_ms: wire.max_age_ms,
+            pruned_before_ms: wire.pruned_before_ms,
+        }
+    }
+}
+
+impl Serialize for TenantRecords {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        /// The ids, as a set.
+        struct Ids<'a>(&'a BTreeMap<String, Option<Digest>>);
+        impl Serialize for Ids<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.keys())
+            }
+        }
+        /// The digests, by id, in hex.
+        struct Digests<'a>(&'a BTreeMap<String, Option<Digest>>);
+        impl Serialize for Digests<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(
+                    self.0.iter().filter_map(|(id, digest)| digest.as_ref().map(|d| (id, lower_hex(d)))),
+                )
+            }
+        }
+        let mut out = serializer.serialize_struct("TenantRecords", 6)?;
+        out.serialize_field("records", &self.records)?;
+        out.serialize_field("ids", &Ids(&self.ids))?;
+        out.serialize_field("digests", &Digests(&self.ids))?;
+        out.serialize_field("pruned", &self.pruned)?;
+        out.serialize_field("max_age_ms", &self.max_age_ms)?;
+        out.serialize_field("pruned_before_ms", &self.pruned_before_ms)?;
+        out.end()
+    }
 }
 
 impl TenantRecords {
@@ -165,7 +237,7 @@ impl Activity {
         let start = usize::try_from(filter.after_seq.saturating_sub(tenant.pruned))
             .unwrap_or(usize::MAX)
             .min(tenant.records.len());
-        let mut matching = tenant.records[start..].iter().filter(|r| {
+        let mut matching = tenant.records.iter_from(start).filter(|r| {
             filter.kind.is_none_or(|k| r.kind == k)
                 && filter.run_id.is_none_or(|id| r.run_id.as_deref() == Some(id))
                 && filter.from_ms.is_none_or(|t| r.at_ms >= t)
@@ -203,7 +275,7 @@ impl Activity {
         let mut incidents: BTreeMap<String, u64> = BTreeMap::new();
         let mut latest: BTreeMap<&str, String> = BTreeMap::new();
         let (mut tokens, mut cost_micros, mut llm_calls) = (0u64, 0u64, 0u64);
-        for record in self.tenants.get(tenant_id).map_or(&[][..], |t| &t.records[..]) {
+        for record in self.tenants.get(tenant_id).into_iter().flat_map(|t| t.records.iter()) {
             *by_kind.entry(&record.kind).or_default() += 1;
             match record.kind.as_str() {
                 "LLM_RUN_RECORD" => {
@@ -248,7 +320,7 @@ impl Activity {
 
     /// Whether a record id is already committed for the tenant.
     pub fn contains(&self, tenant_id: &str, record_id: &str) -> bool {
-        self.tenants.get(tenant_id).is_some_and(|t| t.ids.contains(record_id))
+        self.tenants.get(tenant_id).is_some_and(|t| t.ids.contains_key(record_id))
     }
 
     /// Every tenant's record count (for metrics).
@@ -263,9 +335,10 @@ impl Activity {
     /// deterministic, so every replica files the same record.
     pub(crate) fn file_system_record(&mut self, tenant_id: &str, record_id: String, at_ms: u64, body: Value) {
         let tenant = self.tenants.entry(tenant_id.to_owned()).or_default();
-        if !tenant.ids.insert(record_id.clone()) {
+        if tenant.ids.contains_key(&record_id) {
             return;
         }
+        tenant.ids.insert(record_id.clone(), None);
         let seq = tenant.next_seq();
         tenant.records.push(StoredRecord {
             seq,
@@ -318,25 +391,27 @@ pub(crate) fn ingest_records(
     let mut rewrites: Vec<&str> = Vec::new();
     let mut expired = 0u64;
     for record in records {
-        let digest = {
+        let digest: Digest = {
             use sha2::Digest;
-            lower_hex(&sha2::Sha256::digest(record.json.as_bytes()))
+            sha2::Sha256::digest(record.json.as_bytes()).into()
         };
-        if !tenant.ids.insert(record.record_id.clone()) {
-            // Write-once: the same id with another body is refused.
-            match tenant.digests.get(&record.record_id) {
-                Some(first) if *first != digest => rewrites.push(&record.record_id),
-                _ => duplicates += 1,
+        // Write-once: the same id with another body is refused.
+        let held = match tenant.ids.entry(record.record_id.clone()) {
+            Entry::Occupied(held) => {
+                match held.get() {
+                    Some(first) if *first != digest => rewrites.push(&record.record_id),
+                    _ => duplicates += 1,
+                }
+                continue;
             }
-            continue;
-        }
+            Entry::Vacant(held) => held,
+        };
         let (kind, run_id, at_ms, body) = parse(record, &tenant_id);
         if at_ms > 0 && at_ms < tenant.pruned_before_ms {
-            tenant.ids.remove(&record.record_id);
             expired += 1;
             continue;
         }
-        tenant.digests.insert(record.record_id.clone(), digest);
+        held.insert(Some(digest));
         if kind == "MALFORMED" {
             malformed += 1;
         }
@@ -446,9 +521,10 @@ pub(crate) fn ingest_records(
     })))
 }
 
-/// `bytes` in lower-case hex, as `hex::encode` writes it. Every ingested
-/// record's digest goes through here; `hex::encode`'s char-by-char
-/// iterator was a few per cent of a node's CPU under ingest load.
+/// `bytes` in lower-case hex, as `hex::encode` writes it. Every held
+/// record's digest goes through here when a snapshot is encoded;
+/// `hex::encode`'s char-by-char iterator was a few per cent of a node's
+/// CPU when every ingested record's digest was hexed.
 fn lower_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -488,6 +564,10 @@ fn parse(record: &IngestRecord, tenant_id: &str) -> (String, Option<String>, u64
 
 mod body;
 pub use body::{RecordBody, lenient_string, lenient_u64};
+mod log;
+use log::RecordLog;
+mod text;
+pub use text::RecordText;
 mod retention;
 pub use retention::RetentionView;
 pub(crate) use retention::{apply_retention, set_retention};

@@ -68,7 +68,9 @@ pub mod tenants;
 #[cfg(test)]
 mod test_support;
 
-pub use activity::{Activity, IngestRecord, RecordFilter, RetentionView, StoredRecord, record_policy};
+pub use activity::{
+    Activity, IngestRecord, RecordFilter, RecordText, RetentionView, StoredRecord, record_policy,
+};
 pub use actor::{ActorRef, ActorType};
 pub use alerts::{
     Alert, AlertStats, Alerts, Channel, ChannelConfig, Delivery, DeliveryStatus, email_recipients,

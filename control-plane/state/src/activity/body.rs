@@ -23,6 +23,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::RecordText;
+
 /// A record's JSON object, as committed.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -63,15 +65,22 @@ impl RecordBody {
 
     /// Reads an agent's record text, filed under `tenant_id`; `Err` with
     /// the parser's message when it is not a JSON object.
-    pub(crate) fn file(text: &str, tenant_id: &str) -> Result<Filed, String> {
+    pub(crate) fn file(record: &RecordText, tenant_id: &str) -> Result<Filed, String> {
+        let text = record.as_str();
         if let Ok(head) = serde_json::from_str::<Head<'_>>(text) {
             let kind = head.kind.map(Cow::into_owned);
             let run_id = head.run_id.map(Cow::into_owned);
             let at_ms = head.at_ms.unwrap_or(0);
-            if head.tenant_id.as_deref() == Some(tenant_id)
-                && let Ok(raw) = RawValue::from_string(text.to_owned())
-            {
-                return Ok(Filed { kind, run_id, at_ms, body: Self(raw) });
+            if head.tenant_id.as_deref() == Some(tenant_id) {
+                // An embedded object was validated as its proposal was
+                // decoded: kept as is, without another scan.
+                let raw = match record.object() {
+                    Some(object) => Ok(object.to_owned()),
+                    None => RawValue::from_string(text.to_owned()),
+                };
+                if let Ok(raw) = raw {
+                    return Ok(Filed { kind, run_id, at_ms, body: Self(raw) });
+                }
             }
         }
         // The slow path: any other tenant claim, repeated fields, or a
@@ -143,11 +152,26 @@ mod tests {
 
     use super::*;
 
+    /// Files `text` for tenant `acme` both as it would arrive embedded as
+    /// an object (when it is one) and as a string: the two must agree.
+    fn file(text: &str) -> Result<Filed, String> {
+        let as_string = RecordBody::file(&RecordText::Other(text.to_owned()), "acme");
+        let as_sent = RecordBody::file(&RecordText::from(text), "acme");
+        match (&as_sent, &as_string) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!((&a.kind, &a.run_id, a.at_ms, &a.body), (&b.kind, &b.run_id, b.at_ms, &b.body));
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            _ => panic!("{text}: {as_sent:?} against {as_string:?}"),
+        }
+        as_sent
+    }
+
     #[test]
     fn a_record_of_the_agents_own_tenant_keeps_its_text() {
         let text =
             r#"{"kind":"LLM_RUN_RECORD", "run_id":"run-1","at_ms":7,"tenant_id":"acme","x":[1,{"y":null}]}"#;
-        let filed = RecordBody::file(text, "acme").unwrap();
+        let filed = file(text).unwrap();
         assert_eq!(filed.body.text(), text);
         assert_eq!(filed.kind.as_deref(), Some("LLM_RUN_RECORD"));
         assert_eq!(filed.run_id.as_deref(), Some("run-1"));
@@ -164,7 +188,7 @@ mod tests {
             // text committed has it once.
             r#"{"kind":"INCIDENT","tenant_id":"acme","tenant_id":"globex"}"#,
         ] {
-            let filed = RecordBody::file(text, "acme").unwrap();
+            let filed = file(text).unwrap();
             assert_eq!(filed.body.value(), json!({"kind": "INCIDENT", "tenant_id": "acme"}), "{text}");
             assert_eq!(filed.kind.as_deref(), Some("INCIDENT"));
         }
@@ -173,8 +197,8 @@ mod tests {
     #[test]
     fn escaped_fields_read_the_same_on_both_paths() {
         let text = r#"{"kind":"LLM\u005fRUN_RECORD","run_id":"r\"1","tenant_id":"acme"}"#;
-        let fast = RecordBody::file(text, "acme").unwrap();
-        let slow = RecordBody::file(&text.replace("acme", "other"), "acme").unwrap();
+        let fast = file(text).unwrap();
+        let slow = file(&text.replace("acme", "other")).unwrap();
         assert_eq!(fast.kind.as_deref(), Some("LLM_RUN_RECORD"));
         assert_eq!(fast.run_id.as_deref(), Some("r\"1"));
         assert_eq!((fast.kind, fast.run_id), (slow.kind, slow.run_id));
@@ -183,8 +207,7 @@ mod tests {
 
     #[test]
     fn fields_of_an_unexpected_type_are_read_as_absent() {
-        let filed =
-            RecordBody::file(r#"{"kind":5,"run_id":["x"],"at_ms":-1,"tenant_id":"acme"}"#, "acme").unwrap();
+        let filed = file(r#"{"kind":5,"run_id":["x"],"at_ms":-1,"tenant_id":"acme"}"#).unwrap();
         assert_eq!((filed.kind, filed.run_id, filed.at_ms), (None, None, 0));
     }
 
@@ -200,7 +223,7 @@ mod tests {
             status: Option<String>,
         }
         let read = |text: &str| {
-            let usage: Usage = RecordBody::file(text, "acme").unwrap().body.fields();
+            let usage: Usage = file(text).unwrap().body.fields();
             (usage.tokens, usage.cost, usage.status)
         };
         assert_eq!(read(r#"{"tokens":5,"cost":"x","status":"running"}"#), (5, 0, Some("running".into())));
@@ -211,13 +234,13 @@ mod tests {
     #[test]
     fn what_is_not_a_json_object_is_an_error() {
         for text in ["{not json", "[1,2]", "\"x\"", "{} trailing", ""] {
-            assert!(RecordBody::file(text, "acme").is_err(), "{text}");
+            assert!(file(text).is_err(), "{text}");
         }
     }
 
     #[test]
     fn bodies_round_trip_through_json_and_values() {
-        let filed = RecordBody::file(r#"{"kind":"K","tenant_id":"acme","n":1.5}"#, "acme").unwrap();
+        let filed = file(r#"{"kind":"K","tenant_id":"acme","n":1.5}"#).unwrap();
         let encoded = serde_json::to_string(&filed.body).unwrap();
         let back: RecordBody = serde_json::from_str(&encoded).unwrap();
         assert_eq!(back, filed.body);

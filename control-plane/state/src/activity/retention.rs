@@ -124,8 +124,9 @@ pub(crate) fn apply_retention(
     }
     let count = tenant.records.iter().take_while(|r| r.ingested_at_ms < cutoff_ms).count();
     let mut digest = <sha2::Sha256 as sha2::Digest>::new();
-    for record in &tenant.records[..count] {
-        let body = tenant.digests.get(&record.record_id).map_or("", String::as_str);
+    for record in tenant.records.iter().take(count) {
+        let body = tenant.ids.get(&record.record_id).copied().flatten().map(|d| super::lower_hex(&d));
+        let body = body.as_deref().unwrap_or("");
         sha2::Digest::update(
             &mut digest,
             format!("{}\0{}\0{body}\n", record.seq, record.record_id).as_bytes(),
@@ -133,9 +134,8 @@ pub(crate) fn apply_retention(
     }
     let first = tenant.records.first().map(|r| r.seq);
     let last = count.checked_sub(1).and_then(|i| tenant.records.get(i)).map(|r| r.seq);
-    for record in tenant.records.drain(..count) {
+    for record in tenant.records.remove_front(count) {
         tenant.ids.remove(&record.record_id);
-        tenant.digests.remove(&record.record_id);
     }
     tenant.pruned += count as u64;
     tenant.pruned_before_ms = tenant.pruned_before_ms.max(cutoff_ms);

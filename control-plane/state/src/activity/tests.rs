@@ -16,7 +16,8 @@ fn record(id: &str, kind: &str, run: &str, tenant_claimed: &str) -> IngestRecord
         record_id: id.into(),
         json:
             json!({"record_id": id, "kind": kind, "run_id": run, "at_ms": 1_000, "tenant_id": tenant_claimed})
-                .to_string(),
+                .to_string()
+                .into(),
     }
 }
 
@@ -63,9 +64,9 @@ fn a_record_naming_its_own_tenant_is_kept_as_sent_and_another_claim_is_rewritten
     let other = record("r2", "LLM_RUN_RECORD", "run-1", GLOBEX);
     h.ok(&operator(), ingest("ea-acme", vec![own.clone(), other.clone()]));
     let (page, _) = h.state.activity().records(ACME, &RecordFilter::default(), 10);
-    assert_eq!(page[0].body.text(), own.json, "the agent's own text, byte for byte");
-    assert_ne!(page[1].body.text(), other.json);
-    let mut expected: serde_json::Value = serde_json::from_str(&other.json).unwrap();
+    assert_eq!(page[0].body.text(), own.json.as_str(), "the agent's own text, byte for byte");
+    assert_ne!(page[1].body.text(), other.json.as_str());
+    let mut expected: serde_json::Value = serde_json::from_str(other.json.as_str()).unwrap();
     expected["tenant_id"] = json!(ACME);
     assert_eq!(page[1].body.value(), expected, "only the claim changed");
     assert_eq!(
@@ -79,8 +80,8 @@ fn malformed_records_are_kept_with_the_reason_not_dropped() {
     let mut h = with_agents();
     let bad = vec![
         IngestRecord { record_id: "r1".into(), json: "{not json".into() },
-        IngestRecord { record_id: "r2".into(), json: json!({"no_kind": 1}).to_string() },
-        IngestRecord { record_id: "r3".into(), json: "x".repeat(super::MAX_RECORD_BYTES + 1) },
+        IngestRecord { record_id: "r2".into(), json: json!({"no_kind": 1}).to_string().into() },
+        IngestRecord { record_id: "r3".into(), json: "x".repeat(super::MAX_RECORD_BYTES + 1).into() },
     ];
     let applied = h.ok(&operator(), ingest("ea-acme", bad));
     assert_eq!(applied.detail["malformed"], 3);
@@ -152,18 +153,19 @@ fn live_and_completed_runs_come_from_the_latest_run_state_and_metrics_add_up() {
     let mut h = with_agents();
     let state = |id: &str, run: &str, status: &str, at: u64| IngestRecord {
         record_id: id.into(),
-        json: json!({"kind": "RUN_STATE", "run_id": run, "at_ms": at, "status": status}).to_string(),
+        json: json!({"kind": "RUN_STATE", "run_id": run, "at_ms": at, "status": status}).to_string().into(),
     };
     let llm = |id: &str, run: &str| {
         IngestRecord {
         record_id: id.into(),
-        json: json!({"kind": "LLM_RUN_RECORD", "run_id": run, "at_ms": 5, "input_tokens": 10, "output_tokens": 5, "cost_micros": 1500}).to_string(),
+        json: json!({"kind": "LLM_RUN_RECORD", "run_id": run, "at_ms": 5, "input_tokens": 10, "output_tokens": 5, "cost_micros": 1500}).to_string().into(),
     }
     };
     let incident = IngestRecord {
         record_id: "i1".into(),
         json: json!({"kind": "INCIDENT", "run_id": "run-b", "at_ms": 6, "incident_kind": "TOKEN_LIMIT"})
-            .to_string(),
+            .to_string()
+            .into(),
     };
     let batch = vec![
         state("s1", "run-a", "running", 1),
@@ -215,11 +217,13 @@ fn a_record_is_write_once_and_a_rewrite_is_refused_and_audited() {
     let first = IngestRecord {
         record_id: "r1".into(),
         json: json!({"record_id": "r1", "kind": "LLM_RUN_RECORD", "run_id": "run-1", "input_tokens": 10})
-            .to_string(),
+            .to_string()
+            .into(),
     };
     let mut forged = first.clone();
     forged.json = json!({"record_id": "r1", "kind": "LLM_RUN_RECORD", "run_id": "run-1", "input_tokens": 1})
-        .to_string();
+        .to_string()
+        .into();
     h.ok(&operator(), ingest("ea-acme", vec![first.clone()]));
     let refused = h.ok(&operator(), ingest("ea-acme", vec![forged]));
     assert_eq!(refused.detail["rewrites_refused"], 1);
@@ -275,7 +279,7 @@ fn retention_prunes_old_records_keeps_seqs_and_checkpoints_the_ledger() {
     assert_eq!(page.iter().map(|r| (r.record_id.as_str(), r.seq)).collect::<Vec<_>>(), [("r3", 3)]);
     let fresh = IngestRecord {
         record_id: "r4".into(),
-        json: json!({"record_id": "r4", "kind": "SYSTEM_RECORD", "at_ms": h.now()}).to_string(),
+        json: json!({"record_id": "r4", "kind": "SYSTEM_RECORD", "at_ms": h.now()}).to_string().into(),
     };
     h.ok(&operator(), ingest("ea-acme", vec![fresh]));
     let after = RecordFilter { after_seq: 3, ..RecordFilter::default() };
@@ -288,7 +292,8 @@ fn retention_prunes_old_records_keeps_seqs_and_checkpoints_the_ledger() {
     let old = IngestRecord {
         record_id: "r1".into(),
         json: json!({"record_id": "r1", "kind": "LLM_RUN_RECORD", "at_ms": 1_000, "rewritten": true})
-            .to_string(),
+            .to_string()
+            .into(),
     };
     let again = h.ok(&operator(), ingest("ea-acme", vec![old]));
     assert_eq!((again.detail["accepted"].as_u64(), again.detail["expired"].as_u64()), (Some(0), Some(1)));
@@ -308,4 +313,33 @@ fn record_digests_are_the_lower_case_hex_that_hex_encode_writes() {
         assert_eq!(super::lower_hex(&digest), hex::encode(digest));
     }
     assert_eq!(super::lower_hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+}
+
+#[test]
+fn the_snapshot_encoding_keeps_ids_as_a_set_and_digests_in_hex_beside_them() {
+    use sha2::Digest;
+    let mut h = with_agents();
+    let sent = record("r1", "LLM_RUN_RECORD", "run-1", ACME);
+    h.ok(&operator(), ingest("ea-acme", vec![sent.clone()]));
+    // A rewrite is refused and says so in a record the control plane files
+    // itself, which has no digest.
+    let mut rewritten = sent.clone();
+    rewritten.json = rewritten.json.as_str().replace("run-1", "run-2").into();
+    assert_eq!(h.ok(&operator(), ingest("ea-acme", vec![rewritten.clone()])).detail["rewrites_refused"], 1);
+    let encoded = serde_json::to_value(h.state.activity()).unwrap();
+    let tenant = &encoded["tenants"][ACME];
+    let ids = tenant["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], "r1");
+    assert!(ids[1].as_str().unwrap().starts_with("sys-rewrite-refused-"), "{ids:?}");
+    assert_eq!(tenant["digests"], json!({"r1": hex::encode(sha2::Sha256::digest(sent.json.as_bytes()))}));
+    // Decoding what was encoded gives the same state, which encodes to the
+    // same bytes and still refuses the rewrite.
+    let text = serde_json::to_string(&h.state).unwrap();
+    let decoded: crate::ControlState = serde_json::from_str(&text).unwrap();
+    assert_eq!(serde_json::to_string(&decoded).unwrap(), text);
+    assert_eq!(decoded.activity(), h.state.activity());
+    h.state = decoded;
+    assert_eq!(h.ok(&operator(), ingest("ea-acme", vec![rewritten])).detail["rewrites_refused"], 1);
+    assert_eq!(h.ok(&operator(), ingest("ea-acme", vec![sent])).detail["duplicates"], 1);
 }

@@ -18,7 +18,8 @@ fn control_event(id: &str, policy: &str, tier: u8) -> IngestRecord {
                 "value": 800, "threshold": 1000, "channels": ["UI", "WEBHOOK"],
             }]},
         })
-        .to_string(),
+        .to_string()
+        .into(),
     }
 }
 

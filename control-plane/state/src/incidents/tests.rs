@@ -18,7 +18,8 @@ fn incident(id: &str, run: &str, policy: Option<&str>, kind: &str) -> IngestReco
             "inflection": {"step_index": 3, "signal": "TOKENS", "value": 1200, "threshold": 1000,
                            "snapshot_version": 7, "policy_version_hash": "ab12"},
         })
-        .to_string(),
+        .to_string()
+        .into(),
     }
 }
 
@@ -207,7 +208,8 @@ fn floats_in_the_inflection_are_kept_as_text_and_bad_policy_ids_dropped() {
             "incident_kind": "POLICY_VIOLATION", "policy_id": "bad id with spaces",
             "inflection": {"value": 0.000_120_889_959_805_806_41, "threshold": 3},
         })
-        .to_string(),
+        .to_string()
+        .into(),
     };
     h.ok(&operator(), ingest("ea-acme", vec![record]));
     let inc = h.state.incidents().get(ACME, "inc-1").unwrap();
@@ -287,7 +289,7 @@ mod arbitrary_records {
             let records: Vec<IngestRecord> = bodies
                 .iter()
                 .enumerate()
-                .map(|(i, b)| IngestRecord { record_id: format!("r{i}"), json: b.to_string() })
+                .map(|(i, b)| IngestRecord { record_id: format!("r{i}"), json: b.to_string().into() })
                 .collect();
             let setup = Harness::with_agents();
             let proposal = Proposal {

@@ -16,10 +16,16 @@ fn ingest(n: usize) -> Proposal {
                 .map(|i| IngestRecord {
                     record_id: format!("rec-{i}"),
                     // Quotes, a backslash and a non-ASCII character: text
-                    // that must be escaped inside the entry's JSON.
-                    json: format!(
-                        r#"{{"record_id":"rec-{i}","kind":"LLM_RUN_RECORD","note":"a \\ b \"c\" é"}}"#
-                    ),
+                    // that must be escaped inside the entry's JSON when it
+                    // is not an object (every other record).
+                    json: if i % 2 == 0 {
+                        format!(
+                            r#"{{"record_id":"rec-{i}","kind":"LLM_RUN_RECORD","note":"a \\ b \"c\" é"}}"#
+                        )
+                        .into()
+                    } else {
+                        format!(r#"not JSON {i}: a \ b "c" é"#).into()
+                    },
                 })
                 .collect(),
         },
@@ -104,4 +110,19 @@ fn debug_shows_the_length_not_the_records() {
     let shown = format!("{logged:?}");
     assert_eq!(shown, format!("LoggedProposal({} bytes)", logged.len()));
     assert!(!shown.contains("rec-0"));
+}
+
+#[test]
+fn an_entry_with_records_as_strings_from_earlier_builds_decodes_to_the_same_proposal() {
+    // Earlier builds embedded every record's text as a JSON string.
+    let proposal = ingest(4);
+    let mut earlier = serde_json::to_value(&proposal).unwrap();
+    let records = earlier["command"]["INGEST_RECORDS"]["records"].as_array_mut().unwrap();
+    assert!(records[0]["json"].is_object(), "an object record is embedded as itself: {records:?}");
+    let Command::IngestRecords { records: sent, .. } = &proposal.command else { unreachable!() };
+    for (record, sent) in records.iter_mut().zip(sent) {
+        record["json"] = serde_json::Value::String(sent.json.as_str().to_owned());
+    }
+    let logged = LoggedProposal::from_json(serde_json::to_string(&earlier).unwrap().as_bytes()).unwrap();
+    assert_eq!(logged.decode().unwrap(), proposal);
 }
