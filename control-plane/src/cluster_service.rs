@@ -44,13 +44,30 @@ fn not_leader(leader_id: Option<NodeId>, leader_addr: Option<&str>) -> Status {
     status
 }
 
+/// The proposals a follower forwarded, still as the text it encoded (they
+/// go into the log as they came), and whether they came as one batch (whose
+/// answer is the proposals' results, in order). Every one must decode here,
+/// before it reaches the log: text this build cannot apply would stop every
+/// node at apply, so what a follower running other code forwards is refused
+/// here, alone.
+fn forwarded_proposals(json: &[u8]) -> Result<(Vec<LoggedProposal>, bool), Status> {
+    let malformed = |e: serde_json::Error| Status::invalid_argument(format!("malformed proposal: {e}"));
+    let proposal = LoggedProposal::from_json(json).map_err(malformed)?;
+    let (proposals, batch) = match proposal.batch_proposals().map_err(malformed)? {
+        Some(proposals) => (proposals, true),
+        None => (vec![proposal], false),
+    };
+    if let Some((i, error)) = proposals.iter().enumerate().find_map(|(i, p)| p.decode().err().map(|e| (i, e)))
+    {
+        return Err(Status::invalid_argument(format!("malformed proposal {i}: {error}")));
+    }
+    Ok((proposals, batch))
+}
+
 #[tonic::async_trait]
 impl ClusterService for ClusterRpcServer {
     async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
-        // Kept as the text the follower encoded: it goes into the log as it
-        // came, once every proposal in it is known to decode (below).
-        let proposal = LoggedProposal::from_json(&request.into_inner().proposal_json)
-            .map_err(|e| Status::invalid_argument(format!("malformed proposal: {e}")))?;
+        let forwarded = request.into_inner().proposal_json;
         // A cut-off leader refuses forwarded writes at once too (the
         // forwarding node maps UNAVAILABLE to "no leader", a 503).
         if let crate::node::LeaderContact::CutOffLeader(Some(since_ms)) = self.node.leader_contact() {
@@ -59,23 +76,7 @@ impl ClusterService for ClusterRpcServer {
                 self.node.id()
             )));
         }
-        // A forwarded batch joins this node's proposer as one group; its
-        // answer is the proposals' results, in order.
-        let (proposals, batch) = match proposal
-            .batch_proposals()
-            .map_err(|e| Status::invalid_argument(format!("malformed proposal: {e}")))?
-        {
-            Some(proposals) => (proposals, true),
-            None => (vec![proposal], false),
-        };
-        // Every proposal must decode here before it reaches the log: text
-        // this build cannot apply would stop every node at apply (a
-        // follower running other code is refused here, alone).
-        if let Some((i, error)) =
-            proposals.iter().enumerate().find_map(|(i, p)| p.decode().err().map(|e| (i, e)))
-        {
-            return Err(Status::invalid_argument(format!("malformed proposal {i}: {error}")));
-        }
+        let (proposals, batch) = forwarded_proposals(&forwarded)?;
         let committed = match self.node.proposer().submit_logged(proposals, false).await {
             Ok(committed) => committed,
             Err(ClusterError::NotLeader { leader_id, leader_addr }) => {
@@ -134,5 +135,54 @@ impl ClusterService for ClusterRpcServer {
             .await
             .ok_or_else(|| Status::unavailable("the Raft log cannot be read"))?;
         Ok(Response::new(position.to_reply()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aos_cp_state::{Command, Proposal};
+
+    use super::*;
+    use crate::bootstrap::system_actor;
+
+    fn create_tenant(id: &str) -> LoggedProposal {
+        LoggedProposal::encode(&Proposal {
+            request_id: format!("create-{id}"),
+            actor: system_actor(),
+            at_ms: 7,
+            command: Command::CreateTenant { tenant_id: id.to_owned(), name: id.to_owned() },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_forwarded_proposal_or_batch_is_taken_as_sent() {
+        let one = create_tenant("t-1");
+        let (proposals, batch) = forwarded_proposals(one.json().as_bytes()).unwrap();
+        assert_eq!((proposals, batch), (vec![one.clone()], false));
+        let two = create_tenant("t-2");
+        let forwarded =
+            LoggedProposal::batch("b-1", &system_actor(), 9, &[one.clone(), two.clone()]).unwrap();
+        let (proposals, batch) = forwarded_proposals(forwarded.json().as_bytes()).unwrap();
+        assert_eq!((proposals, batch), (vec![one, two], true));
+    }
+
+    #[test]
+    fn a_forwarded_proposal_this_build_cannot_decode_is_refused_and_named() {
+        let good = create_tenant("t-1");
+        // A command from a newer build, inside a batch with a good proposal.
+        let newer = good.json().replace("CREATE_TENANT", "CREATE_SOMETHING_NEWER");
+        let batch = format!(
+            r#"{{"request_id":"b","actor":{},"at_ms":1,"command":{{"BATCH":{{"proposals":[{},{newer}]}}}}}}"#,
+            serde_json::to_string(&system_actor()).unwrap(),
+            good.json()
+        );
+        let refused = forwarded_proposals(batch.as_bytes()).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().starts_with("malformed proposal 1:"), "{}", refused.message());
+        // Alone, and text that is not JSON at all.
+        assert_eq!(forwarded_proposals(newer.as_bytes()).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let garbage = forwarded_proposals(b"{not json").unwrap_err();
+        assert!(garbage.message().starts_with("malformed proposal:"), "{}", garbage.message());
     }
 }

@@ -174,7 +174,7 @@ impl Serialize for TenantRecords {
         impl Serialize for Digests<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.collect_map(
-                    self.0.iter().filter_map(|(id, digest)| digest.as_ref().map(|d| (id, lower_hex(d)))),
+                    self.0.iter().filter_map(|(id, digest)| digest.as_ref().map(|d| (id, hex::encode(d)))),
                 )
             }
         }
@@ -335,10 +335,10 @@ impl Activity {
     /// deterministic, so every replica files the same record.
     pub(crate) fn file_system_record(&mut self, tenant_id: &str, record_id: String, at_ms: u64, body: Value) {
         let tenant = self.tenants.entry(tenant_id.to_owned()).or_default();
-        if tenant.ids.contains_key(&record_id) {
+        let Entry::Vacant(held) = tenant.ids.entry(record_id.clone()) else {
             return;
-        }
-        tenant.ids.insert(record_id.clone(), None);
+        };
+        held.insert(None);
         let seq = tenant.next_seq();
         tenant.records.push(StoredRecord {
             seq,
@@ -519,20 +519,6 @@ pub(crate) fn ingest_records(
         "expired": expired,
         "incidents_opened": opened,
     })))
-}
-
-/// `bytes` in lower-case hex, as `hex::encode` writes it. Every held
-/// record's digest goes through here when a snapshot is encoded;
-/// `hex::encode`'s char-by-char iterator was a few per cent of a node's
-/// CPU when every ingested record's digest was hexed.
-fn lower_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
 
 /// Kind, run, time and body of a record, filed under `tenant_id`;

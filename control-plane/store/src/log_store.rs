@@ -333,10 +333,11 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
         for entry in entries {
             let value = codec::encode("log entry", &entry)
                 .map_err(|e| e.into_storage_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write))?;
-            bytes += value.len() as u64;
+            let len = value.len();
+            bytes += len as u64;
             last = Some(entry.log_id);
-            written.push((entry, value.len()));
-            encoded.push((last.map_or(0, |id| id.index), value));
+            encoded.push((entry.log_id.index, value));
+            written.push((entry, len));
         }
         self.appended_bytes.fetch_add(bytes, Ordering::Relaxed);
         let rows: Vec<(Vec<u8>, &[u8])> =

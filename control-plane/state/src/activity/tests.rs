@@ -306,16 +306,6 @@ fn retention_prunes_old_records_keeps_seqs_and_checkpoints_the_ledger() {
 }
 
 #[test]
-fn record_digests_are_the_lower_case_hex_that_hex_encode_writes() {
-    use sha2::Digest;
-    for text in ["", "{}", r#"{"kind":"LLM_RUN_RECORD","é":"\u0000"}"#] {
-        let digest = sha2::Sha256::digest(text.as_bytes());
-        assert_eq!(super::lower_hex(&digest), hex::encode(digest));
-    }
-    assert_eq!(super::lower_hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
-}
-
-#[test]
 fn the_snapshot_encoding_keeps_ids_as_a_set_and_digests_in_hex_beside_them() {
     use sha2::Digest;
     let mut h = with_agents();
