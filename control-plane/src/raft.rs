@@ -4,8 +4,10 @@
 //! - [`network`]: outbound RPCs (openraft → peers).
 //! - [`service`]: inbound RPCs (peers → openraft).
 //! - [`store`]: the sled log store and state machine for this application.
+//! - [`runtime`]: tokio for openraft, with a floor under its RPC deadlines.
 
 pub mod network;
+pub mod runtime;
 pub mod service;
 pub mod store;
 
@@ -23,7 +25,7 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = std::io::Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = runtime::RaftRuntime,
 );
 
 /// A Raft instance of the control plane.

@@ -66,14 +66,22 @@ fn offline_verify_passes_on_a_copy_and_names_a_tampered_entry() {
     {
         // No flusher thread: it would hold the database (and its file
         // lock) for a moment after the drop, racing aosctl's open below.
+        // The snapshot's bytes are in a file beside the database, named by a record in its
+        // snapshot tree with the file's length and CRC-32, which a careful forger rewrites too.
         let db = sled::Config::new().path(copy.join("raft")).flush_every_ms(None).open().unwrap();
         let tree = db.open_tree("raft_snapshot").unwrap();
-        let data = tree.get("data").unwrap().expect("a stored snapshot");
-        let mut snapshot: Value = serde_json::from_slice(&data).unwrap();
+        let mut record: Value =
+            serde_json::from_slice(&tree.get("file").unwrap().expect("a stored snapshot")).unwrap();
+        let file = copy.join("raft").join("state-snapshots").join(record["name"].as_str().unwrap());
+        let mut snapshot: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         let entry = &mut snapshot["state"]["audit"]["entries"][2];
         assert_eq!(entry["seq"], 3, "{entry}");
         entry["target"] = Value::String("key/someone-else".to_owned());
-        tree.insert("data", serde_json::to_vec(&snapshot).unwrap()).unwrap();
+        let forged = serde_json::to_vec(&snapshot).unwrap();
+        std::fs::write(&file, &forged).unwrap();
+        record["len"] = forged.len().into();
+        record["crc32"] = crc32fast::hash(&forged).into();
+        tree.insert("file", serde_json::to_vec(&record).unwrap()).unwrap();
         db.flush().unwrap();
     }
     let (code, verdict, stderr) = verify_offline(&copy);

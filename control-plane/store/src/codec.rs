@@ -1,6 +1,7 @@
 //! The on-disk layout: tree names, key encoding and value encoding.
 //!
-//! One sled database holds five trees:
+//! One sled database holds five trees (and a snapshot's bytes sit in a file beside it, see
+//! `snapshot_file`):
 //!
 //! | Tree | Key | Value |
 //! |---|---|---|
@@ -8,7 +9,7 @@
 //! | [`VOTE_TREE`] | [`VALUE_KEY`] | JSON `openraft::Vote` |
 //! | [`COMMITTED_TREE`] | [`VALUE_KEY`] | JSON `openraft::LogId` of the last committed entry |
 //! | [`PURGED_TREE`] | [`VALUE_KEY`] | JSON `openraft::LogId` of the last purged entry |
-//! | [`SNAPSHOT_TREE`] | [`SNAPSHOT_META_KEY`], [`SNAPSHOT_DATA_KEY`] | JSON `openraft::SnapshotMeta`; the snapshot bytes |
+//! | [`SNAPSHOT_TREE`] | [`SNAPSHOT_META_KEY`], [`SNAPSHOT_FILE_KEY`] | JSON `openraft::SnapshotMeta`; JSON [`SnapshotFile`](crate::snapshot_file::SnapshotFile), the record of the file holding the snapshot's bytes (`snapshot_file`; stores written before kept the bytes under [`SNAPSHOT_DATA_KEY`]) |
 //!
 //! A log entry longer than [`LOG_PIECE_BYTES`] is stored as pieces: the first under the entry's
 //! index, the rest under [`piece_key`]s, which sort right after it and before the next index, so
@@ -47,7 +48,10 @@ pub const SNAPSHOT_TREE: &str = "raft_snapshot";
 pub const VALUE_KEY: &[u8] = b"value";
 /// Key of the snapshot's metadata in [`SNAPSHOT_TREE`].
 pub const SNAPSHOT_META_KEY: &[u8] = b"meta";
-/// Key of the snapshot's bytes in [`SNAPSHOT_TREE`].
+/// Key of the record of the snapshot's file in [`SNAPSHOT_TREE`].
+pub const SNAPSHOT_FILE_KEY: &[u8] = b"file";
+/// Key of the snapshot's bytes in [`SNAPSHOT_TREE`] in stores written before snapshot files;
+/// read until the next snapshot is stored, which removes it.
 pub const SNAPSHOT_DATA_KEY: &[u8] = b"data";
 
 /// Longest piece of an encoded log entry stored in one row: 17 rows of this (a leaf just before

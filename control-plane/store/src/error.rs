@@ -20,6 +20,10 @@ pub enum StoreError {
     #[error("cannot start the raft log flusher thread: {0}")]
     FlusherThread(std::io::Error),
 
+    /// The thread that removes purged log entries could not start.
+    #[error("cannot start the raft log purger thread: {0}")]
+    PurgerThread(std::io::Error),
+
     /// The task encoding a snapshot failed (it panicked or the runtime is shutting down).
     #[error("snapshot encoding task failed: {0}")]
     SnapshotTask(String),
@@ -100,6 +104,27 @@ pub enum StoreError {
         expected: u64,
         /// The index found instead.
         found: u64,
+    },
+
+    /// A snapshot file could not be created, written, synced, read or removed.
+    #[error("cannot {what} snapshot file {path}: {source}")]
+    SnapshotFileIo {
+        /// The operation, e.g. `write`.
+        what: &'static str,
+        /// The file (or directory).
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+
+    /// A snapshot file is not what the record naming it says (truncated, altered) or its name
+    /// is not one the store writes.
+    #[error("snapshot file {path} {problem}")]
+    SnapshotFileBad {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
     },
 
     /// Only one of the snapshot's two records (metadata, data) is present.

@@ -20,6 +20,7 @@
 //! - `recent`: the log's most recent entries kept decoded in memory for openraft's reads.
 //! - [`state_machine`]: [`SledStateMachine`], applying entries and building, storing and
 //!   installing snapshots.
+//! - [`snapshot_file`]: the file beside the database that holds a stored snapshot's bytes.
 //! - [`offline`]: rebuilding the state from a copied data directory without Raft.
 //! - [`reader`]: [`StateReader`], the read handle on the applied state.
 //! - [`codec`]: tree names, key and value encoding (JSON), the snapshot payload.
@@ -28,7 +29,8 @@
 //! # Durability
 //!
 //! Appended entries are acknowledged to openraft only after sled has flushed them; the vote,
-//! truncation, purge and snapshots are flushed before their calls return. The application
+//! truncation, purge and snapshots are flushed before their calls return (a snapshot's file is
+//! synced before the record naming it is written). The application
 //! state itself is not written on every apply: on open it is restored from the latest snapshot
 //! and openraft re-applies the committed entries that follow.
 //!
@@ -43,6 +45,7 @@ pub mod log_store;
 pub mod offline;
 pub mod reader;
 mod recent;
+pub mod snapshot_file;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -114,6 +117,6 @@ where
     let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open()?;
     tracing::info!(dir = %dir.display(), "opened raft store");
     let log_store = SledLogStore::open(db.clone())?;
-    let state_machine = SledStateMachine::open(db)?;
+    let state_machine = SledStateMachine::open(db, dir)?;
     Ok((log_store, state_machine))
 }

@@ -11,7 +11,15 @@
 //!   next (group commit). Without it each client write waited for its own fsync inside the
 //!   core, one after another, which capped a cluster at about one write per fsync (~1,000/s
 //!   here) whatever the concurrency.
-//! - `save_vote`, `truncate` and `purge` flush before returning.
+//! - `save_vote` and `truncate` flush before returning.
+//! - `purge` records the purge point and returns; the purged rows are removed (and the removal
+//!   flushed) by the store's purger thread. From the moment `purge` returns, reads never return
+//!   an entry at or below the purge point, whether or not its rows are gone yet, and a crash
+//!   before the removal is durable leaves rows the next purge (or the next open) removes. Why
+//!   not at once: openraft's core awaits `purge`, and removing a few thousand rows (read back
+//!   from disk to find their keys) and flushing took long enough, on a busy disk, that a
+//!   leader's core sent no heartbeat for over an election timeout after each Raft snapshot, and
+//!   its followers called elections (benches/README.md, "Record ingest").
 //! - `save_committed` does not flush: a committed id that is lost in a crash only means fewer
 //!   entries are re-applied on start (openraft learns the rest from the leader); it can never be
 //!   ahead of the truth. sled flushes it within its flush interval and when the database closes.
@@ -49,6 +57,10 @@ pub struct SledLogStore<C: StoreTypeConfig> {
     appended_bytes: Arc<AtomicU64>,
     /// The most recent entries, decoded, for openraft's reads (shared by every clone).
     recent: Arc<RecentEntries<C::Entry>>,
+    /// The first index not purged (0 when nothing is): reads start here.
+    first_kept: Arc<AtomicU64>,
+    /// Purge points for the purger thread to remove rows up to.
+    purger: mpsc::Sender<u64>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -90,38 +102,99 @@ fn spawn_flusher(db: sled::Db, fsyncs: Arc<AtomicU64>) -> Result<mpsc::Sender<Fl
     Ok(tx)
 }
 
+/// Starts the thread that removes purged rows: for the highest purge point queued so far, it
+/// removes every row up to it and flushes. A failure is logged and left for the next purge
+/// point, whose removal starts at the log's beginning. The thread ends (after the purge points
+/// already queued) when the last store handle is dropped.
+fn spawn_purger(db: sled::Db, log: sled::Tree) -> Result<mpsc::Sender<u64>, StoreError> {
+    let (tx, rx) = mpsc::channel::<u64>();
+    std::thread::Builder::new()
+        .name("raft-log-purge".to_owned())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let upto = rx.try_iter().fold(first, u64::max);
+                let removed = remove_rows_one_by_one(&log, ..=codec::last_key_of(upto)).and_then(|removed| {
+                    db.flush()?;
+                    Ok(removed)
+                });
+                match removed {
+                    Ok(removed) => tracing::debug!(upto, removed, "removed purged log entries"),
+                    Err(error) => tracing::error!(upto, %error, "removing purged log entries failed"),
+                }
+            }
+        })
+        .map_err(StoreError::PurgerThread)?;
+    Ok(tx)
+}
+
+/// Removes every row of the log tree whose key is in `range`, lowest first, one row at a time,
+/// returning how many entries. Not one batch: sled applies a batch under a lock every write to
+/// the database waits for, and a purge's thousands of rows (their pages read back from disk)
+/// held the log's appends for over a second. Cut short, it leaves the highest rows of the
+/// range, which nothing reads (they are below the purge point) and the next purge removes.
+fn remove_rows_one_by_one<K: AsRef<[u8]>>(
+    log: &sled::Tree,
+    range: impl RangeBounds<K>,
+) -> Result<usize, StoreError> {
+    let mut removed = 0_usize;
+    for key in log.range(range).keys() {
+        let key = key?;
+        if key.len() == 8 {
+            removed += 1;
+        }
+        log.remove(key)?;
+    }
+    Ok(removed)
+}
+
+/// Removes every row of the log tree whose key is in `range` (entries and their pieces) in one
+/// atomic batch, returning how many entries.
+fn remove_rows<K: AsRef<[u8]>>(log: &sled::Tree, range: impl RangeBounds<K>) -> Result<usize, StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut removed = 0_usize;
+    for key in log.range(range).keys() {
+        let key = key?;
+        if key.len() == 8 {
+            removed += 1;
+        }
+        batch.remove(key);
+    }
+    log.apply_batch(batch)?;
+    Ok(removed)
+}
+
 impl<C: StoreTypeConfig> SledLogStore<C> {
-    /// Opens the log store's trees in `db` and starts its flusher thread.
+    /// Opens the log store's trees in `db` and starts its flusher and purger threads; rows left
+    /// below the purge point (by a crash before their removal was durable) are removed.
     pub(crate) fn open(db: sled::Db) -> Result<Self, StoreError> {
         let fsyncs = Arc::new(AtomicU64::new(0));
+        let log = db.open_tree(codec::LOG_TREE)?;
+        let purged = db.open_tree(codec::PURGED_TREE)?;
+        let purged_id: Option<LogId<u64>> = codec::get(&purged, VALUE_KEY, "purged log id")?;
+        let purger = spawn_purger(db.clone(), log.clone())?;
+        if let Some(id) = purged_id {
+            // The thread is alive: it was started just above and only ends with the store.
+            let _ = purger.send(id.index);
+        }
         Ok(Self {
-            log: db.open_tree(codec::LOG_TREE)?,
+            log,
             vote: db.open_tree(codec::VOTE_TREE)?,
             committed: db.open_tree(codec::COMMITTED_TREE)?,
-            purged: db.open_tree(codec::PURGED_TREE)?,
+            purged,
             flusher: spawn_flusher(db.clone(), Arc::clone(&fsyncs))?,
             fsyncs,
             appended_bytes: Arc::new(AtomicU64::new(0)),
             recent: Arc::new(RecentEntries::new(RECENT_ENTRIES_BYTES)),
+            first_kept: Arc::new(AtomicU64::new(purged_id.map_or(0, |id| id.index.saturating_add(1)))),
+            purger,
             db,
             _config: PhantomData,
         })
     }
 
-    /// Removes every row of the log tree whose key is in `range` (entries and their pieces) in
-    /// one atomic batch, returning how many entries.
-    fn remove_range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0_usize;
-        for key in self.log.range(range).keys() {
-            let key = key?;
-            if key.len() == 8 {
-                removed += 1;
-            }
-            batch.remove(key);
-        }
-        self.log.apply_batch(batch)?;
-        Ok(removed)
+    /// The first index reads may return.
+    fn first_kept(&self) -> u64 {
+        self.first_kept.load(Ordering::Acquire)
     }
 
     /// How many fsyncs the flusher has run for appends since the store was opened: fewer than
@@ -155,6 +228,8 @@ impl<C: StoreTypeConfig> Clone for SledLogStore<C> {
             fsyncs: Arc::clone(&self.fsyncs),
             appended_bytes: Arc::clone(&self.appended_bytes),
             recent: Arc::clone(&self.recent),
+            first_kept: Arc::clone(&self.first_kept),
+            purger: self.purger.clone(),
             _config: PhantomData,
         }
     }
@@ -178,6 +253,10 @@ impl<C: StoreTypeConfig> SledLogStore<C> {
     }
 
     fn read_entries(&self, start: u64, end: Option<u64>) -> Result<Vec<C::Entry>, StoreError> {
+        let start = start.max(self.first_kept());
+        if end.is_some_and(|end| end <= start) {
+            return Ok(Vec::new());
+        }
         if let Some(entries) = end.and_then(|end| self.recent.get(start, end, usize::MAX)) {
             return Ok(entries);
         }
@@ -196,6 +275,10 @@ impl<C: StoreTypeConfig> SledLogStore<C> {
     /// Entries from `start` (before `end`) until their encoded size reaches `budget` bytes:
     /// always at least the first entry, so one entry larger than the budget still travels.
     fn read_entries_within(&self, start: u64, end: u64, budget: usize) -> Result<Vec<C::Entry>, StoreError> {
+        let start = start.max(self.first_kept());
+        if end <= start {
+            return Ok(Vec::new());
+        }
         if let Some(entries) = self.recent.get(start, end, budget) {
             return Ok(entries);
         }
@@ -219,6 +302,10 @@ impl<C: StoreTypeConfig> SledLogStore<C> {
             return Ok(None);
         };
         let index = codec::row_index(&key)?;
+        if index < self.first_kept() {
+            // A purged entry whose rows are not removed yet.
+            return Ok(None);
+        }
         let (first, last) = (codec::index_key(index), codec::last_key_of(index));
         let rows = self.log.range(&first[..]..=&last[..]);
         match codec::LogEntries::new(rows).next() {
@@ -288,7 +375,8 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
         let last_purged_log_id: Option<LogId<u64>> = codec::get(&self.purged, VALUE_KEY, "purged log id")
             .map_err(|e| e.into_storage_error(ErrorSubject::Store, ErrorVerb::Read))?;
         let last_entry = self.last_entry_id().map_err(logs_err(ErrorVerb::Read))?;
-        Ok(LogState { last_purged_log_id, last_log_id: last_entry.or(last_purged_log_id) })
+        // Entries after the purge point have greater log ids; with none, the log ends there.
+        Ok(LogState { last_purged_log_id, last_log_id: last_entry.max(last_purged_log_id) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -375,22 +463,28 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         self.recent.truncated(log_id.index);
         let removed =
-            self.remove_range(codec::index_key(log_id.index)..).map_err(logs_err(ErrorVerb::Delete))?;
+            remove_rows(&self.log, codec::index_key(log_id.index)..).map_err(logs_err(ErrorVerb::Delete))?;
         self.flush().await.map_err(logs_err(ErrorVerb::Delete))?;
         tracing::debug!(since = %log_id, removed, "truncated log");
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        // Record the purge point first: openraft never reads at or below it, so a crash between
-        // the two steps leaves only unread leftovers, which the next purge removes.
+        // Record the purge point first (sled makes writes durable in order, so a removal is
+        // never durable without it), then stop reads below it, then leave the rows to the
+        // purger thread (see the module's durability rules).
         codec::put(&self.purged, VALUE_KEY, "purged log id", &log_id)
             .map_err(|e| e.into_storage_error(ErrorSubject::Store, ErrorVerb::Write))?;
+        self.first_kept.fetch_max(log_id.index.saturating_add(1), Ordering::AcqRel);
         self.recent.purged(log_id.index);
-        let removed =
-            self.remove_range(..=codec::last_key_of(log_id.index)).map_err(logs_err(ErrorVerb::Delete))?;
-        self.flush().await.map_err(logs_err(ErrorVerb::Delete))?;
-        tracing::debug!(upto = %log_id, removed, "purged log");
+        if self.purger.send(log_id.index).is_err() {
+            // The purger thread is gone (it panicked): remove the rows here instead.
+            let removed = remove_rows(&self.log, ..=codec::last_key_of(log_id.index))
+                .map_err(logs_err(ErrorVerb::Delete))?;
+            self.flush().await.map_err(logs_err(ErrorVerb::Delete))?;
+            tracing::debug!(upto = %log_id, removed, "purged log without the purger thread");
+        }
+        tracing::debug!(upto = %log_id, "purged log");
         Ok(())
     }
 }

@@ -15,8 +15,9 @@ use openraft::LogId;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
-use crate::codec::{self, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, SnapshotPayload, VALUE_KEY};
+use crate::codec::{self, SnapshotPayload, VALUE_KEY};
 use crate::error::StoreError;
+use crate::snapshot_file::{self, SnapshotFiles};
 
 /// The state rebuilt from a data directory, with where it came from.
 #[derive(Debug)]
@@ -61,14 +62,12 @@ where
     let db = sled::Config::new().path(dir).open()?;
     let snapshot_tree = db.open_tree(codec::SNAPSHOT_TREE)?;
     let (mut state, snapshot_index) =
-        match (snapshot_tree.get(SNAPSHOT_META_KEY)?.is_some(), snapshot_tree.get(SNAPSHOT_DATA_KEY)?) {
-            (true, Some(data)) => {
+        match snapshot_file::read_stored(&snapshot_tree, &SnapshotFiles::new(dir))? {
+            Some((_meta, data)) => {
                 let payload: SnapshotPayload<S> = codec::decode("snapshot", &data)?;
                 (payload.state, payload.last_applied.map_or(0, |id| id.index))
             }
-            (false, None) => (S::default(), 0),
-            (true, None) => return Err(StoreError::SnapshotIncomplete { missing: "data" }),
-            (false, Some(_)) => return Err(StoreError::SnapshotIncomplete { missing: "metadata" }),
+            None => (S::default(), 0),
         };
     let committed: Option<LogId<u64>> =
         codec::get(&db.open_tree(codec::COMMITTED_TREE)?, VALUE_KEY, "committed log id")?;

@@ -1,8 +1,8 @@
 //! [`SledStateMachine`]: applies committed entries to the [`Application`] and owns the snapshot.
 //!
-//! The application state lives in memory; what is persisted is the latest snapshot, in the
-//! [`SNAPSHOT_TREE`](crate::codec::SNAPSHOT_TREE). On open the state is restored from that
-//! snapshot, and openraft re-applies the committed entries after it (the log store persists the
+//! The application state lives in memory; what is persisted is the latest snapshot: its
+//! metadata in the [`SNAPSHOT_TREE`](crate::codec::SNAPSHOT_TREE), its bytes in a file beside
+//! the database (`snapshot_file`). On open the state is restored from that snapshot, and openraft re-applies the committed entries after it (the log store persists the
 //! committed log id). A snapshot is flushed to disk before it is reported as built or installed,
 //! so openraft never purges log entries that no durable snapshot covers.
 
@@ -18,28 +18,37 @@ use openraft::{
 };
 use tokio::sync::watch;
 
-use crate::codec::{self, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, SnapshotPayload};
+use crate::codec::{self, SNAPSHOT_DATA_KEY, SNAPSHOT_FILE_KEY, SNAPSHOT_META_KEY, SnapshotPayload};
 use crate::error::StoreError;
 use crate::reader::{Applied, Shared, StateReader, applied_index};
+use crate::snapshot_file::{self, SnapshotFiles};
 use crate::{Application, StoreTypeConfig};
 
-/// The Raft state machine over an [`Application`], with snapshots persisted in sled.
+/// The Raft state machine over an [`Application`], with snapshots persisted beside sled.
 ///
 /// Cloning shares the same state; openraft uses a clone as the snapshot builder.
 pub struct SledStateMachine<C, A> {
     shared: Arc<Shared<A>>,
     db: sled::Db,
     snapshot: sled::Tree,
+    files: SnapshotFiles,
     /// Serialises snapshot writes so an older built snapshot never replaces a newer one.
     snapshot_write: Arc<Mutex<()>>,
     _config: PhantomData<fn() -> C>,
 }
 
 impl<C, A: Application> SledStateMachine<C, A> {
-    /// Opens the snapshot tree in `db` and restores the state from the stored snapshot, if any.
-    pub(crate) fn open(db: sled::Db) -> Result<Self, StoreError> {
+    /// Opens the snapshot tree in `db` (whose directory is `dir`) and restores the state from
+    /// the stored snapshot, if any. Snapshot files no record names are removed.
+    pub(crate) fn open(db: sled::Db, dir: &std::path::Path) -> Result<Self, StoreError> {
         let snapshot = db.open_tree(codec::SNAPSHOT_TREE)?;
-        let (applied, snapshot_bytes) = match read_snapshot(&snapshot)? {
+        let files = SnapshotFiles::new(dir);
+        let stored = snapshot_file::read_stored(&snapshot, &files)?;
+        let removed = files.remove_all_but(snapshot_file::stored_file_name(&snapshot)?.as_deref())?;
+        if removed > 0 {
+            tracing::info!(removed, "removed snapshot files no record names");
+        }
+        let (applied, snapshot_bytes) = match stored {
             Some((meta, data)) => {
                 let applied = decode_payload::<A>(&meta, &data)?;
                 tracing::info!(last_applied = ?applied.last_applied, "restored state from snapshot");
@@ -49,7 +58,14 @@ impl<C, A: Application> SledStateMachine<C, A> {
         };
         let shared = Shared::new(applied);
         shared.set_snapshot_bytes(snapshot_bytes);
-        Ok(Self { shared, db, snapshot, snapshot_write: Arc::new(Mutex::new(())), _config: PhantomData })
+        Ok(Self {
+            shared,
+            db,
+            snapshot,
+            files,
+            snapshot_write: Arc::new(Mutex::new(())),
+            _config: PhantomData,
+        })
     }
 
     /// Runs `f` on the applied application state (see [`StateReader::read`]).
@@ -67,38 +83,48 @@ impl<C, A: Application> SledStateMachine<C, A> {
         StateReader::new(Arc::clone(&self.shared))
     }
 
-    /// Writes a snapshot to the snapshot tree and flushes it, on the blocking pool, and hands the
-    /// bytes back. With `only_if_newer`, a stored snapshot at a later log id is kept instead.
+    /// Writes a snapshot's bytes to a file of their own and its metadata and file record to the
+    /// snapshot tree, flushed, on the blocking pool, and hands the bytes back. With
+    /// `only_if_newer`, a stored snapshot at a later log id is kept instead.
     ///
-    /// A large state's snapshot is a write of hundreds of megabytes (sled puts it in a blob file
-    /// and syncs it): measured at 175 MB, 0.6–1.5 s, which a runtime worker must not spend
-    /// blocked while Raft's heartbeats and client requests wait (benches/README.md, "Record
-    /// ingest").
+    /// A large state's snapshot is a write of hundreds of megabytes (measured at 175 MB:
+    /// 0.6–1.5 s), which a runtime worker must not spend blocked while Raft's heartbeats and
+    /// client requests wait, and which must not go through sled, whose flush the log's appends
+    /// share (see `snapshot_file`; benches/README.md, "Record ingest").
     async fn persist_snapshot(
         &self,
         meta: &SnapshotMeta<u64, BasicNode>,
         data: Vec<u8>,
         only_if_newer: bool,
     ) -> Result<Vec<u8>, StoreError> {
-        let (db, tree, lock, meta) =
-            (self.db.clone(), self.snapshot.clone(), Arc::clone(&self.snapshot_write), meta.clone());
+        let (db, tree, files, lock, meta) = (
+            self.db.clone(),
+            self.snapshot.clone(),
+            self.files.clone(),
+            Arc::clone(&self.snapshot_write),
+            meta.clone(),
+        );
         tokio::task::spawn_blocking(move || {
-            {
-                let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-                if only_if_newer {
-                    let stored: Option<SnapshotMeta<u64, BasicNode>> =
-                        codec::get(&tree, SNAPSHOT_META_KEY, "snapshot metadata")?;
-                    if let Some(stored) = stored.filter(|s| s.last_log_id > meta.last_log_id) {
-                        tracing::debug!(stored = %stored.snapshot_id, built = %meta.snapshot_id, "kept newer snapshot");
-                        return Ok(data);
-                    }
+            let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            if only_if_newer {
+                let stored: Option<SnapshotMeta<u64, BasicNode>> =
+                    codec::get(&tree, SNAPSHOT_META_KEY, "snapshot metadata")?;
+                if let Some(stored) = stored.filter(|s| s.last_log_id > meta.last_log_id) {
+                    tracing::debug!(stored = %stored.snapshot_id, built = %meta.snapshot_id, "kept newer snapshot");
+                    return Ok(data);
                 }
-                let mut batch = sled::Batch::default();
-                batch.insert(SNAPSHOT_META_KEY, codec::encode("snapshot metadata", &meta)?);
-                batch.insert(SNAPSHOT_DATA_KEY, &data[..]);
-                tree.apply_batch(batch)?;
             }
+            let record = files.write(&meta.snapshot_id, &data)?;
+            let mut batch = sled::Batch::default();
+            batch.insert(SNAPSHOT_META_KEY, codec::encode("snapshot metadata", &meta)?);
+            batch.insert(SNAPSHOT_FILE_KEY, codec::encode("snapshot file record", &record)?);
+            batch.remove(SNAPSHOT_DATA_KEY);
+            tree.apply_batch(batch)?;
             db.flush()?;
+            // The replaced snapshot's file; a failure here only leaves it for the next open.
+            if let Err(e) = files.remove_all_but(Some(&record.name)) {
+                tracing::warn!(error = %e, "cannot remove a replaced snapshot file");
+            }
             Ok(data)
         })
         .await
@@ -130,21 +156,6 @@ async fn in_background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static
         })
         .map_err(|e| StoreError::SnapshotTask(format!("cannot start the snapshot thread: {e}")))?;
     rx.await.map_err(|_| StoreError::SnapshotTask("the snapshot thread ended without a result".to_owned()))
-}
-
-/// A stored snapshot: its metadata and its bytes.
-type StoredSnapshot = (SnapshotMeta<u64, BasicNode>, Vec<u8>);
-
-/// Reads the stored snapshot's metadata and bytes; both or neither must be present.
-fn read_snapshot(tree: &sled::Tree) -> Result<Option<StoredSnapshot>, StoreError> {
-    let meta = codec::get(tree, SNAPSHOT_META_KEY, "snapshot metadata")?;
-    let data = tree.get(SNAPSHOT_DATA_KEY)?;
-    match (meta, data) {
-        (Some(meta), Some(data)) => Ok(Some((meta, data.to_vec()))),
-        (None, None) => Ok(None),
-        (Some(_), None) => Err(StoreError::SnapshotIncomplete { missing: "data" }),
-        (None, Some(_)) => Err(StoreError::SnapshotIncomplete { missing: "metadata" }),
-    }
 }
 
 /// Decodes snapshot bytes and checks they describe the point in the log `meta` names.
@@ -186,6 +197,7 @@ impl<C, A> Clone for SledStateMachine<C, A> {
             shared: Arc::clone(&self.shared),
             db: self.db.clone(),
             snapshot: self.snapshot.clone(),
+            files: self.files.clone(),
             snapshot_write: Arc::clone(&self.snapshot_write),
             _config: PhantomData,
         }
@@ -328,8 +340,8 @@ where
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
         // Reads the whole snapshot (hundreds of megabytes for a large state): on the blocking pool.
-        let tree = self.snapshot.clone();
-        let stored = tokio::task::spawn_blocking(move || read_snapshot(&tree))
+        let (tree, files) = (self.snapshot.clone(), self.files.clone());
+        let stored = tokio::task::spawn_blocking(move || snapshot_file::read_stored(&tree, &files))
             .await
             .map_err(|e| StoreError::SnapshotTask(e.to_string()))
             .and_then(|read| read)

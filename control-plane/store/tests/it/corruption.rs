@@ -7,7 +7,9 @@ use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{RaftLogReader, RaftSnapshotBuilder};
 use serde_json::json;
 
-use crate::support::{entries, open, raw_sled, set, subject_and_verb};
+use crate::support::{
+    entries, open, raw_sled, rewrite_snapshot_file, set, snapshot_file_path, subject_and_verb,
+};
 
 /// Writes `value` under `key` in `tree` with every store handle closed.
 fn poke(dir: &Path, tree: &str, key: &[u8], value: &[u8]) {
@@ -75,13 +77,21 @@ async fn corrupt_vote_and_committed_are_storage_errors() {
     let dir = tempfile::tempdir().unwrap();
     poke(dir.path(), codec::VOTE_TREE, codec::VALUE_KEY, b"[1,2");
     poke(dir.path(), codec::COMMITTED_TREE, codec::VALUE_KEY, b"\"x\"");
-    poke(dir.path(), codec::PURGED_TREE, codec::VALUE_KEY, b"null null");
 
     let (mut log, _sm) = open(dir.path());
     let error = log.read_vote().await.unwrap_err();
     assert_eq!(subject_and_verb(&error), (json!("Vote"), json!("Read")));
     assert!(log.read_committed().await.is_err());
-    assert!(log.get_log_state().await.is_err());
+}
+
+#[tokio::test]
+async fn corrupt_purge_point_fails_open_with_a_store_error() {
+    // The store reads it on open: reads must never return what was purged.
+    let dir = tempfile::tempdir().unwrap();
+    poke(dir.path(), codec::PURGED_TREE, codec::VALUE_KEY, b"null null");
+
+    let error = crate::support::try_open(dir.path()).unwrap_err();
+    assert!(matches!(error, aos_cp_store::StoreError::Decode { what: "purged log id", .. }), "{error}");
 }
 
 #[tokio::test]
@@ -92,11 +102,37 @@ async fn corrupt_snapshot_fails_open_with_a_store_error() {
         sm.apply(entries(3)).await.unwrap();
         sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     }
-    poke(dir.path(), codec::SNAPSHOT_TREE, codec::SNAPSHOT_DATA_KEY, b"{\"state\": 1}");
+    // A file its record vouches for (length and checksum rewritten too) that does not decode.
+    rewrite_snapshot_file(dir.path(), b"{\"state\": 1}");
 
     let opened = crate::support::try_open(dir.path());
     let error = opened.unwrap_err();
     assert!(matches!(error, aos_cp_store::StoreError::Decode { what: "snapshot", .. }), "{error}");
+}
+
+#[tokio::test]
+async fn a_snapshot_file_altered_or_missing_fails_open_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut sm) = open(dir.path());
+        sm.apply(entries(3)).await.unwrap();
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    }
+    let file = snapshot_file_path(dir.path());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[10] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+    let error = crate::support::try_open(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("CRC-32") && error.contains(&*file.to_string_lossy()), "{error}");
+    // Offline forensics refuse it the same way.
+    assert!(crate::support::try_replay(dir.path()).unwrap_err().to_string().contains("CRC-32"));
+
+    std::fs::remove_file(&file).unwrap();
+    let error = crate::support::try_open(dir.path()).unwrap_err().to_string();
+    assert!(
+        error.contains("cannot read snapshot file") && error.contains(&*file.to_string_lossy()),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -127,3 +127,33 @@ async fn offline_replay_reads_long_entries() {
     assert_eq!(replayed.state, expected);
     assert_eq!(replayed.uncommitted_entries, 0, "entry 6 is the last");
 }
+
+#[tokio::test]
+async fn rows_left_below_the_purge_point_are_never_read_and_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = open(dir.path());
+        log.blocking_append(mixed(1)).await.unwrap();
+    }
+    // What a crash leaves between recording a purge point and the removal of its rows becoming
+    // durable (the purger thread removes them after `purge` returns).
+    {
+        let db = raw_sled(dir.path());
+        let point = serde_json::to_vec(&log_id(1, 4)).unwrap();
+        db.open_tree(codec::PURGED_TREE).unwrap().insert(codec::VALUE_KEY, point).unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let (mut log, _sm) = open(dir.path());
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 4)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 4)), "the log ends at the purge point");
+        assert!(log.try_get_log_entries(..).await.unwrap().is_empty());
+        assert!(log.try_get_log_entries(2..4).await.unwrap().is_empty());
+        log.blocking_append(vec![sized(5, 10)]).await.unwrap();
+        assert_eq!(log.try_get_log_entries(..).await.unwrap(), vec![sized(5, 10)]);
+        assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 5)));
+    }
+    // Every row of the purged entries, pieces included, is gone once the store has closed.
+    assert_eq!(log_rows(dir.path()), vec![codec::index_key(5).to_vec()]);
+}

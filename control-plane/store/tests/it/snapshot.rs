@@ -3,7 +3,21 @@
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{Membership, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageHelper};
 
-use crate::support::{KvApp, blank, entries, log_id, membership, open, set, subject_and_verb};
+use aos_cp_store::codec;
+use aos_cp_store::snapshot_file::SNAPSHOT_DIR;
+
+use crate::support::{
+    KvApp, blank, entries, log_id, membership, open, raw_sled, set, snapshot_file_path, subject_and_verb,
+};
+
+/// The names of the files in the store's snapshot directory, sorted.
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(SNAPSHOT_DIR))
+        .map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
 
 #[tokio::test]
 async fn snapshot_and_purge_survive_reopen() {
@@ -170,4 +184,90 @@ async fn an_entry_the_application_cannot_apply_stops_the_state_machine_before_it
     // Nothing at or after the entry was applied.
     assert_eq!(reader.read(|app| app.applied.clone()), vec![1, 2]);
     assert_eq!(reader.last_applied(), Some(log_id(1, 2)));
+}
+
+#[tokio::test]
+async fn a_snapshot_is_a_file_of_its_own_and_only_the_newest_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let second;
+    {
+        let (_log, mut sm) = open(dir.path());
+        sm.apply(entries(4)).await.unwrap();
+        let first = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snapshot_files(dir.path()), vec![format!("{}.snap", first.meta.snapshot_id)]);
+        sm.apply(entries(6).split_off(5)).await.unwrap();
+        second = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(
+            snapshot_files(dir.path()),
+            vec![format!("{}.snap", second.meta.snapshot_id)],
+            "replaced file removed"
+        );
+    }
+    // The bytes are in the file, not in sled.
+    assert_eq!(std::fs::read(snapshot_file_path(dir.path())).unwrap(), *second.snapshot.get_ref());
+    {
+        let db = raw_sled(dir.path());
+        assert!(db.open_tree(codec::SNAPSHOT_TREE).unwrap().get(codec::SNAPSHOT_DATA_KEY).unwrap().is_none());
+    }
+    let (_log, mut sm) = open(dir.path());
+    assert_eq!(sm.read(|app| app.applied.clone()), vec![2, 3, 4, 5, 6]);
+    assert_eq!(
+        sm.get_current_snapshot().await.unwrap().unwrap().snapshot.into_inner(),
+        second.snapshot.into_inner()
+    );
+}
+
+#[tokio::test]
+async fn files_no_record_names_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let built;
+    {
+        let (_log, mut sm) = open(dir.path());
+        sm.apply(entries(3)).await.unwrap();
+        built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap().meta;
+    }
+    // What a crash can leave: a write cut short, and a replaced file not yet removed.
+    let snapshots = dir.path().join(SNAPSHOT_DIR);
+    std::fs::write(snapshots.join("1-1-9.snap.partial"), b"{\"last_applied\"").unwrap();
+    std::fs::write(snapshots.join("1-1-2.snap"), b"{}").unwrap();
+
+    let (_log, mut sm) = open(dir.path());
+    assert_eq!(snapshot_files(dir.path()), vec![format!("{}.snap", built.snapshot_id)]);
+    assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, built);
+}
+
+#[tokio::test]
+async fn a_snapshot_stored_in_sled_by_an_earlier_version_is_read_then_moved_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let built;
+    {
+        let (_log, mut sm) = open(dir.path());
+        sm.apply(entries(3)).await.unwrap();
+        built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    }
+    // Rewrite the store as earlier versions left it: the bytes in the tree, no file.
+    {
+        let db = raw_sled(dir.path());
+        let tree = db.open_tree(codec::SNAPSHOT_TREE).unwrap();
+        tree.insert(codec::SNAPSHOT_DATA_KEY, built.snapshot.get_ref().as_slice()).unwrap();
+        tree.remove(codec::SNAPSHOT_FILE_KEY).unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join(SNAPSHOT_DIR)).unwrap();
+    {
+        let (_log, mut sm) = open(dir.path());
+        assert_eq!(sm.read(|app| app.applied.clone()), vec![2, 3]);
+        assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, built.meta);
+        sm.apply(entries(4).split_off(4)).await.unwrap();
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    }
+    let db = raw_sled(dir.path());
+    assert!(
+        db.open_tree(codec::SNAPSHOT_TREE).unwrap().get(codec::SNAPSHOT_DATA_KEY).unwrap().is_none(),
+        "moved"
+    );
+    drop(db);
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+    let (_log, sm) = open(dir.path());
+    assert_eq!(sm.read(|app| app.applied.clone()), vec![2, 3, 4]);
 }

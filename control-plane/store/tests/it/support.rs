@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
 
+use aos_cp_store::codec;
 use aos_cp_store::offline::{Replayed, replay};
 use aos_cp_store::{Application, SledLogStore, SledStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
@@ -149,4 +150,29 @@ pub fn try_replay(dir: &Path) -> Result<Replayed<KvApp>, aos_cp_store::StoreErro
 /// [`try_replay`], which must succeed.
 pub fn replay_kv(dir: &Path) -> Replayed<KvApp> {
     try_replay(dir).unwrap()
+}
+
+/// The stored snapshot's file record, read with every store handle closed.
+pub fn snapshot_file_record(dir: &Path) -> aos_cp_store::snapshot_file::SnapshotFile {
+    let db = raw_sled(dir);
+    let record = db.open_tree(codec::SNAPSHOT_TREE).unwrap().get(codec::SNAPSHOT_FILE_KEY).unwrap();
+    serde_json::from_slice(&record.expect("a snapshot file record")).unwrap()
+}
+
+/// The path of the stored snapshot's file.
+pub fn snapshot_file_path(dir: &Path) -> std::path::PathBuf {
+    dir.join(aos_cp_store::snapshot_file::SNAPSHOT_DIR).join(snapshot_file_record(dir).name)
+}
+
+/// Replaces the stored snapshot's bytes with `data` and updates its record to match, as
+/// someone rewriting the store with care would.
+pub fn rewrite_snapshot_file(dir: &Path, data: &[u8]) {
+    let mut record = snapshot_file_record(dir);
+    std::fs::write(dir.join(aos_cp_store::snapshot_file::SNAPSHOT_DIR).join(&record.name), data).unwrap();
+    record.len = data.len() as u64;
+    record.crc32 = crc32fast::hash(data);
+    let db = raw_sled(dir);
+    let tree = db.open_tree(codec::SNAPSHOT_TREE).unwrap();
+    tree.insert(codec::SNAPSHOT_FILE_KEY, serde_json::to_vec(&record).unwrap()).unwrap();
+    db.flush().unwrap();
 }
