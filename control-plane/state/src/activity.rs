@@ -11,7 +11,6 @@
 //! `MALFORMED` with the reason, rather than dropped: evidence is never
 //! silently lost, and a bad record cannot wedge the agent's outbox.
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -93,8 +92,7 @@ pub struct Activity {
     tenants: BTreeMap<String, TenantRecords>,
 }
 
-/// SHA-256 of a record's text as first sent.
-type Digest = [u8; 32];
+use self::ids::{Digest, RecordIds, Slot};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(from = "TenantRecordsWire")]
@@ -105,8 +103,8 @@ struct TenantRecords {
     /// a rewrite, refused and audited (records committed before digests
     /// were kept have none and are only de-duplicated). One map rather
     /// than a set of ids beside a map of digests: one lookup and one key
-    /// per record.
-    ids: BTreeMap<String, Option<Digest>>,
+    /// per record. Cheap to copy (see `ids.rs`).
+    ids: RecordIds,
     /// Records pruned from the front by retention: `records[0].seq` is
     /// `pruned + 1`.
     pruned: u64,
@@ -163,14 +161,14 @@ impl Serialize for TenantRecords {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         /// The ids, as a set.
-        struct Ids<'a>(&'a BTreeMap<String, Option<Digest>>);
+        struct Ids<'a>(&'a [(&'a String, &'a Option<Digest>)]);
         impl Serialize for Ids<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.0.keys())
+                serializer.collect_seq(self.0.iter().map(|(id, _)| id))
             }
         }
         /// The digests, by id, in hex.
-        struct Digests<'a>(&'a BTreeMap<String, Option<Digest>>);
+        struct Digests<'a>(&'a [(&'a String, &'a Option<Digest>)]);
         impl Serialize for Digests<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.collect_map(
@@ -178,10 +176,12 @@ impl Serialize for TenantRecords {
                 )
             }
         }
+        // In id order, as the maps were: the encoding must not depend on the layout in memory.
+        let ids = self.ids.sorted();
         let mut out = serializer.serialize_struct("TenantRecords", 6)?;
         out.serialize_field("records", &self.records)?;
-        out.serialize_field("ids", &Ids(&self.ids))?;
-        out.serialize_field("digests", &Digests(&self.ids))?;
+        out.serialize_field("ids", &Ids(&ids))?;
+        out.serialize_field("digests", &Digests(&ids))?;
         out.serialize_field("pruned", &self.pruned)?;
         out.serialize_field("max_age_ms", &self.max_age_ms)?;
         out.serialize_field("pruned_before_ms", &self.pruned_before_ms)?;
@@ -320,7 +320,7 @@ impl Activity {
 
     /// Whether a record id is already committed for the tenant.
     pub fn contains(&self, tenant_id: &str, record_id: &str) -> bool {
-        self.tenants.get(tenant_id).is_some_and(|t| t.ids.contains_key(record_id))
+        self.tenants.get(tenant_id).is_some_and(|t| t.ids.contains(record_id))
     }
 
     /// Every tenant's record count (for metrics).
@@ -335,10 +335,9 @@ impl Activity {
     /// deterministic, so every replica files the same record.
     pub(crate) fn file_system_record(&mut self, tenant_id: &str, record_id: String, at_ms: u64, body: Value) {
         let tenant = self.tenants.entry(tenant_id.to_owned()).or_default();
-        let Entry::Vacant(held) = tenant.ids.entry(record_id.clone()) else {
+        if !tenant.ids.insert(record_id.clone(), None) {
             return;
-        };
-        held.insert(None);
+        }
         let seq = tenant.next_seq();
         tenant.records.push(StoredRecord {
             seq,
@@ -396,22 +395,22 @@ pub(crate) fn ingest_records(
             sha2::Sha256::digest(record.json.as_bytes()).into()
         };
         // Write-once: the same id with another body is refused.
-        let held = match tenant.ids.entry(record.record_id.clone()) {
-            Entry::Occupied(held) => {
-                match held.get() {
-                    Some(first) if *first != digest => rewrites.push(&record.record_id),
+        let free = match tenant.ids.slot(record.record_id.clone()) {
+            Slot::Held(held) => {
+                match held {
+                    Some(first) if first != digest => rewrites.push(&record.record_id),
                     _ => duplicates += 1,
                 }
                 continue;
             }
-            Entry::Vacant(held) => held,
+            Slot::Free(free) => free,
         };
         let (kind, run_id, at_ms, body) = parse(record, &tenant_id);
         if at_ms > 0 && at_ms < tenant.pruned_before_ms {
             expired += 1;
             continue;
         }
-        held.insert(Some(digest));
+        free.hold(Some(digest));
         if kind == "MALFORMED" {
             malformed += 1;
         }
@@ -549,6 +548,7 @@ fn parse(record: &IngestRecord, tenant_id: &str) -> (String, Option<String>, u64
 }
 
 mod body;
+mod ids;
 pub use body::{RecordBody, lenient_string, lenient_u64};
 mod log;
 use log::RecordLog;

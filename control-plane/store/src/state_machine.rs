@@ -2,8 +2,9 @@
 //!
 //! The application state lives in memory; what is persisted is the latest snapshot: its
 //! metadata in the [`SNAPSHOT_TREE`](crate::codec::SNAPSHOT_TREE), its bytes in a file beside
-//! the database (`snapshot_file`). On open the state is restored from that snapshot, and openraft re-applies the committed entries after it (the log store persists the
-//! committed log id). A snapshot is flushed to disk before it is reported as built or installed,
+//! the database (`snapshot_file`). On open the state is restored from that snapshot, and
+//! openraft re-applies the committed entries after it (the log store persists the committed
+//! log id). A snapshot is flushed to disk before it is reported as built or installed,
 //! so openraft never purges log entries that no durable snapshot covers.
 
 use std::fmt;
@@ -32,7 +33,8 @@ pub struct SledStateMachine<C, A> {
     db: sled::Db,
     snapshot: sled::Tree,
     files: SnapshotFiles,
-    /// Serialises snapshot writes so an older built snapshot never replaces a newer one.
+    /// Serialises snapshot writes, so an older built snapshot never replaces a newer one, and
+    /// reads of the stored snapshot with them, so a read never finds its file removed.
     snapshot_write: Arc<Mutex<()>>,
     _config: PhantomData<fn() -> C>,
 }
@@ -339,13 +341,19 @@ where
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
-        // Reads the whole snapshot (hundreds of megabytes for a large state): on the blocking pool.
-        let (tree, files) = (self.snapshot.clone(), self.files.clone());
-        let stored = tokio::task::spawn_blocking(move || snapshot_file::read_stored(&tree, &files))
-            .await
-            .map_err(|e| StoreError::SnapshotTask(e.to_string()))
-            .and_then(|read| read)
-            .map_err(|e| e.into_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        // Reads the whole snapshot (hundreds of megabytes for a large state): on the blocking pool,
+        // and under the write lock, so a snapshot being stored cannot remove the file between the
+        // read of its record and the read of the file.
+        let (tree, files, lock) =
+            (self.snapshot.clone(), self.files.clone(), Arc::clone(&self.snapshot_write));
+        let stored = tokio::task::spawn_blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            snapshot_file::read_stored(&tree, &files)
+        })
+        .await
+        .map_err(|e| StoreError::SnapshotTask(e.to_string()))
+        .and_then(|read| read)
+        .map_err(|e| e.into_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
         Ok(stored.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
     }
 }

@@ -125,7 +125,7 @@ pub(crate) fn apply_retention(
     let count = tenant.records.iter().take_while(|r| r.ingested_at_ms < cutoff_ms).count();
     let mut digest = <sha2::Sha256 as sha2::Digest>::new();
     for record in tenant.records.iter().take(count) {
-        let body = tenant.ids.get(&record.record_id).copied().flatten().map(hex::encode);
+        let body = tenant.ids.get(&record.record_id).flatten().map(hex::encode);
         let body = body.as_deref().unwrap_or("");
         sha2::Digest::update(
             &mut digest,
