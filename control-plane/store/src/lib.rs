@@ -29,8 +29,9 @@
 //! # Durability
 //!
 //! Appended entries are acknowledged to openraft only after sled has flushed them; the vote,
-//! truncation, purge and snapshots are flushed before their calls return (a snapshot's file is
-//! synced before the record naming it is written). The application
+//! truncation and snapshots are flushed before their calls return (a snapshot's file is synced
+//! before the record naming it is written). A purge records its point and returns; reads never
+//! go below it, and a thread of the store's removes the rows (see `log_store`). The application
 //! state itself is not written on every apply: on open it is restored from the latest snapshot
 //! and openraft re-applies the committed entries that follow.
 //!
