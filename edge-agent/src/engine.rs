@@ -47,6 +47,56 @@ use crate::store::AgentStore;
 mod access;
 pub use access::{ACTIONS as ACCESS_ACTIONS, AccessAnswer, AccessRequest};
 
+/// Counts, in the runs read from the database, the usage of LLM run
+/// records still in the outbox that the runs' last durable write missed
+/// (a usage report is acknowledged once its record is durable in the
+/// outbox; its run's write is flushed later), and writes the runs it
+/// changed back. A record counts once: each run says the last record
+/// sequence it counts through.
+fn count_unsaved_usage(store: &AgentStore, runs: Vec<RunRecord>) -> Result<Vec<RunRecord>, AgentError> {
+    let mut runs: HashMap<String, RunRecord> = runs.into_iter().map(|r| (r.run_id.clone(), r)).collect();
+    let mut changed = std::collections::BTreeSet::new();
+    let mut from = None;
+    loop {
+        let batch = store.pending_from(from, 4_096)?;
+        let Some(last) = batch.last() else { break };
+        from = Some(last.next);
+        for pending in batch {
+            // Unreadable records are the delivery loop's to report.
+            let Ok(record) = serde_json::from_slice::<Record>(&pending.json) else { continue };
+            let (Some(run_id), RecordBody::LlmRunRecord(llm)) = (&record.run_id, &record.body) else {
+                continue;
+            };
+            let Some(run) = runs.get_mut(run_id) else { continue };
+            if pending.seq <= run.counted_through_seq {
+                continue;
+            }
+            if run.open_steps.remove(&llm.step_id).is_none() {
+                // Admitted without a write (a plain admission) or before an
+                // earlier crash (a late report): its step was not counted.
+                run.steps += 1;
+                if llm.late_report {
+                    run.late_steps.insert(llm.step_id.clone());
+                }
+            }
+            let tokens = llm.input_tokens.saturating_add(llm.output_tokens);
+            run.usage.add(&Usage { tokens, cost_micros: llm.cost_micros, requests: 1, db_queries: 0 });
+            run.counted_through_seq = pending.seq;
+            changed.insert(run_id.clone());
+        }
+    }
+    for run_id in &changed {
+        if let Some(run) = runs.get(run_id) {
+            store.put_run(run_id, run)?;
+        }
+    }
+    if !changed.is_empty() {
+        store.flush_database_blocking()?;
+        tracing::info!(message = "counted usage reports whose run writes a crash lost", runs = changed.len());
+    }
+    Ok(runs.into_values().collect())
+}
+
 /// Why an operation was refused; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -269,7 +319,7 @@ impl Engine {
         });
         let mut counters = CounterTable::after_restart(now, longest_rolling_ms);
         let mut runs = HashMap::new();
-        for record in store.load_runs::<RunRecord>()? {
+        for record in count_unsaved_usage(&store, store.load_runs::<RunRecord>()?)? {
             let mut usage = record.usage;
             for open in record.open_steps.values() {
                 usage.add(&open.reserved);
@@ -640,6 +690,7 @@ impl Engine {
                 incidents: Default::default(),
                 late_steps: Default::default(),
                 goal: req.goal,
+                counted_through_seq: 0,
             };
             let view = run_view(&record);
             let mut run = Run::new(record, Some(snapshot));
@@ -807,7 +858,7 @@ impl Engine {
         }
         let now = now_ms();
         let tokens = req.input_tokens.saturating_add(req.output_tokens);
-        let answer = {
+        let (answer, usage_only) = {
             let mut guard = self.lock();
             let state = &mut *guard;
             let run = state.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))?;
@@ -879,14 +930,29 @@ impl Engine {
             let mut records = vec![llm];
             records.extend(self.apply_outcome(run, &decision, &enforced, Some(step_id), "USAGE", now));
             run.record.updated_at_ms = now;
-            records.extend(self.save_run(run)?);
-            self.append(records)?;
+            records.extend(self.run_state_record(run));
+            // Only the LLM run record: the usage is durable with it in the
+            // outbox log (one fsync), and the run's write to the database
+            // follows it, saying which record it counts through. After a
+            // crash that lost the run's write, `Engine::open` counts the
+            // record again from the log; the delivery loop flushes the
+            // database before it retires records (`outbox_delivered`).
+            // Anything more (a signal, a run ending) flushes both.
+            let usage_only = records.len() == 1;
+            if let Some(seq) = self.append(records)? {
+                run.record.counted_through_seq = seq;
+            }
+            self.store.put_run(&run.record.run_id, &run.record)?;
             let allowed = matches!(enforced.outcome, Action::Continue | Action::Warn);
             let mut answer = answer(step_id, allowed, run.record.status, decision, &enforced);
             answer.grounding = grounding.as_ref().map(|g| json!(g));
-            answer
+            (answer, usage_only)
         };
-        self.store.flush().await?;
+        if usage_only {
+            self.store.flush_outbox().await?;
+        } else {
+            self.store.flush().await?;
+        }
         Ok(answer)
     }
 
@@ -1037,12 +1103,18 @@ impl Engine {
     /// last report, returns the `RUN_STATE` record that says so.
     fn save_run(&self, run: &mut Run) -> Result<Option<Record>, AgentError> {
         self.store.put_run(&run.record.run_id, &run.record)?;
+        Ok(self.run_state_record(run))
+    }
+
+    /// The `RUN_STATE` record saying the run's status changed since the
+    /// last report, if it did.
+    fn run_state_record(&self, run: &mut Run) -> Option<Record> {
         if run.status_reported() {
-            return Ok(None);
+            return None;
         }
         run.reported_status = Some(run.record.status);
         let r = &run.record;
-        Ok(Some(Record::new(
+        Some(Record::new(
             self.slot.tenant_id(),
             Some(&r.run_id),
             r.updated_at_ms,
@@ -1065,7 +1137,7 @@ impl Engine {
                 started_at_ms: r.started_at_ms,
                 goal: r.goal.clone(),
             }),
-        )))
+        ))
     }
 
     /// Decides one step of `run` against its bound snapshots and the
@@ -1202,16 +1274,17 @@ impl Engine {
         records
     }
 
-    /// Appends records to the outbox (the caller flushes).
-    fn append(&self, records: Vec<Record>) -> Result<(), AgentError> {
+    /// Appends records to the outbox (the caller flushes); returns the
+    /// last one's sequence.
+    fn append(&self, records: Vec<Record>) -> Result<Option<u64>, AgentError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let bytes = self.store.append_records(&records)?;
-        self.outbox_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let appended = self.store.append_records(&records)?;
+        self.outbox_bytes.fetch_add(appended.bytes, Ordering::Relaxed);
         self.outbox_records.fetch_add(records.len() as u64, Ordering::Relaxed);
         self.outbox_signal.notify_one();
-        Ok(())
+        Ok(Some(appended.last_seq))
     }
 
     /// Signalled whenever records enter the outbox (the delivery loop
@@ -1220,17 +1293,28 @@ impl Engine {
         &self.outbox_signal
     }
 
-    /// Removes records the control plane has committed, by outbox
-    /// sequence, with their encoded sizes.
-    pub fn outbox_delivered(&self, delivered: &[(u64, usize)]) -> Result<(), AgentError> {
-        let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
-        self.store.remove_records(&seqs)?;
-        let bytes: u64 = delivered.iter().map(|(_, len)| *len as u64).sum();
+    /// Retires the records the control plane has committed: every pending
+    /// record before `next` (see [`crate::outbox::PendingRecord::next`]),
+    /// `records` of them holding `bytes` of JSON.
+    ///
+    /// Records leave the log only once the runs counting them are durable
+    /// in the database: taking the engine lock waits out any step that
+    /// appended a record and has not written its run yet, and the flush
+    /// that follows makes those writes durable.
+    pub async fn outbox_delivered(
+        &self,
+        next: crate::outbox::Position,
+        records: u64,
+        bytes: u64,
+    ) -> Result<(), AgentError> {
+        drop(self.lock());
+        self.store.flush().await?;
+        self.store.records_delivered(next)?;
         let sub = |counter: &AtomicU64, n: u64| {
             let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
         };
         sub(&self.outbox_bytes, bytes);
-        sub(&self.outbox_records, delivered.len() as u64);
+        sub(&self.outbox_records, records);
         Ok(())
     }
 

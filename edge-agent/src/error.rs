@@ -27,6 +27,14 @@ pub enum AgentError {
     /// opened.
     #[error("edge agent secret store: {0}")]
     Secret(String),
+    /// The outbox log failed (disk) or holds a damaged frame.
+    #[error("edge agent outbox {}: {message}", path.display())]
+    Outbox {
+        /// The file or directory concerned.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// The outbox is at its disk budget.
     #[error("the outbox is full ({bytes} bytes pending, budget {budget})")]
     OutboxFull {

@@ -19,7 +19,8 @@
 //!   mode, halt) and what it does to a decision.
 //! - [`events`]: the event reactor (EVENT path, INV-001), never blocking.
 //! - [`jobs`]: scheduled jobs (GAP-052): stale runs, staleness, heartbeats.
-//! - [`store`]: the sled database (snapshot, runs, outbox).
+//! - [`store`]: the sled database (snapshot, runs) and the outbox.
+//! - [`outbox`]: the outbox log of records not yet delivered.
 //! - [`api`]: the local HTTP API for the workload.
 //! - [`grpc_api`]: the local gRPC API for the workload (governed data
 //!   access, `--grpc-listen`), with the HTTP API's authentication.
@@ -50,6 +51,7 @@ pub mod identity;
 pub mod ids;
 pub mod jobs;
 pub mod link;
+pub mod outbox;
 pub mod records;
 pub mod runs;
 pub mod snapshots;

@@ -27,6 +27,7 @@ use tonic::transport::Channel;
 use crate::engine::Engine;
 use crate::governance::{GovernanceView, Mode};
 use crate::identity::{AgentIdentity, source_chain};
+use crate::outbox::PendingRecord;
 use crate::snapshots::Offer;
 
 /// Records per delivered batch.
@@ -326,14 +327,16 @@ async fn deliver_once(
         }
         lingered = false;
         batch_seq += 1;
-        let mut sent = Vec::with_capacity(pending.len());
+        let (count, mut bytes) = (pending.len() as u64, 0u64);
+        let mut through = None;
         let mut records = Vec::with_capacity(pending.len());
-        for (seq, json) in pending {
+        for PendingRecord { seq, json, next } in pending {
             // A stored record always has an id; an unreadable one still
             // goes out under its sequence, to be kept as MALFORMED.
             let record_id = serde_json::from_slice::<RecordId>(&json)
                 .map_or_else(|_| format!("seq-{}-{seq}", link.identity.edge_agent_id), |r| r.record_id);
-            sent.push((seq, json.len()));
+            bytes += json.len() as u64;
+            through = Some(next);
             records.push(WireRecord { record_id, json });
         }
         tx.send(RecordBatch { batch_seq, records }).await.map_err(|e| e.to_string())?;
@@ -345,7 +348,9 @@ async fn deliver_once(
         if ack.batch_seq != batch_seq {
             return Err(format!("ack for batch {} while waiting for {batch_seq}", ack.batch_seq));
         }
-        engine.outbox_delivered(&sent).map_err(|e| e.to_string())?;
-        link.status.delivered.fetch_add(sent.len() as u64, Ordering::Relaxed);
+        if let Some(next) = through {
+            engine.outbox_delivered(next, count, bytes).await.map_err(|e| e.to_string())?;
+        }
+        link.status.delivered.fetch_add(count, Ordering::Relaxed);
     }
 }

@@ -118,6 +118,12 @@ pub struct RunRecord {
     /// What the run is for, as the workload said at start.
     #[serde(default)]
     pub goal: Option<String>,
+    /// Outbox sequence of the last LLM run record whose usage this record
+    /// counts. A usage report's record is made durable in the outbox
+    /// alone; after a crash, the engine re-applies the LLM run records
+    /// still in the outbox with a later sequence (see `Engine::open`).
+    #[serde(default)]
+    pub counted_through_seq: u64,
 }
 
 /// A run in memory: the record plus what is not persisted.

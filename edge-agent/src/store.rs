@@ -1,5 +1,6 @@
-//! The edge agent's sled database: the last good snapshot, runs, and the
-//! outbox of records not yet acknowledged by the control plane.
+//! The edge agent's local store: a sled database for the last good
+//! snapshot and the runs, and the outbox log ([`crate::outbox`]) of records
+//! not yet acknowledged by the control plane.
 //!
 //! | Tree | Key | Value |
 //! |---|---|---|
@@ -8,19 +9,16 @@
 //! | `snapshot` | `boot_epoch` | 8-byte big-endian count of starts |
 //! | `snapshot` | `trusted_keys` | JSON list of snapshot keys (hex) pushed by the control plane |
 //! | `runs` | run id | JSON [`crate::runs::RunRecord`] |
-//! | `outbox` | 8-byte big-endian sequence; for a long record's further pieces, sequence + piece number (4 bytes big-endian) | JSON [`crate::records::Record`], cut in pieces of at most [`OUTBOX_PIECE_BYTES`] |
 //!
-//! A record longer than [`OUTBOX_PIECE_BYTES`] (one that keeps prompt or
-//! response text, GAP-033) is stored in pieces written in one atomic batch:
-//! its pieces' keys sort right after its own, so a scan reads them together
-//! and a range removal removes them together. sled 0.34 writes any value or
-//! tree node above 128 KiB to a blob file that must be synced on its own
-//! (vendor/README.md) inside the insert, on the step's thread; with pieces a
-//! leaf (at most 17 rows) never gets that large.
+//! Records are JSON [`crate::records::Record`]s in the outbox log under
+//! `outbox/`. Agents before the log kept them in a sled tree `outbox`
+//! (8-byte big-endian sequence; a long record's further pieces under
+//! sequence + 4-byte piece number): at open, whatever such a tree still
+//! holds is moved to the log, in order, synced, and the tree dropped.
 //!
 //! Anything the workload is told has happened is flushed before the answer
-//! leaves ([`AgentStore::flush`]): a `kill -9` right after a response loses
-//! nothing that response acknowledged.
+//! leaves ([`AgentStore::flush`]: sled and the outbox log): a `kill -9`
+//! right after a response loses nothing that response acknowledged.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::AgentError;
+use crate::outbox::{Appended, Outbox, PendingRecord, Position};
 use crate::records::Record;
 
 const SNAPSHOT_KEY: &[u8] = b"envelope";
@@ -37,11 +36,10 @@ const TRUSTED_KEYS_KEY: &[u8] = b"trusted_keys";
 const BOOT_EPOCH_KEY: &[u8] = b"boot_epoch";
 const GOVERNANCE_KEY: &[u8] = b"governance";
 const DATA_KEY_KEY: &[u8] = b"tenant_data_key";
-/// Longest piece of an encoded record stored in one outbox row (17 of them,
-/// a leaf just before sled splits it, stay under its 128 KiB blob threshold).
-pub const OUTBOX_PIECE_BYTES: usize = 6 * 1024;
-/// Length of an outbox key of a record's further piece.
-const PIECE_KEY_LEN: usize = 12;
+/// The sled tree that held the outbox before the log.
+const LEGACY_OUTBOX_TREE: &[u8] = b"outbox";
+/// Length of a legacy outbox key of a record's further piece.
+const LEGACY_PIECE_KEY_LEN: usize = 12;
 /// The local key sealing the tenant data key at rest, beside the database.
 const LOCAL_KEY_FILE: &str = "local.key";
 
@@ -52,7 +50,9 @@ pub struct AgentStore {
     dir: std::path::PathBuf,
     snapshot: sled::Tree,
     runs: sled::Tree,
-    outbox: sled::Tree,
+    outbox: Arc<Outbox>,
+    /// Pending records and bytes at open (log and migrated ones).
+    outbox_found: (u64, u64),
     commit: Arc<GroupCommit>,
 }
 
@@ -68,6 +68,9 @@ struct GroupCommit {
     done: std::sync::Mutex<(u64, Option<Arc<str>>)>,
     /// Held by the caller checking or running an fsync (FIFO).
     leader: tokio::sync::Mutex<()>,
+    /// Set by a caller that needs the database flushed too (set before
+    /// it takes its ticket; cleared by the round that flushes it).
+    database_wanted: std::sync::atomic::AtomicBool,
     /// fsyncs run (for `/metrics`).
     fsyncs: AtomicU64,
 }
@@ -81,25 +84,46 @@ impl AgentStore {
         // re-sent and de-duplicated) may be lost by design. sled's timer
         // flush only competed with the steps for the IO buffers.
         let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
+        let outbox = Outbox::open(&dir.join("outbox"))?;
+        let (migrated, migrated_bytes) = migrate_legacy_outbox(&db, &outbox)?;
+        let (found, found_bytes) = outbox.found();
         Ok(AgentStore {
+            outbox_found: (found + migrated, found_bytes + migrated_bytes),
             snapshot: db.open_tree("snapshot")?,
             runs: db.open_tree("runs")?,
-            outbox: db.open_tree("outbox")?,
+            outbox: Arc::new(outbox),
             db,
             dir: dir.to_path_buf(),
             commit: Arc::new(GroupCommit {
                 requested: AtomicU64::new(0),
                 done: std::sync::Mutex::new((0, None)),
                 leader: tokio::sync::Mutex::new(()),
+                database_wanted: std::sync::atomic::AtomicBool::new(false),
                 fsyncs: AtomicU64::new(0),
             }),
         })
     }
 
-    /// Makes every write made before the call durable. The fsync runs on
-    /// the blocking pool, so the async workers never stall on the disk, and
-    /// concurrent callers share fsyncs (see [`GroupCommit`]).
+    /// Makes every write made before the call durable: the outbox log's
+    /// and the database's. The fsyncs run on the blocking pool, so the
+    /// async workers never stall on the disk, and concurrent callers share
+    /// them (see [`GroupCommit`]).
     pub async fn flush(&self) -> Result<(), AgentError> {
+        // Before the ticket: a round that covers the ticket read the flag
+        // after it was set, or a round since it was set flushed already.
+        self.commit.database_wanted.store(true, Ordering::SeqCst);
+        self.group_commit().await
+    }
+
+    /// Makes every append to the outbox log made before the call durable
+    /// (the database's writes only if another caller of the same round
+    /// asked for them). What a usage report acknowledges is in the log
+    /// (see `Engine::open`), so it waits for one fsync, not two.
+    pub async fn flush_outbox(&self) -> Result<(), AgentError> {
+        self.group_commit().await
+    }
+
+    async fn group_commit(&self) -> Result<(), AgentError> {
         let commit = &self.commit;
         let ticket = commit.requested.fetch_add(1, Ordering::SeqCst) + 1;
         // Queue behind any running fsync. Holding the lock while checking
@@ -111,14 +135,31 @@ impl AgentStore {
         }
         // Every ticket handed out so far belongs to writes made before now.
         let target = commit.requested.load(Ordering::SeqCst);
+        let database = commit.database_wanted.swap(false, Ordering::SeqCst);
+        // One task syncs the outbox log, then the database when asked: two
+        // tasks side by side were slower (the disk serialises the fsyncs
+        // anyway, and the second hand-off to the blocking pool cost more).
         let db = self.db.clone();
-        let result = tokio::task::spawn_blocking(move || db.flush()).await;
+        let outbox = Arc::clone(&self.outbox);
+        let result = tokio::task::spawn_blocking(move || {
+            outbox.sync()?;
+            if database {
+                db.flush()?;
+            }
+            Ok::<(), AgentError>(())
+        })
+        .await;
         commit.fsyncs.fetch_add(1, Ordering::Relaxed);
         let error: Option<Arc<str>> = match result {
-            Ok(Ok(_)) => None,
+            Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string().into()),
             Err(e) => Some(format!("flush task failed: {e}").into()),
         };
+        if error.is_some() && database {
+            // Whoever asked for the database gets the error; the next
+            // round tries again.
+            commit.database_wanted.store(true, Ordering::SeqCst);
+        }
         *commit.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (target, error.clone());
         covered(&(target, error), ticket).unwrap_or_else(|| {
             Err(AgentError::Store(sled::Error::ReportableBug(
@@ -155,65 +196,43 @@ impl AgentStore {
         self.runs.iter().values().map(|v| decode("run", &v?)).collect()
     }
 
-    /// Appends records to the outbox (not flushed); returns the bytes
-    /// written.
-    pub fn append_records(&self, records: &[Record]) -> Result<u64, AgentError> {
-        let mut bytes = 0u64;
-        for record in records {
-            let seq = self.db.generate_id()?;
-            let value = encode("record", record)?;
-            bytes += value.len() as u64;
-            if value.len() <= OUTBOX_PIECE_BYTES {
-                self.outbox.insert(seq.to_be_bytes(), value)?;
-                continue;
-            }
-            let mut batch = sled::Batch::default();
-            for (i, piece) in value.chunks(OUTBOX_PIECE_BYTES).enumerate() {
-                match u32::try_from(i) {
-                    Ok(0) => batch.insert(&seq.to_be_bytes(), piece),
-                    // Pieces are bounded by the record's size (2^32 of them is 24 TiB).
-                    n => batch.insert(&piece_key(seq, n.unwrap_or(u32::MAX))[..], piece),
-                }
-            }
-            self.outbox.apply_batch(batch)?;
-        }
-        Ok(bytes)
+    /// Appends records to the outbox (not flushed).
+    pub fn append_records(&self, records: &[Record]) -> Result<Appended, AgentError> {
+        let encoded = records.iter().map(|r| encode("record", r)).collect::<Result<Vec<_>, _>>()?;
+        self.outbox.append(encoded.iter().map(Vec::as_slice))
     }
 
-    /// Up to `limit` pending records, oldest first, with their sequence.
-    pub fn pending_records(&self, limit: usize) -> Result<Vec<(u64, Record)>, AgentError> {
+    /// Up to `limit` pending records, oldest first, decoded.
+    pub fn pending_records(&self, limit: usize) -> Result<Vec<(PendingRecord, Record)>, AgentError> {
         self.pending_raw(limit)?
             .into_iter()
-            .map(|(seq, value)| Ok((seq, decode("record", &value)?)))
+            .map(|p| {
+                let record = decode("record", &p.json)?;
+                Ok((p, record))
+            })
             .collect()
     }
 
-    /// Up to `limit` pending records, oldest first, as stored (JSON), with
-    /// their sequence: what the delivery loop sends without re-encoding.
-    pub fn pending_raw(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, AgentError> {
-        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
-        for item in self.outbox.iter() {
-            let (key, value) = item?;
-            match <[u8; 8]>::try_from(key.as_ref()) {
-                Ok(seq) => {
-                    if pending.len() == limit {
-                        break;
-                    }
-                    pending.push((u64::from_be_bytes(seq), value.to_vec()));
-                }
-                // A further piece of the record just read (written in the
-                // same batch as its first row, so never found without it).
-                Err(_) if key.len() == PIECE_KEY_LEN => {
-                    if let Some((seq, bytes)) = pending.last_mut()
-                        && key[..8] == seq.to_be_bytes()
-                    {
-                        bytes.extend_from_slice(&value);
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-        Ok(pending)
+    /// Up to `limit` pending records, oldest first, as stored (JSON): what
+    /// the delivery loop sends without re-encoding.
+    pub fn pending_raw(&self, limit: usize) -> Result<Vec<PendingRecord>, AgentError> {
+        self.outbox.pending(limit)
+    }
+
+    /// Up to `limit` pending records from `from` on (see
+    /// [`Outbox::read_from`]).
+    pub fn pending_from(
+        &self,
+        from: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<PendingRecord>, AgentError> {
+        self.outbox.read_from(from, limit)
+    }
+
+    /// Flushes the database now, blocking (at start, before serving).
+    pub fn flush_database_blocking(&self) -> Result<(), AgentError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Counts this start and makes the count durable before returning
@@ -325,30 +344,56 @@ impl AgentStore {
         self.flush().await
     }
 
-    /// Deletes acknowledged records (by sequence).
-    pub fn remove_records(&self, seqs: &[u64]) -> Result<(), AgentError> {
-        let mut batch = sled::Batch::default();
-        for seq in seqs {
-            // The record's row and its pieces, if it has any.
-            let (first, last) = (seq.to_be_bytes(), piece_key(*seq, u32::MAX));
-            for key in self.outbox.range(&first[..]..=&last[..]).keys() {
-                batch.remove(key?);
-            }
-        }
-        self.outbox.apply_batch(batch)?;
-        Ok(())
+    /// Retires every pending record before `next` (the
+    /// [`PendingRecord::next`] of the last record the control plane
+    /// acknowledged).
+    pub fn records_delivered(&self, next: Position) -> Result<(), AgentError> {
+        self.outbox.delivered_through(next)
     }
 
-    /// Number of pending records and their encoded size in bytes.
+    /// Number of pending records and their encoded size in bytes, as found
+    /// at open.
     pub fn outbox_usage(&self) -> (u64, u64) {
-        let mut count = 0u64;
-        let mut bytes = 0u64;
-        for (key, value) in self.outbox.iter().flatten() {
-            count += u64::from(key.len() == 8);
-            bytes += value.len() as u64;
-        }
-        (count, bytes)
+        self.outbox_found
     }
+}
+
+/// Moves records an earlier version left in the sled tree `outbox` to the
+/// log, in order, syncs the log, then drops the tree (and flushes): a
+/// crash in between at worst leaves them in both, and they are re-sent
+/// once more (the control plane de-duplicates by record id). Returns the
+/// records and bytes moved.
+fn migrate_legacy_outbox(db: &sled::Db, outbox: &Outbox) -> Result<(u64, u64), AgentError> {
+    if !db.tree_names().iter().any(|n| n.as_ref() == LEGACY_OUTBOX_TREE) {
+        return Ok((0, 0));
+    }
+    let tree = db.open_tree(LEGACY_OUTBOX_TREE)?;
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    for item in tree.iter() {
+        let (key, value) = item?;
+        if key.len() == 8 {
+            records.push(value.to_vec());
+        } else if key.len() == LEGACY_PIECE_KEY_LEN
+            && let Some(record) = records.last_mut()
+        {
+            // A further piece of the record just read (written in the same
+            // batch as its first row, so never found without it).
+            record.extend_from_slice(&value);
+        }
+    }
+    let mut bytes = 0;
+    if !records.is_empty() {
+        bytes = outbox.append(records.iter().map(Vec::as_slice))?.bytes;
+        outbox.sync()?;
+        tracing::info!(
+            message = "moved pending records from the sled outbox tree to the outbox log",
+            records = records.len()
+        );
+    }
+    drop(tree);
+    db.drop_tree(LEGACY_OUTBOX_TREE)?;
+    db.flush()?;
+    Ok((records.len() as u64, bytes))
 }
 
 impl GroupCommit {
@@ -369,14 +414,6 @@ fn covered(done: &(u64, Option<Arc<str>>), ticket: u64) -> Option<Result<(), Age
 
 fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>, AgentError> {
     serde_json::to_vec(value).map_err(|source| AgentError::Encode { what, source })
-}
-
-/// Outbox key of piece `piece` (from 1) of the record at `seq`.
-fn piece_key(seq: u64, piece: u32) -> [u8; PIECE_KEY_LEN] {
-    let mut key = [0u8; PIECE_KEY_LEN];
-    key[..8].copy_from_slice(&seq.to_be_bytes());
-    key[8..].copy_from_slice(&piece.to_be_bytes());
-    key
 }
 
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, AgentError> {
@@ -447,43 +484,75 @@ mod tests {
         Record::new("acme", None, 1, body)
     }
 
+    fn decoded(pending: &[(PendingRecord, Record)]) -> Vec<Record> {
+        pending.iter().map(|(_, r)| r.clone()).collect()
+    }
+
     #[tokio::test]
-    async fn long_records_are_stored_in_pieces_and_read_and_removed_whole() {
+    async fn records_read_back_whole_in_order_and_delivered_ones_never_return() {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<Record> =
-            (0..40).map(|i| record_of(if i % 3 == 0 { 100 } else { 50 * 1024 + i }, i)).collect();
+            (0..40).map(|i| record_of(if i % 3 == 0 { 100 } else { 300 * 1024 + i }, i)).collect();
         {
             let store = AgentStore::open(dir.path()).unwrap();
             store.append_records(&records).unwrap();
             store.flush().await.unwrap();
-            let (count, _) = store.outbox_usage();
-            assert_eq!(count, 40);
             let pending = store.pending_records(1_000).unwrap();
-            let read: Vec<Record> = pending.iter().map(|(_, r)| r.clone()).collect();
-            assert_eq!(read, records, "every record reads back whole, in order");
-            // A limit counts records, not rows.
+            assert_eq!(decoded(&pending), records, "every record reads back whole, in order");
+            // A limit counts records; records larger than a read chunk too.
             let first = store.pending_raw(5).unwrap();
             assert_eq!(first.len(), 5);
-            assert_eq!(decode::<Record>("record", &first[4].1).unwrap(), records[4]);
-            // Removing acknowledged records removes their pieces too.
-            let acked: Vec<u64> = pending.iter().take(20).map(|(seq, _)| *seq).collect();
-            store.remove_records(&acked).unwrap();
-            let rest = store.pending_records(1_000).unwrap();
-            assert_eq!(rest.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), records[20..].to_vec());
-            assert_eq!(store.outbox_usage().0, 20);
-            let all: Vec<u64> = rest.iter().map(|(seq, _)| *seq).collect();
-            store.remove_records(&all).unwrap();
-            assert_eq!(store.outbox_usage(), (0, 0), "no piece is left behind");
-            store.append_records(&records[..6]).unwrap();
-            store.flush().await.unwrap();
+            assert_eq!(decode::<Record>("record", &first[4].json).unwrap(), records[4]);
+            store.records_delivered(pending[19].0.next).unwrap();
+            assert_eq!(decoded(&store.pending_records(1_000).unwrap()), records[20..].to_vec());
         }
-        // 26 records of ~50 KB went through: without pieces sled writes its
-        // leaves as blob files.
-        let blobs = std::fs::read_dir(dir.path().join("blobs")).map_or(0, |d| d.count());
-        assert_eq!(blobs, 0, "no value or node went to a blob file");
         let store = reopen(dir.path()).await;
-        let kept: Vec<Record> = store.pending_records(100).unwrap().into_iter().map(|(_, r)| r).collect();
-        assert_eq!(kept, records[..6].to_vec(), "records in pieces survive a restart");
+        let bytes: u64 = records[20..].iter().map(|r| serde_json::to_vec(r).unwrap().len() as u64).sum();
+        assert_eq!(store.outbox_usage(), (20, bytes), "what a restart finds pending");
+        let rest = store.pending_records(1_000).unwrap();
+        assert_eq!(decoded(&rest), records[20..].to_vec(), "delivered records never come back");
+        store.records_delivered(rest[19].0.next).unwrap();
+        store.append_records(&records[..6]).unwrap();
+        store.flush().await.unwrap();
+        drop(store);
+        let store = reopen(dir.path()).await;
+        assert_eq!(store.outbox_usage().0, 6);
+        assert_eq!(decoded(&store.pending_records(100).unwrap()), records[..6].to_vec());
+    }
+
+    #[tokio::test]
+    async fn records_left_in_the_sled_outbox_tree_move_to_the_log_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Record> =
+            (0..7).map(|i| record_of(if i == 3 { 20 * 1024 } else { 50 }, i)).collect();
+        {
+            // As the agent before the log wrote them: one row per record,
+            // a long one in 6 KiB pieces under sequence + piece number.
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let tree = db.open_tree(LEGACY_OUTBOX_TREE).unwrap();
+            for (seq, record) in (10u64..).zip(&records) {
+                let json = serde_json::to_vec(record).unwrap();
+                for (piece, chunk) in (0u32..).zip(json.chunks(6 * 1024)) {
+                    let mut key = seq.to_be_bytes().to_vec();
+                    if piece > 0 {
+                        key.extend_from_slice(&piece.to_be_bytes());
+                    }
+                    tree.insert(key, chunk).unwrap();
+                }
+            }
+            db.flush().unwrap();
+        }
+        let store = reopen(dir.path()).await;
+        assert_eq!(store.outbox_usage().0, 7);
+        assert_eq!(decoded(&store.pending_records(100).unwrap()), records);
+        assert!(
+            !store.db.tree_names().iter().any(|n| n.as_ref() == LEGACY_OUTBOX_TREE),
+            "the tree is dropped"
+        );
+        drop(store);
+        // Moved once: a second start finds them in the log only.
+        let store = reopen(dir.path()).await;
+        assert_eq!(decoded(&store.pending_records(100).unwrap()), records);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -397,6 +397,87 @@ fn a_subscriber_that_never_reads_does_not_slow_steps() {
     });
 }
 
+/// Opens the engine over the store in `dir` (waiting out the database
+/// lock of a handle just dropped).
+async fn engine_in(dir: &std::path::Path) -> aos_edge_agent::engine::Engine {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match aos_edge_agent::store::AgentStore::open(dir) {
+            Ok(store) => break store,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut trusted = aos_core::snapshot::TrustedKeys::new();
+    trusted.insert(support::signer().verifying_key());
+    let slot = aos_edge_agent::snapshots::SnapshotSlot::new(TENANT.to_owned(), trusted);
+    let engine = aos_edge_agent::engine::Engine::open(slot, store, u64::MAX, 8).unwrap();
+    if engine.slot().current().is_none() {
+        let bytes = signed_snapshot(TENANT, 1, now_ms() + 3_600_000, POLICIES);
+        assert!(matches!(
+            engine.offer_snapshot(&bytes).await.unwrap(),
+            aos_edge_agent::snapshots::Offer::Accepted { version: 1 }
+        ));
+    }
+    engine
+}
+
+#[test]
+fn a_usage_report_whose_run_write_a_crash_lost_is_counted_once_from_the_outbox() {
+    use aos_edge_agent::engine::{StepRequest, UsageReport};
+    use aos_edge_agent::runs::RunRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let run_id = {
+            let engine = engine_in(&store_dir).await;
+            let run = engine.start_run(aos_edge_agent::engine::StartRun::default()).await.unwrap();
+            let run_id = run["run_id"].as_str().unwrap().to_owned();
+            let admitted = engine
+                .pre_step(&run_id, StepRequest { estimated_tokens: 300, ..Default::default() })
+                .await
+                .unwrap();
+            assert!(admitted.allowed);
+            // The run as the database holds it before the report (a plain
+            // admission is not written).
+            let before: Vec<RunRecord> = engine.store().load_runs().unwrap();
+            let report = UsageReport { input_tokens: 200, output_tokens: 100, ..Default::default() };
+            let answer = engine.report_usage(&run_id, &admitted.step_id, report).await.unwrap();
+            assert!(answer.allowed, "acknowledged to the workload");
+            // The crash: the report's record was durable in the outbox, the
+            // run's write (not flushed yet) is lost.
+            let old = before.iter().find(|r| r.run_id == run_id).unwrap();
+            assert_eq!(old.usage.tokens, 0);
+            engine.store().put_run(&run_id, old).unwrap();
+            engine.store().flush().await.unwrap();
+            run_id
+        };
+        for start in ["first", "second"] {
+            let engine = engine_in(&store_dir).await;
+            let view = engine.run(&run_id).unwrap();
+            assert_eq!(view["usage"]["tokens"], 300, "{start} start after the crash: {view}");
+            assert_eq!(view["steps"], 1, "{view}");
+            assert_eq!(view["open_steps"], json!([]), "{view}");
+            let stored: Vec<RunRecord> = engine.store().load_runs().unwrap();
+            assert_eq!(stored.iter().find(|r| r.run_id == run_id).unwrap().usage.tokens, 300, "written back");
+            drop(engine);
+        }
+        // And the counters enforce it: 300 used + 800 is over the run's 1,000.
+        let engine = engine_in(&store_dir).await;
+        let next = engine
+            .pre_step(&run_id, StepRequest { estimated_tokens: 800, ..Default::default() })
+            .await
+            .unwrap();
+        assert!(!next.allowed, "the replayed usage counts against the limit");
+    });
+}
+
 #[test]
 fn simulate_decides_without_side_effects() {
     let dir = tempfile::tempdir().unwrap();
