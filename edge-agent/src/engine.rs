@@ -266,6 +266,9 @@ pub struct StepAnswer {
 struct State {
     counters: CounterTable,
     runs: HashMap<String, Run>,
+    /// Runs changed by plain usage reports since their last write to the
+    /// database (see `report_usage` and `checkpoint_runs`).
+    unsaved_runs: std::collections::HashSet<String>,
 }
 
 /// The engine; one per agent.
@@ -352,7 +355,7 @@ impl Engine {
         let engine = Engine {
             slot,
             store,
-            state: Mutex::new(State { counters, runs }),
+            state: Mutex::new(State { counters, runs, unsaved_runs: Default::default() }),
             pii,
             outbox_budget_bytes,
             outbox_bytes: AtomicU64::new(bytes),
@@ -554,7 +557,25 @@ impl Engine {
     pub async fn record_shutdown(&self, why: &str) -> Result<(), AgentError> {
         let live = self.lock().runs.values().filter(|r| !r.record.status.is_terminal()).count();
         self.append(vec![self.system("SHUTDOWN", format!("{why}; {live} runs not ended"))])?;
+        // The next start then finds every run as it is, with nothing to
+        // count again from the outbox.
+        self.checkpoint_runs()?;
         self.store.flush().await
+    }
+
+    /// Writes the runs changed by plain usage reports since their last
+    /// write to the database (not flushed). Under the engine lock, so no
+    /// step's newer write of the same run can be overtaken by this one.
+    fn checkpoint_runs(&self) -> Result<usize, AgentError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let count = state.unsaved_runs.len();
+        for run_id in state.unsaved_runs.drain() {
+            if let Some(run) = state.runs.get(&run_id) {
+                self.store.put_run(&run_id, &run.record)?;
+            }
+        }
+        Ok(count)
     }
 
     fn system(&self, event: &str, detail: String) -> Record {
@@ -942,7 +963,15 @@ impl Engine {
             if let Some(seq) = self.append(records)? {
                 run.record.counted_through_seq = seq;
             }
-            self.store.put_run(&run.record.run_id, &run.record)?;
+            if usage_only {
+                // Not written at all: the record in the outbox is the
+                // durable copy of this change until the delivery loop's
+                // checkpoint writes the run (before the record can leave).
+                state.unsaved_runs.insert(run_id.to_owned());
+            } else {
+                self.store.put_run(&run.record.run_id, &run.record)?;
+                state.unsaved_runs.remove(run_id);
+            }
             let allowed = matches!(enforced.outcome, Action::Continue | Action::Warn);
             let mut answer = answer(step_id, allowed, run.record.status, decision, &enforced);
             answer.grounding = grounding.as_ref().map(|g| json!(g));
@@ -1298,8 +1327,9 @@ impl Engine {
     /// `records` of them holding `bytes` of JSON.
     ///
     /// Records leave the log only once the runs counting them are durable
-    /// in the database: taking the engine lock waits out any step that
-    /// appended a record and has not written its run yet, and the flush
+    /// in the database: the checkpoint writes the runs plain usage reports
+    /// left unwritten (under the engine lock, which also waits out any step
+    /// between appending its record and writing its run), and the flush
     /// that follows makes those writes durable.
     pub async fn outbox_delivered(
         &self,
@@ -1307,7 +1337,7 @@ impl Engine {
         records: u64,
         bytes: u64,
     ) -> Result<(), AgentError> {
-        drop(self.lock());
+        self.checkpoint_runs()?;
         self.store.flush().await?;
         self.store.records_delivered(next)?;
         let sub = |counter: &AtomicU64, n: u64| {

@@ -475,6 +475,23 @@ fn a_usage_report_whose_run_write_a_crash_lost_is_counted_once_from_the_outbox()
             .await
             .unwrap();
         assert!(!next.allowed, "the replayed usage counts against the limit");
+        // A plain report is not written to the database until a checkpoint:
+        // a clean shutdown makes one.
+        let run = engine.start_run(aos_edge_agent::engine::StartRun::default()).await.unwrap();
+        let other = run["run_id"].as_str().unwrap().to_owned();
+        let admitted = engine
+            .pre_step(&other, StepRequest { estimated_tokens: 100, ..Default::default() })
+            .await
+            .unwrap();
+        let report = UsageReport { input_tokens: 60, output_tokens: 40, ..Default::default() };
+        engine.report_usage(&other, &admitted.step_id, report).await.unwrap();
+        let stored = |engine: &aos_edge_agent::engine::Engine| {
+            let runs: Vec<RunRecord> = engine.store().load_runs().unwrap();
+            runs.into_iter().find(|r| r.run_id == other).unwrap().usage.tokens
+        };
+        assert_eq!(stored(&engine), 0, "the report's run write is deferred");
+        engine.record_shutdown("test").await.unwrap();
+        assert_eq!(stored(&engine), 100, "written at shutdown");
     });
 }
 
