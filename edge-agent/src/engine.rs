@@ -49,9 +49,9 @@ pub use access::{ACTIONS as ACCESS_ACTIONS, AccessAnswer, AccessRequest};
 
 /// Counts, in the runs read from the database, the usage of LLM run
 /// records still in the outbox that the runs' last durable write missed
-/// (a usage report is acknowledged once its record is durable in the
-/// outbox; its run's write is flushed later), and writes the runs it
-/// changed back. A record counts once: each run says the last record
+/// (a plain usage report is acknowledged once its record is durable in the
+/// outbox; its run is written at the next checkpoint), and writes the runs
+/// it changed back. A record counts once: each run says the last record
 /// sequence it counts through.
 fn count_unsaved_usage(store: &AgentStore, runs: Vec<RunRecord>) -> Result<Vec<RunRecord>, AgentError> {
     let mut runs: HashMap<String, RunRecord> = runs.into_iter().map(|r| (r.run_id.clone(), r)).collect();
@@ -566,16 +566,19 @@ impl Engine {
     /// Writes the runs changed by plain usage reports since their last
     /// write to the database (not flushed). Under the engine lock, so no
     /// step's newer write of the same run can be overtaken by this one.
-    fn checkpoint_runs(&self) -> Result<usize, AgentError> {
+    fn checkpoint_runs(&self) -> Result<(), AgentError> {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let count = state.unsaved_runs.len();
-        for run_id in state.unsaved_runs.drain() {
+        // A run leaves the set only once written: after a failed write the
+        // next checkpoint tries it again (and no record is retired before).
+        let unsaved: Vec<String> = state.unsaved_runs.iter().cloned().collect();
+        for run_id in unsaved {
             if let Some(run) = state.runs.get(&run_id) {
                 self.store.put_run(&run_id, &run.record)?;
             }
+            state.unsaved_runs.remove(&run_id);
         }
-        Ok(count)
+        Ok(())
     }
 
     fn system(&self, event: &str, detail: String) -> Record {
@@ -953,20 +956,18 @@ impl Engine {
             run.record.updated_at_ms = now;
             records.extend(self.run_state_record(run));
             // Only the LLM run record: the usage is durable with it in the
-            // outbox log (one fsync), and the run's write to the database
-            // follows it, saying which record it counts through. After a
-            // crash that lost the run's write, `Engine::open` counts the
-            // record again from the log; the delivery loop flushes the
-            // database before it retires records (`outbox_delivered`).
-            // Anything more (a signal, a run ending) flushes both.
+            // outbox log (one fsync) and the run is not written; the run
+            // notes which record it counts through. Until a checkpoint
+            // writes the run (`checkpoint_runs`: before the delivery loop
+            // retires records, and at shutdown) the record is the durable
+            // copy of this change, and after a crash `Engine::open` counts
+            // it again. Anything more (a signal, a run ending) writes the
+            // run and flushes both.
             let usage_only = records.len() == 1;
             if let Some(seq) = self.append(records)? {
                 run.record.counted_through_seq = seq;
             }
             if usage_only {
-                // Not written at all: the record in the outbox is the
-                // durable copy of this change until the delivery loop's
-                // checkpoint writes the run (before the record can leave).
                 state.unsaved_runs.insert(run_id.to_owned());
             } else {
                 self.store.put_run(&run.record.run_id, &run.record)?;

@@ -79,10 +79,11 @@ impl AgentStore {
     /// Opens (creating) the database under `dir`.
     pub fn open(dir: &Path) -> Result<AgentStore, AgentError> {
         // No background flush every 500 ms: whatever must survive a crash
-        // is flushed before its answer leaves (`flush`), and the rest (a
-        // plain admission's reservation, outbox deletions, which are
-        // re-sent and de-duplicated) may be lost by design. sled's timer
-        // flush only competed with the steps for the IO buffers.
+        // is flushed before its answer leaves (`flush`, or the outbox log
+        // holding a plain usage report's record, counted again at start),
+        // and the rest (a plain admission's reservation) may be lost by
+        // design. sled's timer flush only competed with the steps for the
+        // IO buffers.
         let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
         let outbox = Outbox::open(&dir.join("outbox"))?;
         let (migrated, migrated_bytes) = migrate_legacy_outbox(&db, &outbox)?;
