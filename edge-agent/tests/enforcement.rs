@@ -362,17 +362,9 @@ fn a_subscriber_that_never_reads_does_not_slow_steps() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut trusted = aos_core::snapshot::TrustedKeys::new();
-        trusted.insert(support::signer().verifying_key());
-        let store = aos_edge_agent::store::AgentStore::open(&dir.path().join("store")).unwrap();
-        let slot = aos_edge_agent::snapshots::SnapshotSlot::new(TENANT.to_owned(), trusted);
-        // A small buffer so a few dozen steps overflow the stuck subscriber.
-        let engine = aos_edge_agent::engine::Engine::open(slot, store, u64::MAX, 8).unwrap();
-        let bytes = signed_snapshot(TENANT, 1, now_ms() + 3_600_000, POLICIES);
-        assert!(matches!(
-            engine.offer_snapshot(&bytes).await.unwrap(),
-            aos_edge_agent::snapshots::Offer::Accepted { version: 1 }
-        ));
+        // Its event buffer is small (8), so a few dozen steps overflow the
+        // stuck subscriber.
+        let engine = engine_in(&dir.path().join("store")).await;
         let stuck_subscriber = engine.events().subscribe();
         let steps: u64 = 40;
         for i in 0..steps {
@@ -398,7 +390,8 @@ fn a_subscriber_that_never_reads_does_not_slow_steps() {
 }
 
 /// Opens the engine over the store in `dir` (waiting out the database
-/// lock of a handle just dropped).
+/// lock of a handle just dropped), with an event buffer of 8 and, on first
+/// use, the snapshot of `POLICIES`.
 async fn engine_in(dir: &std::path::Path) -> aos_edge_agent::engine::Engine {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let store = loop {
@@ -490,8 +483,22 @@ fn a_usage_report_whose_run_write_a_crash_lost_is_counted_once_from_the_outbox()
             runs.into_iter().find(|r| r.run_id == other).unwrap().usage.tokens
         };
         assert_eq!(stored(&engine), 0, "the report's run write is deferred");
+        // Before the control plane's ack retires the records, the runs
+        // counting them are written (the delivery loop's checkpoint).
+        let pending = engine.store().pending_raw(usize::MAX).unwrap();
+        let bytes = pending.iter().map(|p| p.json.len() as u64).sum();
+        engine.outbox_delivered(pending.last().unwrap().next, pending.len() as u64, bytes).await.unwrap();
+        assert!(engine.store().pending_raw(usize::MAX).unwrap().is_empty());
+        assert_eq!(stored(&engine), 100, "written before its record left the outbox");
+        let admitted = engine
+            .pre_step(&other, StepRequest { estimated_tokens: 50, ..Default::default() })
+            .await
+            .unwrap();
+        let report = UsageReport { input_tokens: 30, output_tokens: 20, ..Default::default() };
+        engine.report_usage(&other, &admitted.step_id, report).await.unwrap();
+        assert_eq!(stored(&engine), 100);
         engine.record_shutdown("test").await.unwrap();
-        assert_eq!(stored(&engine), 100, "written at shutdown");
+        assert_eq!(stored(&engine), 150, "written at shutdown");
     });
 }
 
