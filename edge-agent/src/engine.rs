@@ -47,15 +47,27 @@ use crate::store::AgentStore;
 mod access;
 pub use access::{ACTIONS as ACCESS_ACTIONS, AccessAnswer, AccessRequest};
 
-/// Counts, in the runs read from the database, the usage of LLM run
-/// records still in the outbox that the runs' last durable write missed
-/// (a plain usage report is acknowledged once its record is durable in the
-/// outbox; its run is written at the next checkpoint), and writes the runs
-/// it changed back. A record counts once: each run says the last record
-/// sequence it counts through.
-fn count_unsaved_usage(store: &AgentStore, runs: Vec<RunRecord>) -> Result<Vec<RunRecord>, AgentError> {
+/// What `Engine::open` takes back from the outbox log: changes that were
+/// acknowledged once their record was durable in the log, whose database
+/// write (made but not flushed) a crash may have lost.
+///
+/// - Usage: a plain usage report is acknowledged once its LLM run record is
+///   durable; its run is written at the next checkpoint. The usage of every
+///   LLM run record past its run's `counted_through_seq` is counted (once:
+///   the run then says the last sequence it counts through).
+/// - Governance: a state is acknowledged to the control plane (and in
+///   force) once its `GOVERNANCE_APPLIED` record, which carries it, is
+///   durable. A newer state there than the database's is the one in force.
+///
+/// What changed is written back and flushed before the engine serves.
+fn replay_outbox(
+    store: &AgentStore,
+    runs: Vec<RunRecord>,
+    mut governance: GovernanceView,
+) -> Result<(Vec<RunRecord>, GovernanceView), AgentError> {
     let mut runs: HashMap<String, RunRecord> = runs.into_iter().map(|r| (r.run_id.clone(), r)).collect();
     let mut changed = std::collections::BTreeSet::new();
+    let mut governance_changed = false;
     let mut from = None;
     loop {
         let batch = store.pending_from(from, 4_096)?;
@@ -64,8 +76,16 @@ fn count_unsaved_usage(store: &AgentStore, runs: Vec<RunRecord>) -> Result<Vec<R
         for pending in batch {
             // Unreadable records are the delivery loop's to report.
             let Ok(record) = serde_json::from_slice::<Record>(&pending.json) else { continue };
-            let (Some(run_id), RecordBody::LlmRunRecord(llm)) = (&record.run_id, &record.body) else {
-                continue;
+            let (run_id, llm) = match (&record.run_id, record.body) {
+                (Some(run_id), RecordBody::LlmRunRecord(llm)) => (run_id, llm),
+                (_, RecordBody::SystemRecord(SystemRecord { governance: Some(view), .. })) => {
+                    if view.version > governance.version {
+                        governance = view;
+                        governance_changed = true;
+                    }
+                    continue;
+                }
+                _ => continue,
             };
             let Some(run) = runs.get_mut(run_id) else { continue };
             if pending.seq <= run.counted_through_seq {
@@ -90,11 +110,18 @@ fn count_unsaved_usage(store: &AgentStore, runs: Vec<RunRecord>) -> Result<Vec<R
             store.put_run(run_id, run)?;
         }
     }
-    if !changed.is_empty() {
-        store.flush_database_blocking()?;
-        tracing::info!(message = "counted usage reports whose run writes a crash lost", runs = changed.len());
+    if governance_changed {
+        store.save_governance(&governance)?;
     }
-    Ok(runs.into_values().collect())
+    if !changed.is_empty() || governance_changed {
+        store.flush_database_blocking()?;
+        tracing::info!(
+            message = "took back from the outbox what a crash lost of the database",
+            runs_recounted = changed.len(),
+            governance_version = governance_changed.then_some(governance.version),
+        );
+    }
+    Ok((runs.into_values().collect(), governance))
 }
 
 /// Why an operation was refused; each maps to one HTTP status.
@@ -322,7 +349,12 @@ impl Engine {
         });
         let mut counters = CounterTable::after_restart(now, longest_rolling_ms);
         let mut runs = HashMap::new();
-        for record in count_unsaved_usage(&store, store.load_runs::<RunRecord>()?)? {
+        let (restored, governance) = replay_outbox(
+            &store,
+            store.load_runs::<RunRecord>()?,
+            store.load_governance()?.unwrap_or_default(),
+        )?;
+        for record in restored {
             let mut usage = record.usage;
             for open in record.open_steps.values() {
                 usage.add(&open.reserved);
@@ -337,7 +369,6 @@ impl Engine {
         }
         let (count, bytes) = store.outbox_usage();
         let boot_epoch = store.next_boot_epoch()?;
-        let governance = store.load_governance()?.unwrap_or_default();
         let data_key = match store.load_data_key() {
             Ok(key) => key,
             Err(e) => {
@@ -505,17 +536,26 @@ impl Engine {
         Enforced { outcome, annotation: view.annotation(decision.outcome, outcome) }
     }
 
-    /// Applies governance state pushed by the control plane: persisted
-    /// first (kept across restarts and outages), then in force for the
-    /// next decision. Entering HALTED kills every in-flight run at once
-    /// (their cancel signals fire). An older or equal version is ignored.
+    /// Applies governance state pushed by the control plane: durable first
+    /// (kept across restarts and outages; the caller acknowledges it to the
+    /// control plane after this returns), then in force for the next
+    /// decision. Entering HALTED kills every in-flight run at once (their
+    /// cancel signals fire). An older or equal version is ignored.
+    ///
+    /// The state is made durable by its `GOVERNANCE_APPLIED` record in the
+    /// outbox log (one fsync), which carries it: the database's write of it
+    /// is flushed later, at the latest by the delivery checkpoint before the
+    /// record leaves the log, and after a crash `Engine::open` takes the
+    /// newer state from the log. A fleet-wide change reaches every edge
+    /// agent at once, so this is on the path of the kill switch's fan-out
+    /// (benches/README.md, governance propagation).
     pub async fn apply_governance(&self, view: GovernanceView) -> Result<bool, AgentError> {
         if view.version <= self.governance().version {
             return Ok(false);
         }
         self.store.save_governance(&view)?;
         let now = now_ms();
-        let mut records = vec![self.system(
+        let mut applied = self.system(
             "GOVERNANCE_APPLIED",
             format!(
                 "governance version {} {}: {} (set by {})",
@@ -524,7 +564,12 @@ impl Engine {
                 view.reason,
                 view.set_by
             ),
-        )];
+        );
+        if let RecordBody::SystemRecord(system) = &mut applied.body {
+            system.governance = Some(view.clone());
+        }
+        let mut records = vec![applied];
+        let mut runs_written = false;
         {
             let mut guard = self.lock();
             *self.governance.write().unwrap_or_else(std::sync::PoisonError::into_inner) = view.clone();
@@ -544,11 +589,17 @@ impl Engine {
                         status: "failed_policy",
                     });
                     records.extend(self.save_run(run)?);
+                    runs_written = true;
                 }
             }
         }
         self.append(records)?;
-        self.store.flush().await?;
+        // Runs the halt ended are in the database only.
+        if runs_written {
+            self.store.flush().await?;
+        } else {
+            self.store.flush_outbox().await?;
+        }
         Ok(true)
     }
 
@@ -586,7 +637,7 @@ impl Engine {
             self.slot.tenant_id(),
             None,
             now_ms(),
-            RecordBody::SystemRecord(SystemRecord { event: event.to_owned(), detail }),
+            RecordBody::SystemRecord(SystemRecord { event: event.to_owned(), detail, governance: None }),
         )
     }
 

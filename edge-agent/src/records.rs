@@ -203,6 +203,11 @@ pub struct SystemRecord {
     pub event: String,
     /// Details.
     pub detail: String,
+    /// On `GOVERNANCE_APPLIED`: the state applied. The record is its
+    /// durable copy until the database's write of it is flushed (see
+    /// `Engine::apply_governance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<crate::governance::GovernanceView>,
 }
 
 impl Record {

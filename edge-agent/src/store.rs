@@ -481,6 +481,7 @@ mod tests {
         let body = crate::records::RecordBody::SystemRecord(crate::records::SystemRecord {
             event: "TEST".to_owned(),
             detail,
+            governance: None,
         });
         Record::new("acme", None, 1, body)
     }

@@ -502,6 +502,60 @@ fn a_usage_report_whose_run_write_a_crash_lost_is_counted_once_from_the_outbox()
     });
 }
 
+/// GAP-069: a governance state is acknowledged to the control plane once
+/// its `GOVERNANCE_APPLIED` record (which carries it) is durable in the
+/// outbox log; the database's write of it is flushed later. A crash that
+/// loses that write must not bring an older state back into force.
+#[test]
+fn a_governance_state_whose_database_write_a_crash_lost_is_taken_from_the_outbox() {
+    use aos_edge_agent::governance::{GovernanceView, Mode};
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let halted = GovernanceView {
+        version: 7,
+        mode: Mode::Halted,
+        reason: "incident 42".to_owned(),
+        set_by: "sre-alice".to_owned(),
+    };
+    runtime.block_on(async {
+        {
+            let engine = engine_in(&store_dir).await;
+            assert!(engine.apply_governance(halted.clone()).await.unwrap());
+            assert_eq!(engine.governance(), halted);
+            // The crash: the record is durable, the database's write is lost.
+            engine.store().save_governance(&GovernanceView::default()).unwrap();
+            engine.store().flush().await.unwrap();
+        }
+        for start in ["first", "second"] {
+            let engine = engine_in(&store_dir).await;
+            assert_eq!(engine.governance(), halted, "{start} start after the crash");
+            assert_eq!(engine.store().load_governance().unwrap(), Some(halted.clone()), "written back");
+            let refused = engine.start_run(aos_edge_agent::engine::StartRun::default()).await.unwrap_err();
+            assert!(refused.to_string().contains("incident 42"), "{refused}");
+        }
+        // Once the control plane has the records they leave the log, and
+        // the database holds the state on its own.
+        {
+            let engine = engine_in(&store_dir).await;
+            let pending = engine.store().pending_raw(usize::MAX).unwrap();
+            let bytes = pending.iter().map(|p| p.json.len() as u64).sum();
+            engine.outbox_delivered(pending.last().unwrap().next, pending.len() as u64, bytes).await.unwrap();
+            assert!(engine.store().pending_raw(usize::MAX).unwrap().is_empty());
+        }
+        let engine = engine_in(&store_dir).await;
+        assert_eq!(engine.governance(), halted);
+        // An older state in the log never wins over a newer one in force.
+        let enforcing = GovernanceView { version: 8, mode: Mode::Enforcing, ..halted.clone() };
+        assert!(engine.apply_governance(enforcing.clone()).await.unwrap());
+        assert!(!engine.apply_governance(halted.clone()).await.unwrap(), "older version ignored");
+        drop(engine);
+        let engine = engine_in(&store_dir).await;
+        assert_eq!(engine.governance(), enforcing);
+        assert!(engine.start_run(aos_edge_agent::engine::StartRun::default()).await.is_ok());
+    });
+}
+
 #[test]
 fn simulate_decides_without_side_effects() {
     let dir = tempfile::tempdir().unwrap();

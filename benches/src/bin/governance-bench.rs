@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo build --release -p aos-control-plane -p aos-benches
-//! cargo run --release -p aos-benches --bin governance-bench -- [--agents 1,10,100] [--rounds 20] [--no-etcd]
+//! cargo run --release -p aos-benches --bin governance-bench -- [--agents 1,10,100] [--rounds 20] [--no-etcd] [--windows FILE]
 //! ```
 //!
 //! AOS: a 3-node cluster; each simulated edge agent is the real agent's
@@ -48,10 +48,12 @@ struct Args {
     agents: Vec<usize>,
     rounds: usize,
     etcd: bool,
+    /// Where to write each AOS round's window (`--windows FILE`).
+    windows: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { agents: vec![1, 10, 100], rounds: 20, etcd: true };
+    let mut args = Args { agents: vec![1, 10, 100], rounds: 20, etcd: true, windows: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -64,8 +66,17 @@ fn parse_args() -> Result<Args> {
             }
             "--rounds" => args.rounds = value("--rounds")?.parse().context("--rounds")?,
             "--no-etcd" => args.etcd = false,
+            "--windows" => args.windows = Some(value("--windows")?.into()),
             "-h" | "--help" => {
-                println!("usage: governance-bench [--agents 1,10,100] [--rounds 20] [--no-etcd]");
+                println!(
+                    "usage: governance-bench [--agents 1,10,100] [--rounds 20] [--no-etcd] [--windows FILE]"
+                );
+                println!("  --windows FILE  writes each AOS round's window (sent → last agent applied) as");
+                println!(
+                    "                  `agents start,end` in seconds of CLOCK_REALTIME, to cut a profile"
+                );
+                println!("                  to the rounds: perf record -a -k CLOCK_REALTIME, then");
+                println!("                  perf report --time start,end");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -185,6 +196,7 @@ async fn aos_rounds(cluster: &AosCluster, args: &Args) -> Result<Vec<Row>> {
     let created: serde_json::Value = serde_json::from_str(&text)?;
     let token = JoinToken::parse(created["join_token"].as_str().context("no join_token")?)?;
     let mut rows = Vec::new();
+    let mut windows = Vec::new();
     for &n in &args.agents {
         eprintln!("AOS: {n} edge agents …");
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -212,9 +224,23 @@ async fn aos_rounds(cluster: &AosCluster, args: &Args) -> Result<Vec<Row>> {
             let last = all_applied(&agents, version, Duration::from_secs(30)).await?;
             from_return.push(last.saturating_duration_since(returned));
             from_send.push(last.saturating_duration_since(sent));
+            if args.windows.is_some() {
+                let now = (std::time::SystemTime::now(), Instant::now());
+                let at = |instant: Instant| {
+                    let back = now.1.saturating_duration_since(instant);
+                    now.0.checked_sub(back).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                };
+                if let (Some(start), Some(end)) = (at(sent), at(last)) {
+                    windows.push(format!("{n} {:.6},{:.6}", start.as_secs_f64(), end.as_secs_f64()));
+                }
+            }
         }
         let _ = stop_tx.send(true);
         rows.push(row(n, from_return, from_send));
+    }
+    if let Some(path) = &args.windows {
+        std::fs::write(path, windows.join("\n") + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(rows)
 }

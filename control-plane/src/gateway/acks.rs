@@ -6,8 +6,12 @@
 //! Raft writes, competing with the pushes still under way. Here a watch
 //! hands its ACK over without waiting; one task per node commits whatever
 //! arrived since its previous commit as one `RECORD_AGENT_ACKS` entry per
-//! tenant (one audit entry naming every agent), so batches grow with load
-//! and a lone ACK is committed at once.
+//! tenant (one audit entry naming every agent), so batches grow with load.
+//! The first ACK after a quiet spell waits [`ACK_LINGER`] for company: a
+//! governance change or a snapshot reaches every agent of a node within a
+//! few milliseconds, and their ACKs are then one Raft entry per node,
+//! committed after the pushes instead of competing with the ones still
+//! under way (benches/README.md, governance propagation).
 //!
 //! An agent repeats its versions in every later ACK and on every
 //! reconnect, so an ACK that cannot be committed (no leader) is only late:
@@ -32,6 +36,10 @@ const QUEUE: usize = 4_096;
 /// First wait after a failed commit; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long the first ACK of a batch waits for others. Only what operators
+/// see is late by it (`aosctl agent list`, `governance … --wait`); the
+/// agent enforces the version it ACKs from before it sends the ACK.
+pub const ACK_LINGER: Duration = Duration::from_millis(20);
 
 /// One watch's ACK, with the tenant its agent serves.
 #[derive(Debug)]
@@ -111,6 +119,8 @@ async fn run(node: Node, mut rx: mpsc::Receiver<Received>) {
                 Some(r) => pending.add(r.tenant_id, r.ack),
                 None => return,
             }
+            // A closed queue (the node stopping) still commits what came.
+            take_for(&mut rx, &mut pending, ACK_LINGER).await;
         }
         while let Ok(r) = rx.try_recv() {
             pending.add(r.tenant_id, r.ack);
@@ -137,20 +147,28 @@ async fn run(node: Node, mut rx: mpsc::Receiver<Received>) {
         if failed {
             // Keep taking ACKs while waiting, so watches never block on a
             // leaderless cluster for longer than the queue allows.
-            let wait = tokio::time::sleep(backoff);
-            tokio::pin!(wait);
-            loop {
-                tokio::select! {
-                    () = &mut wait => break,
-                    received = rx.recv() => match received {
-                        Some(r) => pending.add(r.tenant_id, r.ack),
-                        None => return,
-                    },
-                }
+            if !take_for(&mut rx, &mut pending, backoff).await {
+                return;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         } else {
             backoff = FIRST_BACKOFF;
+        }
+    }
+}
+
+/// Adds what arrives within `wait` to `pending`; `false` when the queue
+/// closed (every handle gone: the node is stopping).
+async fn take_for(rx: &mut mpsc::Receiver<Received>, pending: &mut Pending, wait: Duration) -> bool {
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => return true,
+            received = rx.recv() => match received {
+                Some(r) => pending.add(r.tenant_id, r.ack),
+                None => return false,
+            },
         }
     }
 }
