@@ -536,11 +536,11 @@ impl Engine {
         Enforced { outcome, annotation: view.annotation(decision.outcome, outcome) }
     }
 
-    /// Applies governance state pushed by the control plane: durable first
-    /// (kept across restarts and outages; the caller acknowledges it to the
-    /// control plane after this returns), then in force for the next
-    /// decision. Entering HALTED kills every in-flight run at once (their
-    /// cancel signals fire). An older or equal version is ignored.
+    /// Applies governance state pushed by the control plane: in force from
+    /// the next decision, and durable (kept across restarts and outages)
+    /// before this returns — the caller acknowledges it to the control
+    /// plane only then. Entering HALTED kills every in-flight run at once
+    /// (their cancel signals fire). An older or equal version is ignored.
     ///
     /// The state is made durable by its `GOVERNANCE_APPLIED` record in the
     /// outbox log (one fsync), which carries it: the database's write of it
