@@ -555,7 +555,7 @@ impl Engine {
         }
         self.store.save_governance(&view)?;
         let now = now_ms();
-        let mut applied = self.system(
+        let applied = self.system_carrying(
             "GOVERNANCE_APPLIED",
             format!(
                 "governance version {} {}: {} (set by {})",
@@ -564,10 +564,8 @@ impl Engine {
                 view.reason,
                 view.set_by
             ),
+            Some(view.clone()),
         );
-        if let RecordBody::SystemRecord(system) = &mut applied.body {
-            system.governance = Some(view.clone());
-        }
         let mut records = vec![applied];
         let mut runs_written = false;
         {
@@ -633,11 +631,16 @@ impl Engine {
     }
 
     fn system(&self, event: &str, detail: String) -> Record {
+        self.system_carrying(event, detail, None)
+    }
+
+    /// A system record carrying the governance state it reports.
+    fn system_carrying(&self, event: &str, detail: String, governance: Option<GovernanceView>) -> Record {
         Record::new(
             self.slot.tenant_id(),
             None,
             now_ms(),
-            RecordBody::SystemRecord(SystemRecord { event: event.to_owned(), detail, governance: None }),
+            RecordBody::SystemRecord(SystemRecord { event: event.to_owned(), detail, governance }),
         )
     }
 

@@ -553,6 +553,12 @@ fn a_governance_state_whose_database_write_a_crash_lost_is_taken_from_the_outbox
         let engine = engine_in(&store_dir).await;
         assert_eq!(engine.governance(), enforcing);
         assert!(engine.start_run(aos_edge_agent::engine::StartRun::default()).await.is_ok());
+        // The database newer than every state still in the log: it stays.
+        let degraded = GovernanceView { version: 9, mode: Mode::Degraded, ..halted.clone() };
+        engine.store().save_governance(&degraded).unwrap();
+        engine.store().flush().await.unwrap();
+        drop(engine);
+        assert_eq!(engine_in(&store_dir).await.governance(), degraded);
     });
 }
 
