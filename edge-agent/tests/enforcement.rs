@@ -371,13 +371,7 @@ fn a_subscriber_that_never_reads_does_not_slow_steps() {
             let run = engine.start_run(aos_edge_agent::engine::StartRun::default()).await.unwrap();
             let run_id = run["run_id"].as_str().unwrap().to_owned();
             // 850 of 1000 tokens crosses the 80 % tier: one alert per step.
-            let answer = engine
-                .pre_step(
-                    &run_id,
-                    aos_edge_agent::engine::StepRequest { estimated_tokens: 850, ..Default::default() },
-                )
-                .await
-                .unwrap();
+            let answer = admit(&engine, &run_id, 850).await;
             assert!(answer.allowed, "step {i}");
         }
         let (published, subscribers, _) = engine.events().stats();
@@ -392,6 +386,24 @@ fn a_subscriber_that_never_reads_does_not_slow_steps() {
 /// Opens the engine over the store in `dir` (waiting out the database
 /// lock of a handle just dropped), with an event buffer of 8 and, on first
 /// use, the snapshot of `POLICIES`.
+/// A pre-step check estimating `tokens`, answered.
+async fn admit(
+    engine: &aos_edge_agent::engine::Engine,
+    run_id: &str,
+    tokens: u64,
+) -> aos_edge_agent::engine::StepAnswer {
+    let step = aos_edge_agent::engine::StepRequest { estimated_tokens: tokens, ..Default::default() };
+    engine.pre_step(run_id, step).await.unwrap()
+}
+
+/// What the delivery loop does once the control plane acks every pending
+/// record: the checkpoint, then the records leave the outbox.
+async fn deliver_everything(engine: &aos_edge_agent::engine::Engine) {
+    let pending = engine.store().pending_raw(usize::MAX).unwrap();
+    let bytes = pending.iter().map(|p| p.json.len() as u64).sum();
+    engine.outbox_delivered(pending.last().unwrap().next, pending.len() as u64, bytes).await.unwrap();
+}
+
 async fn engine_in(dir: &std::path::Path) -> aos_edge_agent::engine::Engine {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let store = loop {
@@ -422,7 +434,7 @@ async fn engine_in(dir: &std::path::Path) -> aos_edge_agent::engine::Engine {
 
 #[test]
 fn a_usage_report_whose_run_write_a_crash_lost_is_counted_once_from_the_outbox() {
-    use aos_edge_agent::engine::{StepRequest, UsageReport};
+    use aos_edge_agent::engine::UsageReport;
     use aos_edge_agent::runs::RunRecord;
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
@@ -432,10 +444,7 @@ fn a_usage_report_whose_run_write_a_crash_lost_is_counted_once_from_the_outbox()
             let engine = engine_in(&store_dir).await;
             let run = engine.start_run(aos_edge_agent::engine::StartRun::default()).await.unwrap();
             let run_id = run["run_id"].as_str().unwrap().to_owned();
-            let admitted = engine
-                .pre_step(&run_id, StepRequest { estimated_tokens: 300, ..Default::default() })
-                .await
-                .unwrap();
+            let admitted = admit(&engine, &run_id, 300).await;
             assert!(admitted.allowed);
             // The run as the database holds it before the report (a plain
             // admission is not written).
@@ -463,19 +472,13 @@ fn a_usage_report_whose_run_write_a_crash_lost_is_counted_once_from_the_outbox()
         }
         // And the counters enforce it: 300 used + 800 is over the run's 1,000.
         let engine = engine_in(&store_dir).await;
-        let next = engine
-            .pre_step(&run_id, StepRequest { estimated_tokens: 800, ..Default::default() })
-            .await
-            .unwrap();
+        let next = admit(&engine, &run_id, 800).await;
         assert!(!next.allowed, "the replayed usage counts against the limit");
         // A plain report is not written to the database until a checkpoint:
         // a clean shutdown makes one.
         let run = engine.start_run(aos_edge_agent::engine::StartRun::default()).await.unwrap();
         let other = run["run_id"].as_str().unwrap().to_owned();
-        let admitted = engine
-            .pre_step(&other, StepRequest { estimated_tokens: 100, ..Default::default() })
-            .await
-            .unwrap();
+        let admitted = admit(&engine, &other, 100).await;
         let report = UsageReport { input_tokens: 60, output_tokens: 40, ..Default::default() };
         engine.report_usage(&other, &admitted.step_id, report).await.unwrap();
         let stored = |engine: &aos_edge_agent::engine::Engine| {
@@ -485,15 +488,10 @@ fn a_usage_report_whose_run_write_a_crash_lost_is_counted_once_from_the_outbox()
         assert_eq!(stored(&engine), 0, "the report's run write is deferred");
         // Before the control plane's ack retires the records, the runs
         // counting them are written (the delivery loop's checkpoint).
-        let pending = engine.store().pending_raw(usize::MAX).unwrap();
-        let bytes = pending.iter().map(|p| p.json.len() as u64).sum();
-        engine.outbox_delivered(pending.last().unwrap().next, pending.len() as u64, bytes).await.unwrap();
+        deliver_everything(&engine).await;
         assert!(engine.store().pending_raw(usize::MAX).unwrap().is_empty());
         assert_eq!(stored(&engine), 100, "written before its record left the outbox");
-        let admitted = engine
-            .pre_step(&other, StepRequest { estimated_tokens: 50, ..Default::default() })
-            .await
-            .unwrap();
+        let admitted = admit(&engine, &other, 50).await;
         let report = UsageReport { input_tokens: 30, output_tokens: 20, ..Default::default() };
         engine.report_usage(&other, &admitted.step_id, report).await.unwrap();
         assert_eq!(stored(&engine), 100);
@@ -538,9 +536,7 @@ fn a_governance_state_whose_database_write_a_crash_lost_is_taken_from_the_outbox
         // the database holds the state on its own.
         {
             let engine = engine_in(&store_dir).await;
-            let pending = engine.store().pending_raw(usize::MAX).unwrap();
-            let bytes = pending.iter().map(|p| p.json.len() as u64).sum();
-            engine.outbox_delivered(pending.last().unwrap().next, pending.len() as u64, bytes).await.unwrap();
+            deliver_everything(&engine).await;
             assert!(engine.store().pending_raw(usize::MAX).unwrap().is_empty());
         }
         let engine = engine_in(&store_dir).await;
