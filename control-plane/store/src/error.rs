@@ -62,6 +62,16 @@ pub enum StoreError {
         index: u64,
     },
 
+    /// A compressed log entry (see `codec`) whose bytes do not decompress to the length its
+    /// header states: the data on disk is corrupt.
+    #[error("log entry {index} is compressed but cannot be decompressed: {reason}")]
+    LogEntryCompression {
+        /// The entry's index.
+        index: u64,
+        /// What was wrong.
+        reason: String,
+    },
+
     /// A committed entry's command cannot be applied by this build at all (see
     /// `Application::apply`).
     #[error("committed log entry {index} cannot be applied by this build: {reason}")]

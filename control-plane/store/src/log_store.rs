@@ -419,9 +419,12 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for SledLogStore<C> {
         let mut last = None;
         let mut bytes = 0_u64;
         for entry in entries {
-            let value = codec::encode("log entry", &entry)
+            let json = codec::encode("log entry", &entry)
                 .map_err(|e| e.into_storage_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write))?;
-            let len = value.len();
+            // Sizes count the JSON (what replication sends and a snapshot is compared with),
+            // not the stored bytes.
+            let len = json.len();
+            let value = codec::pack(json);
             bytes += len as u64;
             last = Some(entry.log_id);
             encoded.push((entry.log_id.index, value));

@@ -10,9 +10,18 @@ use openraft::{Entry, EntryPayload, RaftLogReader};
 
 use crate::support::{KvApp, KvCommand, TestConfig, entries, log_id, open, raw_sled, replay_kv};
 
-/// A normal entry whose value is a string of `bytes` bytes.
+/// A normal entry whose value is a string of `bytes` pseudo-random letters: text LZ4 cannot
+/// shrink, so the entry is stored as it is (compression has tests of its own).
 fn sized(index: u64, bytes: usize) -> Entry<TestConfig> {
-    let value = (0..bytes).map(|i| char::from(b"abcdefghijklmnopqrstuvwxyz"[i % 26])).collect::<String>();
+    let mut state = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let value = (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b"abcdefghijklmnopqrstuvwxyz"[(state % 26) as usize])
+        })
+        .collect::<String>();
     Entry {
         log_id: log_id(1, index),
         payload: EntryPayload::Normal(KvCommand::Set { key: format!("key{index}"), value: value.into() }),
