@@ -74,6 +74,9 @@ pub const COMPRESS_FROM_BYTES: usize = 2048;
 /// First byte of a compressed entry. Never the first byte of JSON text.
 pub const LZ4_TAG: u8 = 0x01;
 
+/// Most bytes one byte of an LZ4 block can decompress to, rounded up.
+const LZ4_MAX_EXPANSION: usize = 256;
+
 /// Length of a compressed entry's header: the tag and the JSON's length.
 const LZ4_HEADER: usize = 5;
 
@@ -166,6 +169,14 @@ fn unpack(index: u64, stored: EntryBytes) -> Result<EntryBytes, StoreError> {
     if len > MAX_ENTRY_BYTES {
         return Err(corrupt(format!("header states {len} bytes, over the {MAX_ENTRY_BYTES}-byte limit")));
     }
+    // An LZ4 block expands at most ~255 times (a match's length grows by 255 per byte), so a
+    // header stating more is damaged; checked before the buffer is allocated.
+    if len > body.len().saturating_mul(LZ4_MAX_EXPANSION).saturating_add(LZ4_HEADER) {
+        return Err(corrupt(format!(
+            "header states {len} bytes, more than a {}-byte block can hold",
+            body.len()
+        )));
+    }
     let mut json = vec![0u8; len];
     let written = lz4_flex::block::decompress_into(body, &mut json).map_err(|e| corrupt(e.to_string()))?;
     if written != len {
@@ -195,8 +206,9 @@ impl std::ops::Deref for EntryBytes {
 }
 
 /// Reads log-tree rows (in key order) back as `(index, entry JSON)`, joining each entry's
-/// pieces and decompressing what was stored compressed. A piece without its entry's first row, or pieces out of sequence, is an error: the
-/// batch that wrote them was atomic, so the tree was changed behind the store's back.
+/// pieces and decompressing what was stored compressed. A piece without its entry's first
+/// row, or pieces out of sequence, is an error: the batch that wrote them was atomic, so the
+/// tree was changed behind the store's back.
 pub(crate) struct LogEntries<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> {
     rows: std::iter::Peekable<I>,
 }
@@ -328,6 +340,22 @@ mod tests {
             proptest::prop_assert_eq!(packed[0] == LZ4_TAG, packed != json);
             let unpacked = unpack(7, EntryBytes::Joined(packed)).unwrap();
             proptest::prop_assert_eq!(&unpacked[..], &json[..]);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes follow the tag (a damaged or forged row), reading them back is an
+        /// answer, never a panic, and never more than the block's bytes could hold.
+        #[test]
+        fn any_bytes_after_the_tag_unpack_or_fail_cleanly(
+            rest in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2_000),
+        ) {
+            let mut stored = vec![LZ4_TAG];
+            stored.extend_from_slice(&rest);
+            match unpack(9, EntryBytes::Joined(stored)) {
+                Ok(json) => proptest::prop_assert!(json.len() <= rest.len() * LZ4_MAX_EXPANSION + LZ4_HEADER),
+                Err(error) => proptest::prop_assert!(error.to_string().contains("log entry 9")),
+            }
         }
     }
 
