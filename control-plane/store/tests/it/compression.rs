@@ -2,14 +2,14 @@
 //! exactly as written (through the store and offline), entries stored uncompressed by earlier
 //! versions still read, and a compressed entry whose bytes were damaged is an error naming it.
 
-use std::path::Path;
-
 use aos_cp_store::Application;
 use aos_cp_store::codec::{self, COMPRESS_FROM_BYTES, LOG_PIECE_BYTES, LZ4_TAG};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{Entry, EntryPayload, RaftLogReader};
 
-use crate::support::{KvApp, KvCommand, TestConfig, entries, log_id, open, raw_sled, replay_kv};
+use crate::support::{
+    KvApp, KvCommand, TestConfig, entries, log_id, log_tree_rows, open, raw_sled, replay_kv,
+};
 
 /// A normal entry like an ingest batch: `records` JSON-ish records with the same keys and
 /// differing ids, which compress well.
@@ -31,13 +31,6 @@ fn records(index: u64, records: usize) -> Entry<TestConfig> {
     }
 }
 
-/// The stored rows of the log tree (key, value), read with every store handle closed.
-fn stored_rows(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let db = raw_sled(dir);
-    let tree = db.open_tree(codec::LOG_TREE).unwrap();
-    tree.iter().map(|row| row.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
-}
-
 /// Entries 0..=2 (short), then `long` record batches of 1,000 records (~120 KB of JSON each).
 fn batches(long: u64) -> Vec<Entry<TestConfig>> {
     let mut all = entries(2);
@@ -55,7 +48,7 @@ async fn long_entries_are_stored_compressed_and_read_back_exactly() {
         log.blocking_append(written.clone()).await.unwrap();
         assert_eq!(log.try_get_log_entries(..).await.unwrap(), written);
     }
-    let rows = stored_rows(dir.path());
+    let rows = log_tree_rows(dir.path());
     let stored_bytes: usize = rows.iter().map(|(_, v)| v.len()).sum();
     assert!(
         stored_bytes * 3 < json_bytes,

@@ -8,7 +8,9 @@ use aos_cp_store::codec::{self, LOG_PIECE_BYTES};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{Entry, EntryPayload, RaftLogReader};
 
-use crate::support::{KvApp, KvCommand, TestConfig, entries, log_id, open, raw_sled, replay_kv};
+use crate::support::{
+    KvApp, KvCommand, TestConfig, entries, log_id, log_tree_rows, open, raw_sled, replay_kv,
+};
 
 /// A normal entry whose value is a string of `bytes` pseudo-random letters: text LZ4 cannot
 /// shrink, so the entry is stored as it is (compression has tests of its own).
@@ -41,10 +43,9 @@ fn blob_files(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("blobs")).map_or(0, |d| d.count())
 }
 
-/// Rows of the log tree, read with every store handle closed.
+/// Keys of the log tree's rows, read with every store handle closed.
 fn log_rows(dir: &Path) -> Vec<Vec<u8>> {
-    let db = raw_sled(dir);
-    db.open_tree(codec::LOG_TREE).unwrap().iter().keys().map(|k| k.unwrap().to_vec()).collect()
+    log_tree_rows(dir).into_iter().map(|(key, _)| key).collect()
 }
 
 #[tokio::test]

@@ -94,6 +94,13 @@ pub fn raw_sled(dir: &Path) -> sled::Db {
     waiting_out_lock(|| sled::open(dir)).unwrap()
 }
 
+/// Every row of the log tree as stored (key, value), read with every store handle closed.
+pub fn log_tree_rows(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = raw_sled(dir);
+    let tree = db.open_tree(aos_cp_store::codec::LOG_TREE).unwrap();
+    tree.iter().map(|row| row.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
+}
+
 /// [`try_open`], which must succeed.
 pub fn open(dir: &Path) -> (LogStore, StateMachine) {
     try_open(dir).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
