@@ -288,9 +288,15 @@ impl Node {
         }
         let leader_lease = Duration::from_millis(raft_config.election_timeout_max);
         let log_reader = log_store.clone();
-        let raft = Raft::new(config.node_id, Arc::new(raft_config), GrpcNetwork, log_store, state_machine)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            GrpcNetwork::default(),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
         Ok(Node {
             inner: Arc::new(NodeInner {
                 id: config.node_id,

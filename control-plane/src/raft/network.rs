@@ -1,13 +1,18 @@
 //! Outbound Raft RPCs over gRPC.
 //!
-//! One [`GrpcConnection`] per target node, created by openraft through
-//! [`GrpcNetwork`], over one HTTP/2 connection ([`PeerChannel`], without
-//! tonic's buffer task). openraft's messages travel as serde-JSON inside the
+//! openraft creates a [`GrpcConnection`] through [`GrpcNetwork`] for each
+//! replication stream and for each round of heartbeats that confirms a
+//! linearizable read; all of them share one HTTP/2 connection per peer
+//! ([`PeerChannel`]). Before they shared it, every read index — four a
+//! second from each follower's leader probe, and one per linearizable admin
+//! read — opened and closed a TCP connection to every follower. openraft's messages travel as serde-JSON inside the
 //! `aos.raft.v1.RaftPayload` envelope; the remote's own Raft error comes
 //! back inside the payload and is surfaced as a `RemoteError`, while
 //! transport failures become `Unreachable` (connect) or `NetworkError`
 //! (anything else), which openraft retries with backoff.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use aos_proto::raft::RaftPayload;
@@ -28,15 +33,20 @@ use crate::peer_channel::PeerChannel;
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Creates connections to peers; cheap, holds no state.
+/// The open connection to each peer, by address.
+type Pool = Arc<Mutex<HashMap<String, PeerChannel>>>;
+
+/// Creates clients to peers over the shared connections.
 #[derive(Debug, Clone, Default)]
-pub struct GrpcNetwork;
+pub struct GrpcNetwork {
+    pool: Pool,
+}
 
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcConnection {
-        GrpcConnection { target, addr: node.addr.clone(), channel: None }
+        GrpcConnection { target, addr: node.addr.clone(), channel: None, pool: Arc::clone(&self.pool) }
     }
 }
 
@@ -46,6 +56,11 @@ pub struct GrpcConnection {
     target: NodeId,
     addr: String,
     channel: Option<PeerChannel>,
+    pool: Pool,
+}
+
+fn lock(pool: &Pool) -> MutexGuard<'_, HashMap<String, PeerChannel>> {
+    pool.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,19 +72,24 @@ impl GrpcConnection {
     async fn client<E: std::error::Error>(
         &mut self,
     ) -> Result<RaftServiceClient<PeerChannel>, RPCError<NodeId, BasicNode, E>> {
-        let channel = match &self.channel {
-            Some(channel) if !channel.is_closed() => channel.clone(),
-            _ => {
+        let live = |channel: &&PeerChannel| !channel.is_closed();
+        let known = self.channel.as_ref().filter(live).cloned();
+        let channel = match known.or_else(|| lock(&self.pool).get(&self.addr).filter(live).cloned()) {
+            Some(channel) => channel,
+            None => {
+                // Two clients may connect at once; the last one's connection
+                // is kept and the other closes once its client is dropped.
                 let channel = PeerChannel::connect(&self.addr, CONNECT_TIMEOUT).await.map_err(|e| {
                     RPCError::Unreachable(Unreachable::new(&TransportError(format!(
                         "node {}: {e}",
                         self.target
                     ))))
                 })?;
-                self.channel = Some(channel.clone());
+                lock(&self.pool).insert(self.addr.clone(), channel.clone());
                 channel
             }
         };
+        self.channel = Some(channel.clone());
         let origin = channel.origin();
         Ok(RaftServiceClient::with_origin(channel, origin).max_decoding_message_size(usize::MAX))
     }
@@ -109,8 +129,15 @@ impl GrpcConnection {
         &mut self,
         result: &Result<T, RPCError<NodeId, BasicNode, E>>,
     ) {
-        if matches!(result, Err(RPCError::Network(_) | RPCError::Unreachable(_))) {
-            self.channel = None;
+        if matches!(result, Err(RPCError::Network(_) | RPCError::Unreachable(_)))
+            && let Some(failed) = self.channel.take()
+        {
+            // The next call on any client connects afresh, unless another
+            // client has connected since.
+            let mut pool = lock(&self.pool);
+            if pool.get(&self.addr).is_some_and(|shared| shared.same_connection(&failed)) {
+                pool.remove(&self.addr);
+            }
         }
     }
 }
@@ -156,5 +183,133 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
         let result = self.decode(reply);
         self.forget_on_transport_error(&result);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aos_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
+    use openraft::Vote;
+    use tokio::net::TcpListener;
+    use tokio_stream::StreamExt;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    /// Accepts every AppendEntries and every vote.
+    struct Agreeable;
+
+    fn reply<T: Serialize>(answer: &Result<T, RaftError<NodeId>>) -> Result<Response<RaftPayload>, Status> {
+        Ok(Response::new(RaftPayload { json: serde_json::to_vec(answer).unwrap() }))
+    }
+
+    #[tonic::async_trait]
+    impl RaftService for Agreeable {
+        async fn append_entries(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            reply(&Ok(AppendEntriesResponse::<NodeId>::Success))
+        }
+
+        async fn vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            reply(&Ok(VoteResponse::<NodeId> {
+                vote: Vote::new(1, 1),
+                vote_granted: true,
+                last_log_id: None,
+            }))
+        }
+
+        async fn install_snapshot(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("install_snapshot"))
+        }
+    }
+
+    /// A peer serving [`Agreeable`] on `listener` and counting the TCP
+    /// connections it accepts, until `stop` is sent.
+    struct Peer {
+        addr: String,
+        accepted: Arc<AtomicUsize>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        served: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    }
+
+    async fn peer(addr: &str) -> Peer {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |connection| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            connection
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServiceServer::new(Agreeable))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        Peer { addr, accepted, stop, served }
+    }
+
+    fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        }
+    }
+
+    fn option() -> RPCOption {
+        RPCOption::new(Duration::from_secs(2))
+    }
+
+    #[tokio::test]
+    async fn clients_openraft_creates_for_one_peer_share_one_connection() {
+        let peer = peer("127.0.0.1:0").await;
+        let node = BasicNode::new(&peer.addr);
+        let mut network = GrpcNetwork::default();
+        // As openraft does: a replication stream's client, then a fresh
+        // client for every round of read-index heartbeats.
+        let mut replication = network.new_client(2, &node).await;
+        for round in 0..5 {
+            replication.append_entries(heartbeat(), option()).await.unwrap();
+            let mut read_index = network.new_client(2, &node).await;
+            read_index.append_entries(heartbeat(), option()).await.unwrap();
+            let vote = VoteRequest::new(Vote::new(2, 1), None);
+            assert!(read_index.vote(vote, option()).await.unwrap().vote_granted, "round {round}");
+        }
+        assert_eq!(peer.accepted.load(Ordering::SeqCst), 1, "every client used the first connection");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_restarted_is_reached_on_a_new_connection() {
+        let first = peer("127.0.0.1:0").await;
+        let node = BasicNode::new(&first.addr);
+        let mut network = GrpcNetwork::default();
+        let mut client = network.new_client(2, &node).await;
+        client.append_entries(heartbeat(), option()).await.unwrap();
+        let old = client.channel.clone().unwrap();
+
+        first.stop.send(()).unwrap();
+        first.served.await.unwrap().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !old.is_closed() {
+            assert!(std::time::Instant::now() < deadline, "the connection never noticed its peer stop");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Down: a call fails as unreachable (openraft retries with backoff).
+        assert!(matches!(client.append_entries(heartbeat(), option()).await, Err(RPCError::Unreachable(_))));
+
+        // Back on the same address: the existing client and a new one both
+        // reach it, over one new connection.
+        let second = peer(&first.addr).await;
+        client.append_entries(heartbeat(), option()).await.unwrap();
+        let mut fresh = network.new_client(2, &node).await;
+        fresh.append_entries(heartbeat(), option()).await.unwrap();
+        assert_eq!(second.accepted.load(Ordering::SeqCst), 1);
+        assert!(!client.channel.as_ref().unwrap().same_connection(&old));
     }
 }
