@@ -729,31 +729,14 @@ impl IoBufs {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
             if !self.config.temporary {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
-
-                #[cfg(not(target_os = "linux"))]
-                f.sync_all()?;
+                // AOS patch: upstream syncs this range with
+                // `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)` on
+                // Linux, which writes the pages out but neither the file's
+                // metadata (a log that grew past its old end may lose the
+                // new blocks) nor the disk's volatile write cache, so a
+                // `flush` could return before its writes would survive a
+                // power loss. `fdatasync` does both.
+                f.sync_data()?;
             }
         }
         io_fail!(self, "buffer write post");
