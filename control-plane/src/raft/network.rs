@@ -5,7 +5,9 @@
 //! linearizable read; all of them share one HTTP/2 connection per peer
 //! ([`PeerChannel`]). Before they shared it, every read index — four a
 //! second from each follower's leader probe, and one per linearizable admin
-//! read — opened and closed a TCP connection to every follower. openraft's messages travel as serde-JSON inside the
+//! read — opened and closed a TCP connection to every follower.
+//!
+//! openraft's messages travel as serde-JSON inside the
 //! `aos.raft.v1.RaftPayload` envelope; the remote's own Raft error comes
 //! back inside the payload and is surfaced as a `RemoteError`, while
 //! transport failures become `Unreachable` (connect) or `NetworkError`
