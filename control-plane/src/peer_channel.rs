@@ -24,10 +24,11 @@
 //! answering (a partition), so a stale connection is noticed even while no
 //! call is failing.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -124,6 +125,44 @@ impl PeerChannel {
     /// Whether `other` is a handle on the same connection.
     pub fn same_connection(&self, other: &PeerChannel) -> bool {
         Arc::ptr_eq(&self.closed, &other.closed)
+    }
+}
+
+/// Open connections to peers by address, shared by every caller that
+/// reaches the same peer: one multiplexed HTTP/2 connection per peer
+/// instead of a TCP and HTTP/2 handshake per call. A closed connection (the
+/// peer restarted, or a keep-alive ping went unanswered) is replaced at the
+/// next [`PeerPool::get`]; a dead peer makes it fail fast (connection
+/// refused).
+#[derive(Debug, Clone, Default)]
+pub struct PeerPool(Arc<Mutex<HashMap<String, PeerChannel>>>);
+
+impl PeerPool {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, PeerChannel>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The open connection to `addr`, connecting (within `timeout`) when
+    /// there is none.
+    pub async fn get(&self, addr: &str, timeout: Duration) -> Result<PeerChannel, ConnectError> {
+        if let Some(open) = self.lock().get(addr).filter(|channel| !channel.is_closed()) {
+            return Ok(open.clone());
+        }
+        // Two callers may connect at once; the last one's connection is
+        // kept and the other closes once its calls are done.
+        let channel = PeerChannel::connect(addr, timeout).await?;
+        self.lock().insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Forgets `failed` (a call on it failed or timed out), so the next
+    /// [`PeerPool::get`] connects afresh — unless another caller has
+    /// replaced it already.
+    pub fn forget(&self, addr: &str, failed: &PeerChannel) {
+        let mut pool = self.lock();
+        if pool.get(addr).is_some_and(|shared| shared.same_connection(failed)) {
+            pool.remove(addr);
+        }
     }
 }
 

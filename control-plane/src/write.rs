@@ -9,7 +9,6 @@
 //! a quorum (read index), and the serving node waits until its state
 //! machine has applied that index before reading. `stale` reads skip both.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use aos_cp_state::{CommandResult, LoggedProposal, Proposal};
@@ -18,7 +17,7 @@ use aos_proto::cluster::{LogPositionReply, LogPositionRequest, ProposeRequest, R
 use openraft::error::{CheckIsLeaderError, RaftError};
 
 use crate::node::Node;
-use crate::peer_channel::PeerChannel;
+use crate::peer_channel::{PeerChannel, PeerPool};
 use crate::raft::NodeId;
 
 /// How long a forwarded call or a read barrier may take.
@@ -98,37 +97,8 @@ pub async fn propose(node: &Node, proposal: Proposal) -> Result<Committed, Clust
         .ok_or_else(|| ClusterError::Codec("the proposer answered without a result".to_owned()))
 }
 
-/// Connections to peers by address, shared by every forwarded call: one
-/// multiplexed HTTP/2 connection per peer instead of a TCP and HTTP/2
-/// handshake per request. A closed connection (the peer restarted, or a
-/// keep-alive ping went unanswered) and one whose call timed out are
-/// replaced at the next call; a dead peer makes calls fail fast (connection
-/// refused).
-static CHANNELS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, PeerChannel>>> =
-    std::sync::LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
-
-fn channels() -> std::sync::MutexGuard<'static, HashMap<String, PeerChannel>> {
-    CHANNELS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A client to a peer's (usually the leader's) cluster service.
-async fn peer_client(leader: NodeId, addr: &str) -> Result<ClusterServiceClient<PeerChannel>, ClusterError> {
-    let cached = channels().get(addr).filter(|channel| !channel.is_closed()).cloned();
-    let channel = match cached {
-        Some(channel) => channel,
-        None => {
-            // Two calls may connect at once; the last one's connection is
-            // kept and the other is closed when its call is done.
-            let channel = PeerChannel::connect(addr, CONNECT_TIMEOUT)
-                .await
-                .map_err(|e| ClusterError::LeaderUnreachable { leader, reason: e.to_string() })?;
-            channels().insert(addr.to_owned(), channel.clone());
-            channel
-        }
-    };
-    let origin = channel.origin();
-    Ok(ClusterServiceClient::with_origin(channel, origin))
-}
+/// Connections to peers, shared by every forwarded call and read barrier.
+static PEERS: std::sync::LazyLock<PeerPool> = std::sync::LazyLock::new(PeerPool::default);
 
 /// Makes one call to the cluster service of `peer` at `addr` within
 /// [`CALL_TIMEOUT`] (connecting included), mapping its status with
@@ -145,14 +115,25 @@ where
     F: FnOnce(ClusterServiceClient<PeerChannel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
+    let mut used: Option<PeerChannel> = None;
     let answer = async {
-        let client = peer_client(peer, addr).await?;
-        call(client).await.map(tonic::Response::into_inner).map_err(|status| leader_status(peer, &status))
+        let channel = PEERS
+            .get(addr, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| ClusterError::LeaderUnreachable { leader: peer, reason: e.to_string() })?;
+        used = Some(channel.clone());
+        let origin = channel.origin();
+        call(ClusterServiceClient::with_origin(channel, origin))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| leader_status(peer, &status))
     };
     match tokio::time::timeout(CALL_TIMEOUT, answer).await {
         Ok(result) => result,
         Err(_) => {
-            channels().remove(addr);
+            if let Some(channel) = used {
+                PEERS.forget(addr, &channel);
+            }
             Err(timed_out(peer))
         }
     }

@@ -13,8 +13,6 @@
 //! transport failures become `Unreachable` (connect) or `NetworkError`
 //! (anything else), which openraft retries with backoff.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use aos_proto::raft::RaftPayload;
@@ -30,25 +28,22 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{NodeId, TypeConfig};
-use crate::peer_channel::PeerChannel;
+use crate::peer_channel::{PeerChannel, PeerPool};
 
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The open connection to each peer, by address.
-type Pool = Arc<Mutex<HashMap<String, PeerChannel>>>;
-
 /// Creates clients to peers over the shared connections.
 #[derive(Debug, Clone, Default)]
 pub struct GrpcNetwork {
-    pool: Pool,
+    pool: PeerPool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcConnection {
-        GrpcConnection { target, addr: node.addr.clone(), channel: None, pool: Arc::clone(&self.pool) }
+        GrpcConnection { target, addr: node.addr.clone(), channel: None, pool: self.pool.clone() }
     }
 }
 
@@ -58,11 +53,7 @@ pub struct GrpcConnection {
     target: NodeId,
     addr: String,
     channel: Option<PeerChannel>,
-    pool: Pool,
-}
-
-fn lock(pool: &Pool) -> MutexGuard<'_, HashMap<String, PeerChannel>> {
-    pool.lock().unwrap_or_else(PoisonError::into_inner)
+    pool: PeerPool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,22 +65,11 @@ impl GrpcConnection {
     async fn client<E: std::error::Error>(
         &mut self,
     ) -> Result<RaftServiceClient<PeerChannel>, RPCError<NodeId, BasicNode, E>> {
-        let live = |channel: &&PeerChannel| !channel.is_closed();
-        let known = self.channel.as_ref().filter(live).cloned();
-        let channel = match known.or_else(|| lock(&self.pool).get(&self.addr).filter(live).cloned()) {
-            Some(channel) => channel,
-            None => {
-                // Two clients may connect at once; the last one's connection
-                // is kept and the other closes once its client is dropped.
-                let channel = PeerChannel::connect(&self.addr, CONNECT_TIMEOUT).await.map_err(|e| {
-                    RPCError::Unreachable(Unreachable::new(&TransportError(format!(
-                        "node {}: {e}",
-                        self.target
-                    ))))
-                })?;
-                lock(&self.pool).insert(self.addr.clone(), channel.clone());
-                channel
-            }
+        let channel = match self.channel.as_ref().filter(|channel| !channel.is_closed()) {
+            Some(channel) => channel.clone(),
+            None => self.pool.get(&self.addr, CONNECT_TIMEOUT).await.map_err(|e| {
+                RPCError::Unreachable(Unreachable::new(&TransportError(format!("node {}: {e}", self.target))))
+            })?,
         };
         self.channel = Some(channel.clone());
         let origin = channel.origin();
@@ -134,12 +114,7 @@ impl GrpcConnection {
         if matches!(result, Err(RPCError::Network(_) | RPCError::Unreachable(_)))
             && let Some(failed) = self.channel.take()
         {
-            // The next call on any client connects afresh, unless another
-            // client has connected since.
-            let mut pool = lock(&self.pool);
-            if pool.get(&self.addr).is_some_and(|shared| shared.same_connection(&failed)) {
-                pool.remove(&self.addr);
-            }
+            self.pool.forget(&self.addr, &failed);
         }
     }
 }
@@ -190,6 +165,7 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use aos_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
