@@ -12,9 +12,11 @@
 //! ([`RecordIds::sorted`], the snapshot encoding) is in id order, so replicas agree whatever
 //! the shard layout.
 
-use std::collections::HashMap;
-use std::collections::hash_map::{Entry, VacantEntry};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::{Entry, VacantEntry};
 
 /// SHA-256 of a record's text as first sent.
 pub(crate) type Digest = [u8; 32];
@@ -23,12 +25,24 @@ pub(crate) type Digest = [u8; 32];
 /// at a million ids each holds ~250, so the first batch after a copy copies ~25,000 ids.
 pub(crate) const SHARDS: usize = 4096;
 
-/// One shard: ids to their digest (`None` for records committed before digests were kept).
-/// A hash map, not a B-tree: ingest looks every record's id up, and a B-tree of a few hundred
-/// ids costs a string comparison (a cache miss on the id's bytes) per level — with the
-/// `memcmp` behind it ~9 % of the nodes' CPU in an ingest profile, and 4–13 % more records/s
-/// without it (benches/README.md, "Record ingest"). Order is [`RecordIds::sorted`]'s job.
-type Shard = HashMap<String, Option<Digest>>;
+/// One id held, with the hash its shard files it by.
+#[derive(Debug, Clone)]
+struct Held {
+    /// `hasher.hash_one(id)`, kept: a shard that grows moves its ids by this, without hashing
+    /// their text again (rehashing every id with SipHash as a shard grew was ~4 % of a node's
+    /// CPU under ingest load), and a lookup compares it before it reads an id's bytes.
+    hash: u64,
+    id: String,
+    /// `None` for records committed before digests were kept.
+    digest: Option<Digest>,
+}
+
+/// One shard: a hash table, not a B-tree: ingest looks every record's id up, and a B-tree of a
+/// few hundred ids costs a string comparison (a cache miss on the id's bytes) per level — with
+/// the `memcmp` behind it ~9 % of the nodes' CPU in an ingest profile, and 4–13 % more
+/// records/s without it (benches/README.md, "Record ingest"). Order is
+/// [`RecordIds::sorted`]'s job.
+type Shard = HashTable<Held>;
 
 /// A tenant's record ids and digests; see the module documentation.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +50,10 @@ pub(crate) struct RecordIds {
     /// Empty until the first id; then [`SHARDS`] slots, `None` for a shard with no id yet.
     shards: Vec<Option<Arc<Shard>>>,
     len: usize,
+    /// Keyed SipHash with this process's random keys (std's `HashMap` default): ids come from
+    /// agents, so a hash an agent could predict would let it fill one bucket (HashDoS). Copies
+    /// share the keys; the hashes never leave the process.
+    hasher: RandomState,
 }
 
 /// Which shard holds `id`: FNV-1a, fixed here so the layout never depends on a library's
@@ -54,7 +72,9 @@ impl RecordIds {
     /// The digest held for `id`: `None` if the id is not held, `Some(None)` if it is held
     /// without a digest.
     pub(crate) fn get(&self, id: &str) -> Option<Option<Digest>> {
-        self.shards.get(shard_of(id))?.as_ref()?.get(id).copied()
+        let shard = self.shards.get(shard_of(id))?.as_ref()?;
+        let hash = self.hasher.hash_one(id);
+        shard.find(hash, |held| held.hash == hash && held.id == id).map(|held| held.digest)
     }
 
     /// Whether `id` is held.
@@ -80,34 +100,40 @@ impl RecordIds {
             self.shards = vec![None; SHARDS];
         }
         let index = shard_of(&id);
-        let Self { shards, len } = self;
+        let hash = self.hasher.hash_one(id.as_str());
+        let Self { shards, len, .. } = self;
         // `shards` has SHARDS slots and `index` is below SHARDS; the fallback is never taken.
         let Some(slot) = shards.get_mut(index) else {
             return Slot::Held(None);
         };
-        match Arc::make_mut(slot.get_or_insert_with(Default::default)).entry(id) {
-            Entry::Occupied(held) => Slot::Held(*held.get()),
-            Entry::Vacant(free) => Slot::Free(FreeSlot { free, len }),
+        let shard = Arc::make_mut(slot.get_or_insert_with(Default::default));
+        match shard.entry(hash, |held| held.hash == hash && held.id == id, |held| held.hash) {
+            Entry::Occupied(held) => Slot::Held(held.get().digest),
+            Entry::Vacant(free) => Slot::Free(FreeSlot { free, hash, id, len }),
         }
     }
 
     /// Stops holding `id`; returns its digest if it was held.
     pub(crate) fn remove(&mut self, id: &str) -> Option<Option<Digest>> {
+        let hash = self.hasher.hash_one(id);
         let slot = self.shards.get_mut(shard_of(id))?.as_mut()?;
-        if !slot.contains_key(id) {
-            return None;
-        }
-        let removed = Arc::make_mut(slot).remove(id);
-        if removed.is_some() {
-            self.len -= 1;
-        }
-        removed
+        let eq = |held: &Held| held.hash == hash && held.id == id;
+        // Look first: a shard shared with a copy is copied only if it changes.
+        slot.find(hash, eq)?;
+        let (removed, _) = Arc::make_mut(slot).find_entry(hash, eq).ok()?.remove();
+        self.len -= 1;
+        Some(removed.digest)
     }
 
     /// Every id with its digest, in id order.
     pub(crate) fn sorted(&self) -> Vec<(&String, &Option<Digest>)> {
-        let mut all: Vec<(&String, &Option<Digest>)> =
-            self.shards.iter().flatten().flat_map(|shard| shard.iter()).collect();
+        let mut all: Vec<(&String, &Option<Digest>)> = self
+            .shards
+            .iter()
+            .flatten()
+            .flat_map(|shard| shard.iter())
+            .map(|held| (&held.id, &held.digest))
+            .collect();
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
         all
     }
@@ -125,14 +151,16 @@ pub(crate) enum Slot<'a> {
 /// The free place of an id not held yet.
 #[derive(Debug)]
 pub(crate) struct FreeSlot<'a> {
-    free: VacantEntry<'a, String, Option<Digest>>,
+    free: VacantEntry<'a, Held>,
+    hash: u64,
+    id: String,
     len: &'a mut usize,
 }
 
 impl FreeSlot<'_> {
     /// Holds the id with `digest`.
     pub(crate) fn hold(self, digest: Option<Digest>) {
-        self.free.insert(digest);
+        self.free.insert(Held { hash: self.hash, id: self.id, digest });
         *self.len += 1;
     }
 }
