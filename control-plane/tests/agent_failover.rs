@@ -213,9 +213,20 @@ fn a_cut_off_node_closes_its_watches(cut: Cut) {
     }
     if cut == Cut::FollowerOfCutOffLeader {
         // The follower still names its leader, but no longer vouches for it.
+        // Each new answer is printed (shown only if the wait fails), so a
+        // failure says what the node reported instead.
+        let mut last_seen = String::new();
         wait_for("the follower to doubt its leader", Duration::from_secs(30), || {
             let (status, health) = call("GET", &nodes[pinned].url("/health"), None, None);
             let contact = health["raft"]["leader_contact"].as_str().unwrap_or_default().to_owned();
+            let seen = format!(
+                "{status} leader={} (expected {leader}) contact={contact:?}",
+                health["raft"]["leader"]
+            );
+            if seen != last_seen {
+                eprintln!("node {}: {seen}", nodes[pinned].id);
+                last_seen = seen;
+            }
             (status == 503 && health["raft"]["leader"] == leader && contact.contains("has not shown"))
                 .then_some(())
         });
