@@ -148,11 +148,18 @@ impl PeerPool {
         if let Some(open) = self.lock().get(addr).filter(|channel| !channel.is_closed()) {
             return Ok(open.clone());
         }
-        // Two callers may connect at once; the last one's connection is
-        // kept and the other closes once its calls are done.
-        let channel = PeerChannel::connect(addr, timeout).await?;
-        self.lock().insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        let connected = PeerChannel::connect(addr, timeout).await?;
+        // Callers that connected at once all leave with the first open
+        // connection put here; the others' close when dropped, so a Raft
+        // client that keeps its channel never holds a second connection.
+        let mut pool = self.lock();
+        match pool.get(addr).filter(|channel| !channel.is_closed()) {
+            Some(open) => Ok(open.clone()),
+            None => {
+                pool.insert(addr.to_owned(), connected.clone());
+                Ok(connected)
+            }
+        }
     }
 
     /// Forgets `failed` (a call on it failed or timed out), so the next
@@ -318,6 +325,23 @@ mod tests {
         }
     }
 
+    /// A peer serving [`Echo`] (any message size) for the rest of the test;
+    /// its address.
+    async fn echo_peer() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    RaftServiceServer::new(Echo)
+                        .max_decoding_message_size(usize::MAX)
+                        .max_encoding_message_size(usize::MAX),
+                )
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        addr
+    }
+
     #[tokio::test]
     async fn calls_travel_and_a_peer_that_shuts_down_leaves_the_channel_closed() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -355,17 +379,7 @@ mod tests {
 
     #[tokio::test]
     async fn payloads_larger_than_every_flow_control_window_travel_both_ways() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(
-                    RaftServiceServer::new(Echo)
-                        .max_decoding_message_size(usize::MAX)
-                        .max_encoding_message_size(usize::MAX),
-                )
-                .serve_with_incoming(TcpIncoming::from(listener)),
-        );
+        let addr = echo_peer().await;
         let channel = PeerChannel::connect(&addr, Duration::from_secs(2)).await.unwrap();
         let mut client = RaftServiceClient::with_origin(channel.clone(), channel.origin())
             .max_decoding_message_size(usize::MAX);
@@ -408,6 +422,19 @@ mod tests {
             assert!(Instant::now() < deadline, "an unanswered ping never closed the channel");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn callers_that_connect_at_once_share_one_connection() {
+        let addr = echo_peer().await;
+        let pool = PeerPool::default();
+        let get = || pool.get(&addr, Duration::from_secs(2));
+        let (a, b, c, d) = tokio::join!(get(), get(), get(), get());
+        let channels = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
+        for (i, channel) in channels.iter().enumerate() {
+            assert!(channel.same_connection(&channels[0]), "caller {i} kept a connection of its own");
+        }
+        assert!(pool.get(&addr, Duration::from_secs(2)).await.unwrap().same_connection(&channels[0]));
     }
 
     #[tokio::test]
