@@ -434,7 +434,7 @@ mod tests {
             assert_eq!(store.load_data_key().unwrap(), None);
             store.save_data_key("dk-1", &key).await.unwrap();
         }
-        let store = AgentStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path()).await;
         assert_eq!(store.load_data_key().unwrap(), Some(("dk-1".to_owned(), key)));
         // Never in clear in the database files.
         let mut clear_text_found = false;
@@ -453,7 +453,7 @@ mod tests {
         // Without the local key the stored data key does not open.
         drop(store);
         std::fs::remove_file(dir.path().join(LOCAL_KEY_FILE)).unwrap();
-        let store = AgentStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path()).await;
         let err = store.load_data_key().unwrap_err().to_string();
         assert!(err.contains("local.key is missing"), "{err}");
     }
