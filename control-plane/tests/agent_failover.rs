@@ -174,7 +174,9 @@ fn a_cut_off_node_closes_its_watches(cut: Cut) {
     apply_yaml(&nodes[0], &admin, "acme", &POLICY.replace("MAX", "1000"));
     let (_, token) =
         call("POST", &nodes[0].url("/api/v1/tenants/acme/agent-tokens"), Some(&admin), Some(json!({})));
-    let leader = wait_for("a leader", Duration::from_secs(30), || support::leader_of(&nodes[0], &operator));
+    let leader = wait_for("every node to name one leader", Duration::from_secs(30), || {
+        support::agreed_leader(&nodes, &operator)
+    });
     let leader_index = nodes.iter().position(|n| n.id == leader).unwrap();
     let pinned = match cut {
         Cut::IsolatedLeader => leader_index,
@@ -204,6 +206,13 @@ fn a_cut_off_node_closes_its_watches(cut: Cut) {
     wait_for("the watch", Duration::from_secs(30), || {
         (health(&agent)["components"]["control_plane"]["status"] == "connected").then_some(())
     });
+    // The cut is chosen around that leader: an election since (a slow
+    // heartbeat on a loaded machine) would make it a different cut, so
+    // say so rather than wait for what cannot happen.
+    let now = wait_for("every node to name one leader", Duration::from_secs(30), || {
+        support::agreed_leader(&nodes, &operator)
+    });
+    assert_eq!(now, leader, "the leader changed before the cut; the test's premise no longer holds");
     // The node loses the quorum: it closes the watch rather than keep the
     // agent on state it can no longer vouch for.
     for (i, n) in nodes.iter_mut().enumerate() {

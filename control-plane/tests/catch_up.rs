@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{call, leader_of, tenant_ids, three_node_cluster_with, wait_for};
+use support::{agreed_leader, call, tenant_ids, three_node_cluster_with, wait_for};
 
 fn status(node: &support::NodeProc, key: &str) -> serde_json::Value {
     let (code, body) = call("GET", &node.url("/api/v1/cluster"), Some(key), None);
@@ -21,7 +21,8 @@ fn status(node: &support::NodeProc, key: &str) -> serde_json::Value {
 fn lagging_follower_catches_up_through_a_snapshot_after_log_purge() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, key) = three_node_cluster_with(dir.path(), &["--snapshot-every", "50"]);
-    let leader_id = wait_for("a leader", Duration::from_secs(10), || leader_of(&nodes[0], &key));
+    let leader_id =
+        wait_for("every node to name one leader", Duration::from_secs(10), || agreed_leader(&nodes, &key));
     let lagger_pos = nodes.iter().position(|n| n.id != leader_id).unwrap();
     let leader_pos = nodes.iter().position(|n| n.id == leader_id).unwrap();
 

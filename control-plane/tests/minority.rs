@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{NodeProc, call, leader_of, three_node_cluster, wait_for, wait_healthy};
+use support::{NodeProc, agreed_leader, call, three_node_cluster, wait_for, wait_healthy};
 
 /// Kills every node but `keep`; returns the index kept.
 fn isolate(nodes: &mut [NodeProc], keep: usize) {
@@ -39,7 +39,9 @@ fn halt(node: &NodeProc, operator: &str) -> (u16, Value, Duration) {
 fn an_isolated_follower_refuses_governance_changes_and_they_never_happen() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, operator) = three_node_cluster(dir.path());
-    let leader = wait_for("a leader", Duration::from_secs(30), || leader_of(&nodes[0], &operator));
+    let leader = wait_for("every node to name one leader", Duration::from_secs(30), || {
+        agreed_leader(&nodes, &operator)
+    });
     let follower = nodes.iter().position(|n| n.id != leader).unwrap();
     isolate(&mut nodes, follower);
     let (status, body, took) = halt(&nodes[follower], &operator);
@@ -69,7 +71,9 @@ fn an_isolated_follower_refuses_governance_changes_and_they_never_happen() {
 fn an_isolated_leader_refuses_governance_changes_and_they_never_happen() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, operator) = three_node_cluster(dir.path());
-    let leader = wait_for("a leader", Duration::from_secs(30), || leader_of(&nodes[0], &operator));
+    let leader = wait_for("every node to name one leader", Duration::from_secs(30), || {
+        agreed_leader(&nodes, &operator)
+    });
     let keep = nodes.iter().position(|n| n.id == leader).unwrap();
     let before = wait_for("the governance state", Duration::from_secs(30), || {
         let (status, state) =

@@ -281,6 +281,13 @@ pub fn leader_of(n: &NodeProc, key: &str) -> Option<u64> {
     if status == 200 { body["leader"].as_u64() } else { None }
 }
 
+/// The leader every node in `nodes` names, when they all name the same
+/// one (a node's own view can lag an election it has not heard of yet).
+pub fn agreed_leader(nodes: &[NodeProc], key: &str) -> Option<u64> {
+    let first = leader_of(nodes.first()?, key)?;
+    nodes[1..].iter().all(|n| leader_of(n, key) == Some(first)).then_some(first)
+}
+
 /// Tenant ids as node `n` serves them at `consistency`.
 pub fn tenant_ids(n: &NodeProc, key: &str, consistency: &str) -> Option<Vec<String>> {
     let (status, body) =
