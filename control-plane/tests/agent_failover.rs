@@ -174,9 +174,7 @@ fn a_cut_off_node_closes_its_watches(cut: Cut) {
     apply_yaml(&nodes[0], &admin, "acme", &POLICY.replace("MAX", "1000"));
     let (_, token) =
         call("POST", &nodes[0].url("/api/v1/tenants/acme/agent-tokens"), Some(&admin), Some(json!({})));
-    let leader = wait_for("every node to name one leader", Duration::from_secs(30), || {
-        support::agreed_leader(&nodes, &operator)
-    });
+    let leader = support::agreed_leader(&nodes, &operator, Duration::from_secs(30));
     let leader_index = nodes.iter().position(|n| n.id == leader).unwrap();
     let pinned = match cut {
         Cut::IsolatedLeader => leader_index,
@@ -209,9 +207,7 @@ fn a_cut_off_node_closes_its_watches(cut: Cut) {
     // The cut was chosen around that leader: an election since (a slow
     // heartbeat on a loaded machine) can make it a different cut, so say
     // so rather than wait for what cannot happen.
-    let now = wait_for("every node to name one leader", Duration::from_secs(30), || {
-        support::agreed_leader(&nodes, &operator)
-    });
+    let now = support::agreed_leader(&nodes, &operator, Duration::from_secs(30));
     let premise_holds = match cut {
         Cut::IsolatedFollower => now != nodes[pinned].id,
         Cut::IsolatedLeader | Cut::FollowerOfCutOffLeader => now == leader,

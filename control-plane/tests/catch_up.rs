@@ -21,8 +21,7 @@ fn status(node: &support::NodeProc, key: &str) -> serde_json::Value {
 fn lagging_follower_catches_up_through_a_snapshot_after_log_purge() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, key) = three_node_cluster_with(dir.path(), &["--snapshot-every", "50"]);
-    let leader_id =
-        wait_for("every node to name one leader", Duration::from_secs(10), || agreed_leader(&nodes, &key));
+    let leader_id = agreed_leader(&nodes, &key, Duration::from_secs(10));
     let lagger_pos = nodes.iter().position(|n| n.id != leader_id).unwrap();
     let leader_pos = nodes.iter().position(|n| n.id == leader_id).unwrap();
 

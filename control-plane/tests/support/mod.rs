@@ -281,11 +281,13 @@ pub fn leader_of(n: &NodeProc, key: &str) -> Option<u64> {
     if status == 200 { body["leader"].as_u64() } else { None }
 }
 
-/// The leader every node in `nodes` names, when they all name the same
-/// one (a node's own view can lag an election it has not heard of yet).
-pub fn agreed_leader(nodes: &[NodeProc], key: &str) -> Option<u64> {
-    let first = leader_of(nodes.first()?, key)?;
-    nodes[1..].iter().all(|n| leader_of(n, key) == Some(first)).then_some(first)
+/// Waits until every node in `nodes` names the same leader, and returns
+/// it: a single node's view can lag an election it has not heard of yet.
+pub fn agreed_leader(nodes: &[NodeProc], key: &str, timeout: Duration) -> u64 {
+    wait_for("every node to name one leader", timeout, || {
+        let first = leader_of(nodes.first()?, key)?;
+        nodes[1..].iter().all(|n| leader_of(n, key) == Some(first)).then_some(first)
+    })
 }
 
 /// Tenant ids as node `n` serves them at `consistency`.
