@@ -1282,8 +1282,9 @@ where
                 if let Err(e) = result {
                     return Err(StorageError::from(StorageIOError::write_logs(AnyError::error(e))).into());
                 }
-                // Counts only for the leadership that appended it: after a step-down (or a new
-                // term) the entries may have been replaced.
+                // AOS patch: the leader's own copy counts towards the quorum from here on. Only
+                // for the leadership that appended it: after a step-down (or in another term) the
+                // entries may have been replaced.
                 if let Ok(mut lh) = self.engine.leader_handler() {
                     if lh.leader.vote.committed_leader_id() == Some(log_io_id.committed_leader_id.clone()) {
                         lh.replication_handler().update_local_progress(log_io_id.log_id);
