@@ -231,10 +231,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(MasterKey::load(None, None, dir.path(), false).unwrap().is_none());
         let path = dir.path().join("mk");
-        std::fs::write(&path, "zz").unwrap();
+        // Not hex, and not something a temporary directory's name (which the error carries)
+        // can contain by chance: "zz" once matched `/tmp/.tmpR7Hzz9`.
+        let content = "<not hex>";
+        std::fs::write(&path, content).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = MasterKey::load(None, Some(&path), dir.path(), false).unwrap_err().to_string();
-        assert!(err.contains("must be 64 hex characters") && !err.contains("zz"), "{err}");
+        assert!(err.contains("must be 64 hex characters") && !err.contains(content), "{err}");
         std::fs::write(&path, "ab".repeat(32)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = MasterKey::load(None, Some(&path), dir.path(), false).unwrap_err().to_string();
