@@ -58,7 +58,10 @@ where C: RaftTypeConfig
         crate::raft::InstallSnapshotResponse<C::NodeId>,
         RPCError<C::NodeId, C::Node, RaftError<C::NodeId, crate::error::InstallSnapshotError>>,
     > {
-        unimplemented!()
+        // AOS patch: an error instead of a panic (vendor/README.md).
+        Err(RPCError::Unreachable(crate::error::Unreachable::new(&anyerror::AnyError::error(
+            "install_snapshot is not implemented with `generic-snapshot-data`: use full_snapshot()",
+        ))))
     }
 
     /// Send an InstallSnapshot RPC to the target.
