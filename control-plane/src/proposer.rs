@@ -380,8 +380,11 @@ mod tests {
 
         // Full by bytes, and a submission larger than an entry on its own.
         let mut heavy = submission(&["heavy"], true);
-        heavy.bytes = MAX_BATCH_BYTES;
+        heavy.bytes = MAX_BATCH_BYTES * 2;
         assert!(may_fly(&VecDeque::from([heavy]), PARTIAL_IN_FLIGHT));
+        let mut at_cap = submission(&["at-cap"], true);
+        at_cap.bytes = MAX_BATCH_BYTES;
+        assert!(may_fly(&VecDeque::from([at_cap]), PARTIAL_IN_FLIGHT));
         let mut halves: VecDeque<Submission> = (0..2)
             .map(|i| {
                 let mut s = submission(&[&format!("h{i}")], true);
