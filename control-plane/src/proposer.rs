@@ -173,49 +173,37 @@ async fn run(node: WeakNode, mut rx: mpsc::Receiver<Submission>, counts: Arc<Cou
 /// Whether the next group may be sent while `flying` entries are in
 /// flight (see [`PARTIAL_IN_FLIGHT`]).
 fn may_fly(queue: &VecDeque<Submission>, flying: usize) -> bool {
-    flying < MAX_IN_FLIGHT && (flying < PARTIAL_IN_FLIGHT || next_group_is_full(queue))
+    flying < MAX_IN_FLIGHT && (flying < PARTIAL_IN_FLIGHT || next_group(queue).1)
 }
 
-/// Whether the next entry would be as large as an entry gets: what is
-/// queued (with the first submission's forwarding rule) reaches a cap, so
-/// waiting would not make it larger.
-fn next_group_is_full(queue: &VecDeque<Submission>) -> bool {
-    let Some(first) = queue.front() else { return false };
-    let (mut count, mut bytes) = (0usize, 0usize);
-    for next in queue.iter().filter(|s| s.may_forward == first.may_forward) {
-        count += next.proposals.len();
-        bytes += next.bytes;
-        if count >= MAX_BATCH_PROPOSALS || bytes >= MAX_BATCH_BYTES {
-            return true;
-        }
-    }
-    false
-}
-
-/// The submissions the next entry carries: the oldest, then every later
-/// one with the same forwarding rule while the entry stays within its caps.
-fn take_group(queue: &mut VecDeque<Submission>) -> Option<Vec<Submission>> {
-    let first = queue.pop_front()?;
-    let may_forward = first.may_forward;
+/// Where the submissions the next entry carries stand in the queue: the
+/// oldest, then every later one with the same forwarding rule while the
+/// entry stays within its caps. And whether that entry is full — at a cap,
+/// or with a later submission that no longer fits — so that waiting would
+/// not make it larger.
+fn next_group(queue: &VecDeque<Submission>) -> (Vec<usize>, bool) {
+    let Some(first) = queue.front() else { return (Vec::new(), false) };
     let (mut count, mut bytes) = (first.proposals.len(), first.bytes);
-    let mut group = vec![first];
-    let mut i = 0;
-    while i < queue.len() {
-        let next = &queue[i];
-        if next.may_forward != may_forward {
-            i += 1;
-            continue;
-        }
+    let mut members = vec![0];
+    for (i, next) in queue.iter().enumerate().skip(1).filter(|(_, s)| s.may_forward == first.may_forward) {
         if count + next.proposals.len() > MAX_BATCH_PROPOSALS || bytes + next.bytes > MAX_BATCH_BYTES {
-            break;
+            return (members, true);
         }
         count += next.proposals.len();
         bytes += next.bytes;
-        if let Some(taken) = queue.remove(i) {
-            group.push(taken);
-        }
+        members.push(i);
     }
-    Some(group)
+    (members, count >= MAX_BATCH_PROPOSALS || bytes >= MAX_BATCH_BYTES)
+}
+
+/// Takes the submissions the next entry carries ([`next_group`]) out of
+/// the queue, oldest first.
+fn take_group(queue: &mut VecDeque<Submission>) -> Option<Vec<Submission>> {
+    let (members, _) = next_group(queue);
+    // From the back, so the positions still to take stay where they were.
+    let mut group: Vec<Submission> = members.iter().rev().filter_map(|&i| queue.remove(i)).collect();
+    group.reverse();
+    (!group.is_empty()).then_some(group)
 }
 
 /// Commits one group as one entry and answers each submission.
