@@ -571,6 +571,12 @@ impl Engine {
         {
             let mut guard = self.lock();
             *self.governance.write().unwrap_or_else(std::sync::PoisonError::into_inner) = view.clone();
+            self.events.publish(AgentEvent::GovernanceChanged {
+                version: view.version,
+                mode: view.mode.as_str(),
+                reason: view.reason.clone(),
+                set_by: view.set_by.clone(),
+            });
             if view.mode == GovernanceMode::Halted {
                 let detail = format!("governance HALTED by {}: {}", view.set_by, view.reason);
                 for run in guard.runs.values_mut().filter(|r| !r.record.status.is_terminal()) {

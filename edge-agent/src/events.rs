@@ -36,6 +36,20 @@ pub enum AgentEvent {
         /// Final status.
         status: &'static str,
     },
+    /// A governance state newly in force (pushed by the control plane,
+    /// GAP-069/070): it applies from the next decision on. Published
+    /// before the state is made durable, so subscribers hear of it as
+    /// soon as steps see it.
+    GovernanceChanged {
+        /// The state's version (one per change, cluster-wide).
+        version: u64,
+        /// `ENFORCING`, `DEGRADED`, `DISABLED` or `HALTED`.
+        mode: &'static str,
+        /// Why, as the operator gave it.
+        reason: String,
+        /// Who set it.
+        set_by: String,
+    },
     /// The agent is alive (GAP-048).
     Heartbeat {
         /// Unix ms.

@@ -558,6 +558,38 @@ fn a_governance_state_whose_database_write_a_crash_lost_is_taken_from_the_outbox
     });
 }
 
+/// GAP-069/070 on the EVENT path: a governance state newly in force is
+/// published on the event reactor (once, with who set it and why); an
+/// older or repeated version changes nothing and publishes nothing.
+#[test]
+fn a_governance_change_is_published_once_on_the_event_path() {
+    use aos_edge_agent::events::AgentEvent;
+    use aos_edge_agent::governance::{GovernanceView, Mode};
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let engine = engine_in(&dir.path().join("store")).await;
+        let mut events = engine.events().subscribe();
+        let halted = GovernanceView {
+            version: 3,
+            mode: Mode::Halted,
+            reason: "incident 7".to_owned(),
+            set_by: "sre-bob".to_owned(),
+        };
+        assert!(engine.apply_governance(halted.clone()).await.unwrap());
+        assert!(!engine.apply_governance(halted.clone()).await.unwrap(), "same version again");
+        let older = GovernanceView { version: 2, mode: Mode::Enforcing, ..halted.clone() };
+        assert!(!engine.apply_governance(older).await.unwrap(), "older version");
+        let mut changes = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let AgentEvent::GovernanceChanged { version, mode, reason, set_by } = event.as_ref() {
+                changes.push((*version, *mode, reason.clone(), set_by.clone()));
+            }
+        }
+        assert_eq!(changes, vec![(3, "HALTED", "incident 7".to_owned(), "sre-bob".to_owned())]);
+    });
+}
+
 #[test]
 fn simulate_decides_without_side_effects() {
     let dir = tempfile::tempdir().unwrap();

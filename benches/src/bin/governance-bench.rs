@@ -14,10 +14,13 @@
 //! `link::run_delivery` against its node list (rotated so agents spread
 //! over the three nodes). A round flips the tenant between HALTED and
 //! ENFORCING through one node's REST API; an agent has the change when its
-//! engine's governance version reaches the new one (it is then in force
-//! for the next decision; the agent persists it before it ACKs). Versions
-//! are read every 0.5 ms. Between rounds every agent's outbox is drained
-//! (each change files a record that is ingested through Raft).
+//! engine puts the new version in force (for the next decision; the agent
+//! persists it before it ACKs): the instant is noted when the engine's
+//! `GovernanceChanged` event arrives, as etcd's watchers note theirs (until
+//! session 34 versions were polled every 0.5 ms, on tokio's 1 ms timer,
+//! which added up to ~1 ms to AOS's side only). Between rounds every
+//! agent's outbox is drained (each change files a record that is ingested
+//! through Raft).
 //!
 //! etcd: a 3-member cluster, N watchers spread over the members through the
 //! JSON gateway's streaming `/v3/watch`; a round is one put.
@@ -26,7 +29,7 @@
 //! definition; a push may even arrive first, counted as 0) and from the
 //! moment it was *sent*.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -35,11 +38,13 @@ use aos_benches::cluster::etcd::{EtcdCluster, INSTALL_HINT, find_etcd, put, spaw
 use aos_benches::cluster::{agent, fmt_duration, percentile, post_json};
 use aos_core::snapshot::TrustedKeys;
 use aos_edge_agent::engine::Engine;
+use aos_edge_agent::events::AgentEvent;
 use aos_edge_agent::identity::{JoinToken, join};
 use aos_edge_agent::link::{Link, run_delivery, run_watch};
 use aos_edge_agent::snapshots::SnapshotSlot;
 use aos_edge_agent::store::AgentStore;
 use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
 
 const TENANT: &str = "bench";
 
@@ -110,7 +115,35 @@ fn row(agents: usize, mut from_return: Vec<Duration>, mut from_send: Vec<Duratio
 /// One simulated edge agent: the real engine and sync loops.
 struct SimAgent {
     engine: Arc<Engine>,
+    /// The newest governance version the engine put in force, and when.
+    applied: Arc<Mutex<(u64, Instant)>>,
     _dir: tempfile::TempDir,
+}
+
+/// Notes the instant each governance version is in force at `engine`:
+/// the engine publishes `GovernanceChanged` on its event reactor as it
+/// puts a state in force, as etcd's watchers note the instant a put
+/// reaches them, so neither side is measured by polling.
+fn note_changes(engine: &Engine, changed: Arc<tokio::sync::Notify>) -> Arc<Mutex<(u64, Instant)>> {
+    let mut events = engine.events().subscribe();
+    let applied = Arc::new(Mutex::new((engine.governance().version, Instant::now())));
+    let slot = Arc::clone(&applied);
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let AgentEvent::GovernanceChanged { version, .. } = event.as_ref() {
+                        let at = Instant::now();
+                        *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (*version, at);
+                        changed.notify_one();
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    applied
 }
 
 async fn start_agents(
@@ -118,6 +151,7 @@ async fn start_agents(
     token: &JoinToken,
     count: usize,
     stop: &tokio::sync::watch::Receiver<bool>,
+    changed: &Arc<tokio::sync::Notify>,
 ) -> Result<Vec<SimAgent>> {
     let gateways: Vec<String> = cluster.nodes.iter().map(|n| n.agents.clone()).collect();
     let mut agents = Vec::with_capacity(count);
@@ -138,29 +172,45 @@ async fn start_agents(
         let mut endpoints = gateways.clone();
         endpoints.rotate_left(i % gateways.len());
         let link = Arc::new(Link::new(endpoints, identity));
+        let applied = note_changes(&engine, Arc::clone(changed));
         tokio::spawn(run_watch(Arc::clone(&engine), Arc::clone(&link), stop.clone()));
         tokio::spawn(run_delivery(Arc::clone(&engine), link, stop.clone()));
-        agents.push(SimAgent { engine, _dir: dir });
+        agents.push(SimAgent { engine, applied, _dir: dir });
     }
     Ok(agents)
 }
 
-/// Waits until every agent has governance version `version`; the instant
-/// the last one got there.
-async fn all_applied(agents: &[SimAgent], version: u64, deadline: Duration) -> Result<Instant> {
-    let started = Instant::now();
+/// Waits until every agent has governance version `version` in force; the
+/// instant the last one got there.
+async fn all_applied(
+    agents: &[SimAgent],
+    changed: &tokio::sync::Notify,
+    version: u64,
+    deadline: Duration,
+) -> Result<Instant> {
+    let until = tokio::time::Instant::now() + deadline;
     loop {
-        if agents.iter().all(|a| a.engine.governance().version >= version) {
-            return Ok(Instant::now());
+        // Registered before the check, so a change noted meanwhile wakes it.
+        let notified = changed.notified();
+        let mut last = None;
+        let mut behind = 0;
+        for agent in agents {
+            let (applied, at) = *agent.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if applied >= version {
+                last = last.max(Some(at));
+            } else {
+                behind += 1;
+            }
         }
-        if started.elapsed() > deadline {
-            let behind = agents.iter().filter(|a| a.engine.governance().version < version).count();
+        if behind == 0 {
+            return Ok(last.unwrap_or_else(Instant::now));
+        }
+        if tokio::time::timeout_at(until, notified).await.is_err() {
             bail!(
                 "{behind} of {} agents did not apply governance v{version} within {deadline:?}",
                 agents.len()
             );
         }
-        tokio::time::sleep(Duration::from_micros(500)).await;
     }
 }
 
@@ -200,12 +250,13 @@ async fn aos_rounds(cluster: &AosCluster, args: &Args) -> Result<Vec<Row>> {
     for &n in &args.agents {
         eprintln!("AOS: {n} edge agents …");
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let agents = start_agents(cluster, &token, n, &stop).await?;
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let agents = start_agents(cluster, &token, n, &stop, &changed).await?;
         let state =
             aos_benches::cluster::get_json(&http, &format!("{base}/api/v1/ops/governance/state"), Some(&key))
                 .context("governance state")?;
         let mut version = state["version"].as_u64().unwrap_or(0);
-        all_applied(&agents, version, Duration::from_secs(60)).await.context("initial sync")?;
+        all_applied(&agents, &changed, version, Duration::from_secs(60)).await.context("initial sync")?;
         let (mut from_return, mut from_send) = (Vec::new(), Vec::new());
         for round in 0..args.rounds {
             drained(&agents, Duration::from_secs(60)).await?;
@@ -221,7 +272,7 @@ async fn aos_rounds(cluster: &AosCluster, args: &Args) -> Result<Vec<Row>> {
                 bail!("{action}: HTTP {status}: {text}");
             }
             version += 1;
-            let last = all_applied(&agents, version, Duration::from_secs(30)).await?;
+            let last = all_applied(&agents, &changed, version, Duration::from_secs(30)).await?;
             from_return.push(last.saturating_duration_since(returned));
             from_send.push(last.saturating_duration_since(sent));
             if args.windows.is_some() {
