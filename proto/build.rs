@@ -12,6 +12,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // The bulky fields between nodes (AppendEntries of up to 512 KiB,
+        // forwarded proposal batches) decode as slices of tonic's receive
+        // buffer instead of copies into fresh vectors: one copy fewer per
+        // message (benches/README.md, "Record ingest", session 34).
+        .bytes(".aos.raft.v1.RaftPayload.json")
+        .bytes(".aos.cluster.v1.ProposeRequest.proposal_json")
+        .compile_fds(descriptors)?;
     Ok(())
 }

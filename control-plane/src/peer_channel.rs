@@ -359,11 +359,11 @@ mod tests {
         assert_eq!(channel.origin().to_string(), format!("http://{addr}/"));
         let mut client = RaftServiceClient::with_origin(channel.clone(), channel.origin());
         for i in 0..3u8 {
-            let reply = client.append_entries(RaftPayload { json: vec![i; 100] }).await.unwrap();
+            let reply = client.append_entries(RaftPayload { json: vec![i; 100].into() }).await.unwrap();
             assert_eq!(reply.into_inner().json, vec![i; 100], "call {i} answered in kind");
         }
         // A peer's error comes back as its status, and the connection stays.
-        let refused = client.vote(RaftPayload { json: Vec::new() }).await.unwrap_err();
+        let refused = client.vote(RaftPayload { json: Default::default() }).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unimplemented);
         assert!(!channel.is_closed());
 
@@ -374,7 +374,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the channel never noticed its peer shut down");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(client.append_entries(RaftPayload { json: vec![9] }).await.is_err());
+        assert!(client.append_entries(RaftPayload { json: vec![9].into() }).await.is_err());
     }
 
     #[tokio::test]
@@ -389,7 +389,7 @@ mod tests {
         for i in 0..3u8 {
             let payload: Vec<u8> =
                 (0..6 * 1024 * 1024 + 7u32).map(|n| u8::try_from(n % 251).unwrap() ^ i).collect();
-            let call = client.append_entries(RaftPayload { json: payload.clone() });
+            let call = client.append_entries(RaftPayload { json: payload.clone().into() });
             let reply = tokio::time::timeout(Duration::from_secs(30), call)
                 .await
                 .unwrap_or_else(|_| panic!("call {i} stalled: a flow-control window was never reopened"))

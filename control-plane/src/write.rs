@@ -159,7 +159,7 @@ pub(crate) async fn forward_propose(
     addr: &str,
     proposal: &LoggedProposal,
 ) -> Result<Committed, ClusterError> {
-    let proposal_json = proposal.json().as_bytes().to_vec();
+    let proposal_json = proposal.json().as_bytes().to_vec().into();
     // The leader took the proposal but did not answer in time: it may
     // still commit, as a proposal of its own would.
     let reply = call_peer(

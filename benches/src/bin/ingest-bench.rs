@@ -189,6 +189,17 @@ async fn run_agent(
     Ok(outcome)
 }
 
+/// A per-record time, to a tenth of a microsecond.
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// CPU time the three node processes have used so far (all of them
+/// running and readable, or `None`).
+fn cluster_cpu(cluster: &AosCluster) -> Option<Duration> {
+    cluster.nodes.iter().map(aos_benches::cluster::aos::AosNode::cpu_time).sum()
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
@@ -229,6 +240,7 @@ async fn main() -> Result<()> {
         let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         eprintln!("{n} agents, batches of {}, from Unix ms {} …", args.batch, wall.as_millis());
         let deadline = Instant::now() + args.duration;
+        let cpu_before = cluster_cpu(&cluster);
         let started = Instant::now();
         let mut tasks = Vec::new();
         for (i, identity) in identities.iter().take(n).enumerate() {
@@ -246,6 +258,13 @@ async fn main() -> Result<()> {
             outcome.batches.extend(o.batches);
         }
         let elapsed = started.elapsed();
+        // The nodes' CPU per record committed: on a shared machine whose
+        // speed drifts between runs (±20 % in records/s), what the cluster
+        // spends per record moves far less than how many it commits.
+        let cpu_per_record = cluster_cpu(&cluster)
+            .zip(cpu_before)
+            .and_then(|(after, before)| after.checked_sub(before))
+            .and_then(|spent| u32::try_from(outcome.accepted.max(1)).ok().map(|n| spent / n));
         outcome.latencies.sort_unstable();
         #[allow(
             clippy::cast_precision_loss,
@@ -255,6 +274,9 @@ async fn main() -> Result<()> {
         )]
         let per_sec = (outcome.accepted as f64 / elapsed.as_secs_f64()) as u64;
         eprintln!("  {per_sec} records/s");
+        if let Some(cpu) = cpu_per_record {
+            eprintln!("  the three nodes' CPU: {} per record", micros(cpu));
+        }
         outcome.batches.sort_unstable_by_key(|&(_, took, _)| std::cmp::Reverse(took));
         for &(sent, took, node) in outcome.batches.iter().take(SLOWEST_SHOWN) {
             eprintln!(
@@ -270,6 +292,7 @@ async fn main() -> Result<()> {
             percentile(&outcome.latencies, 50),
             percentile(&outcome.latencies, 99),
             outcome.accepted,
+            cpu_per_record,
         ));
         total_accepted += outcome.accepted;
         total_duplicates += outcome.duplicates;
@@ -305,14 +328,17 @@ async fn main() -> Result<()> {
         };
         held.push(metrics["records_by_kind"]["LLM_RUN_RECORD"].as_u64().unwrap_or(0));
     }
-    println!("| agents | batch | records/s | batch p50 | batch p99 | records acked |");
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (n, per_sec, p50, p99, accepted) in rows {
+    println!(
+        "| agents | batch | records/s | batch p50 | batch p99 | records acked | nodes' CPU per record |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, per_sec, p50, p99, accepted, cpu) in rows {
         println!(
-            "| {n} | {} | {per_sec} | {} | {} | {accepted} |",
+            "| {n} | {} | {per_sec} | {} | {} | {accepted} | {} |",
             args.batch,
             fmt_duration(p50),
-            fmt_duration(p99)
+            fmt_duration(p99),
+            cpu.map_or_else(|| "n/a".to_owned(), micros)
         );
     }
     println!();

@@ -74,6 +74,12 @@ impl AosNode {
         }
     }
 
+    /// CPU time (user + system) the node's process has used since it
+    /// started; `None` when it is not running or not on Linux.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        super::process_cpu_time(self.proc.as_ref()?.pid()?)
+    }
+
     /// The last `max` bytes of the node's log.
     pub fn log_tail(&self, max: usize) -> String {
         log_tail(&self.log_path(), max)

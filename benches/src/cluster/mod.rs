@@ -58,6 +58,21 @@ impl ChildGuard {
     }
 }
 
+/// CPU time (user + system) process `pid` has used, from
+/// `/proc/<pid>/stat`; `None` where that is not readable. The clock-tick
+/// fields are in `USER_HZ`, which Linux fixes at 100 for user space on the
+/// architectures this runs on (10 ms resolution: read over seconds).
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its
+    // closing parenthesis, where field 3 (state) starts.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();

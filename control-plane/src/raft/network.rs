@@ -79,7 +79,7 @@ impl GrpcConnection {
     fn encode<T: Serialize, E: std::error::Error>(
         value: &T,
     ) -> Result<RaftPayload, RPCError<NodeId, BasicNode, E>> {
-        serde_json::to_vec(value).map(|json| RaftPayload { json }).map_err(|e| {
+        serde_json::to_vec(value).map(|json| RaftPayload { json: json.into() }).map_err(|e| {
             RPCError::Network(NetworkError::new(&TransportError(format!("encode request: {e}"))))
         })
     }
@@ -180,7 +180,7 @@ mod tests {
     struct Agreeable;
 
     fn reply<T: Serialize>(answer: &Result<T, RaftError<NodeId>>) -> Result<Response<RaftPayload>, Status> {
-        Ok(Response::new(RaftPayload { json: serde_json::to_vec(answer).unwrap() }))
+        Ok(Response::new(RaftPayload { json: serde_json::to_vec(answer).unwrap().into() }))
     }
 
     #[tonic::async_trait]
