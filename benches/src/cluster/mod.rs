@@ -58,6 +58,12 @@ impl ChildGuard {
     }
 }
 
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// CPU time (user + system) process `pid` has used, from
 /// `/proc/<pid>/stat`; `None` where that is not readable. The clock-tick
 /// fields are in `USER_HZ`, which Linux fixes at 100 for user space on the
@@ -68,15 +74,10 @@ pub fn process_cpu_time(pid: u32) -> Option<Duration> {
     // closing parenthesis, where field 3 (state) starts.
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12
+    // of what follows the name.
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A loopback port nobody listens on now and that this process has not
@@ -224,4 +225,30 @@ pub fn standalone_agent(
         Ok(http.get(&format!("{base}/health")).call().ok().map(|_| ()))
     })?;
     Ok((proc, base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_cpu_time_grows_as_it_computes() {
+        let pid = std::process::id();
+        let before = process_cpu_time(pid).expect("this process's /proc stat");
+        // Spin until the kernel has charged at least two more ticks.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut x = 0u64;
+        loop {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+            let now = process_cpu_time(pid).expect("this process's /proc stat");
+            if now >= before + Duration::from_millis(20) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "CPU time stayed at {now:?} (from {before:?})");
+        }
+        assert_eq!(process_cpu_time(u32::MAX), None, "no such process");
+    }
 }
