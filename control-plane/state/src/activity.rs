@@ -548,6 +548,7 @@ fn parse(record: &IngestRecord, tenant_id: &str) -> (String, Option<String>, u64
 }
 
 mod body;
+mod head;
 mod ids;
 pub use body::{RecordBody, lenient_string, lenient_u64};
 mod log;

@@ -30,17 +30,19 @@ use super::RecordText;
 #[serde(transparent)]
 pub struct RecordBody(Box<RawValue>);
 
-/// The fields of a record the state machine files it by.
+/// The fields of a record the state machine files it by, as serde reads
+/// them (where the scan of `head.rs` declines; its tests hold the scan to
+/// this).
 #[derive(Debug, Deserialize)]
-struct Head<'a> {
+pub(super) struct Head<'a> {
     #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
+    pub(super) kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    run_id: Option<Cow<'a, str>>,
+    pub(super) run_id: Option<Cow<'a, str>>,
     #[serde(default)]
-    at_ms: Option<u64>,
+    pub(super) at_ms: Option<u64>,
     #[serde(borrow, default)]
-    tenant_id: Option<Cow<'a, str>>,
+    pub(super) tenant_id: Option<Cow<'a, str>>,
 }
 
 /// A record read from an agent's text: what it is filed by, and its body.
@@ -67,13 +69,25 @@ impl RecordBody {
     /// the parser's message when it is not a JSON object.
     pub(crate) fn file(record: &RecordText, tenant_id: &str) -> Result<Filed, String> {
         let text = record.as_str();
-        if let Ok(head) = serde_json::from_str::<Head<'_>>(text) {
+        // An embedded object was validated as its proposal was decoded: its
+        // head is read by a scan of its keys where that scan can vouch for
+        // what serde would read (`head.rs`), and kept as is, without
+        // another scan.
+        let scanned = record.object().and_then(|object| Some((object, super::head::scan(object.get())?)));
+        if let Some((object, head)) = scanned {
+            if head.tenant_id == Some(tenant_id) {
+                return Ok(Filed {
+                    kind: head.kind.map(str::to_owned),
+                    run_id: head.run_id.map(str::to_owned),
+                    at_ms: head.at_ms.unwrap_or(0),
+                    body: Self(object.to_owned()),
+                });
+            }
+        } else if let Ok(head) = serde_json::from_str::<Head<'_>>(text) {
             let kind = head.kind.map(Cow::into_owned);
             let run_id = head.run_id.map(Cow::into_owned);
             let at_ms = head.at_ms.unwrap_or(0);
             if head.tenant_id.as_deref() == Some(tenant_id) {
-                // An embedded object was validated as its proposal was
-                // decoded: kept as is, without another scan.
                 let raw = match record.object() {
                     Some(object) => Ok(object.to_owned()),
                     None => RawValue::from_string(text.to_owned()),
