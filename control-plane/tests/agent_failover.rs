@@ -1,7 +1,9 @@
 //! An edge agent against a three-node cluster, all real processes: any
-//! node serves the snapshot watch; when the node the agent is connected to
-//! is killed, the agent moves to another, still receives the next policy
-//! change by push, and its records still reach the cluster (issue 4).
+//! node serves the snapshot watch; the agent's record delivery moves to
+//! the Raft leader's node, as the ingest acks point it there; when the node
+//! the watch is connected to is killed, the agent moves to another, still
+//! receives the next policy change by push, and its records still reach
+//! the cluster (issue 4).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
@@ -61,7 +63,15 @@ fn the_agent_fails_over_to_another_node_and_keeps_receiving_pushes() {
     assert_eq!(status, 200, "{token}");
     let token = token["join_token"].as_str().unwrap().to_owned();
 
-    let gateways: Vec<&str> = nodes.iter().map(|n| n.agents.as_str()).collect();
+    // The leader's gateway last: delivery starts on the second endpoint (a
+    // follower) and has to find the leader from the acks.
+    let (_, cluster) = call("GET", &nodes[0].url("/api/v1/cluster"), Some(&operator), None);
+    let leader = cluster["leader"].as_u64().expect("a leader");
+    let mut gateways: Vec<&str> = nodes.iter().map(|n| n.agents.as_str()).collect();
+    let at = nodes.iter().position(|n| n.id == leader).unwrap();
+    gateways.rotate_left((at + 1) % 3);
+    let leader_gateway = nodes[at].agents.clone();
+    assert_eq!(gateways[2], leader_gateway);
     let listen = format!("127.0.0.1:{}", free_port());
     let data = dir.path().join("agent");
     std::fs::create_dir_all(&data).unwrap();
@@ -85,6 +95,27 @@ fn the_agent_fails_over_to_another_node_and_keeps_receiving_pushes() {
         (version > 0).then_some((version, node))
     });
 
+    // Records (a run each, ended) go to the leader once an ack has shown
+    // the agent where it is.
+    let url = |p: &str| format!("http://{}{p}", agent.listen);
+    let moves = wait_for("delivery on the leader's node", Duration::from_secs(60), || {
+        let (status, run) = call("POST", &url("/api/v1/runs"), None, Some(json!({})));
+        assert_eq!(status, 201, "{run}");
+        let run = run["run_id"].as_str().unwrap();
+        let (status, ended) = call(
+            "POST",
+            &url(&format!("/api/v1/runs/{run}/end")),
+            None,
+            Some(json!({"status": "succeeded"})),
+        );
+        assert_eq!(status, 200, "{ended}");
+        let h = health(&agent);
+        let link = &h["components"]["control_plane"];
+        (link["delivery_node"].as_str() == Some(leader_gateway.as_str()))
+            .then(|| link["delivery_moves"].as_u64())
+    });
+    assert_eq!(moves, Some(1), "one move: the second endpoint's ack names the third as leader");
+
     // Kill the node serving the watch.
     let (first_version, serving) = first;
     let victim = nodes.iter().position(|n| n.agents == serving).unwrap();
@@ -107,7 +138,6 @@ fn the_agent_fails_over_to_another_node_and_keeps_receiving_pushes() {
     });
     assert_ne!(now_serving, serving);
     // The new 500-token budget is enforced in the breaching step.
-    let url = |p: &str| format!("http://{}{p}", agent.listen);
     let (status, run) = call("POST", &url("/api/v1/runs"), None, Some(json!({})));
     assert_eq!(status, 201, "{run}");
     let run = run["run_id"].as_str().unwrap().to_owned();

@@ -271,9 +271,14 @@ fn link_health(link: Option<&crate::link::Link>) -> Value {
     };
     let status = link.status();
     let node = status.watch_node.load(Relaxed);
+    let endpoint = |slot: u64| {
+        usize::try_from(slot).ok().and_then(|n| n.checked_sub(1)).and_then(|i| link.endpoints().get(i))
+    };
     json!({
         "status": if node > 0 { "connected" } else { "disconnected" },
-        "watch_node": usize::try_from(node).ok().and_then(|n| n.checked_sub(1)).and_then(|i| link.endpoints().get(i)),
+        "watch_node": endpoint(node),
+        "delivery_node": endpoint(status.delivery_node.load(Relaxed)),
+        "delivery_moves": status.delivery_moves.load(Relaxed),
         "acks": status.acks.load(Relaxed),
         "nacks": status.nacks.load(Relaxed),
         "records_delivered": status.delivered.load(Relaxed),
@@ -341,6 +346,14 @@ async fn metrics(State(app): State<App>) -> Response {
         "counter",
         lagged.to_string(),
     );
+    if let Some(link) = app.link.as_deref() {
+        gauge(
+            "aos_agent_delivery_moves_total",
+            "Times record delivery moved to another node to reach the Raft leader.",
+            "counter",
+            link.status().delivery_moves.load(std::sync::atomic::Ordering::Relaxed).to_string(),
+        );
+    }
     out.push_str("# HELP aos_agent_job_runs_total Completed scheduled job runs.\n# TYPE aos_agent_job_runs_total counter\n");
     for (name, status) in app.jobs.snapshot() {
         out.push_str(&format!("aos_agent_job_runs_total{{job=\"{name}\"}} {}\n", status.runs));

@@ -33,6 +33,8 @@
 //!   certificate and CA.
 //! - [`link`]: the mutual-TLS link to the control plane: snapshot watch
 //!   with ACK/NACK, outbox delivery, failover with backoff and jitter.
+//! - [`leader_seek`]: which node the outbox is delivered to (the Raft
+//!   leader, when the agent can find it among its endpoints).
 //!
 //! Without a control plane (`--snapshot-file`), a signed snapshot file is
 //! verified exactly as a pushed one.
@@ -50,6 +52,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod jobs;
+pub mod leader_seek;
 pub mod link;
 pub mod outbox;
 pub mod records;

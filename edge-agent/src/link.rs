@@ -27,6 +27,7 @@ use tonic::transport::Channel;
 use crate::engine::Engine;
 use crate::governance::{GovernanceView, Mode};
 use crate::identity::{AgentIdentity, source_chain};
+use crate::leader_seek::LeaderSeek;
 use crate::outbox::PendingRecord;
 use crate::snapshots::Offer;
 
@@ -60,6 +61,11 @@ pub struct LinkStatus {
     pub nacks: AtomicU64,
     /// Records delivered (committed by the control plane).
     pub delivered: AtomicU64,
+    /// Index+1 of the node the delivery stream is connected to (0: none).
+    pub delivery_node: AtomicU64,
+    /// Times delivery moved to another node to reach the leader
+    /// ([`crate::leader_seek`]).
+    pub delivery_moves: AtomicU64,
     /// Connection attempts that failed.
     pub failures: AtomicU64,
 }
@@ -268,12 +274,30 @@ async fn apply_push(engine: &Engine, push: &aos_proto::agent::SnapshotPush) -> K
 /// Runs outbox delivery until `stop` turns true.
 pub async fn run_delivery(engine: Arc<Engine>, link: Arc<Link>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::new();
-    // Start on another node than the watch, so the load spreads.
+    let mut seek = LeaderSeek::new(link.endpoints.len());
+    // Start on another node than the watch, so the load spreads until the
+    // acks say where the leader is.
     let mut node = 1usize;
     while !*stop.borrow() {
-        if let Err(e) = deliver_once(&engine, &link, node, &mut stop, &mut backoff).await {
-            link.status.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(message = "record delivery interrupted; trying the next node", error = %e);
+        let delivered = deliver_once(&engine, &link, node, &mut seek, &mut stop, &mut backoff).await;
+        link.status.delivery_node.store(0, Ordering::Relaxed);
+        match delivered {
+            Ok(Some(leader)) => {
+                // A move between batches, not a failure: no pause.
+                link.status.delivery_moves.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    message = "record delivery moves to the leader",
+                    from = %link.endpoints[node % link.endpoints.len()],
+                    to = %link.endpoints[leader % link.endpoints.len()]
+                );
+                node = leader;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                link.status.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(message = "record delivery interrupted; trying the next node", error = %e);
+            }
         }
         node = node.wrapping_add(1);
         backoff.wait(&mut stop).await;
@@ -285,18 +309,22 @@ struct RecordId {
     record_id: String,
 }
 
+/// Delivers the outbox over one stream to endpoint `node` until `stop`, a
+/// failure (`Err`), or an ack that shows the leader elsewhere: then the
+/// endpoint to move to.
 async fn deliver_once(
     engine: &Engine,
     link: &Link,
     node: usize,
+    seek: &mut LeaderSeek,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
-) -> Result<(), String> {
+) -> Result<Option<usize>, String> {
     // Nothing to send: wait before dialling anyone.
     while engine.outbox_stats().0 == 0 {
         tokio::select! {
             () = engine.outbox_signal().notified() => {}
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => return Ok(None),
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
@@ -304,6 +332,7 @@ async fn deliver_once(
     let (tx, rx) = mpsc::channel::<RecordBatch>(2);
     let mut acks = client.ingest(ReceiverStream::new(rx)).await.map_err(|s| s.to_string())?.into_inner();
     backoff.reset();
+    link.status.delivery_node.store(node as u64 % link.endpoints.len() as u64 + 1, Ordering::Relaxed);
     let mut batch_seq = 0u64;
     let mut lingered = false;
     loop {
@@ -314,14 +343,14 @@ async fn deliver_once(
             lingered = true;
             tokio::select! {
                 () = tokio::time::sleep(DELIVERY_LINGER) => continue,
-                _ = stop.changed() => return Ok(()),
+                _ = stop.changed() => return Ok(None),
             }
         }
         let pending = engine.store().pending_raw(BATCH_RECORDS).map_err(|e| e.to_string())?;
         if pending.is_empty() {
             tokio::select! {
                 () = engine.outbox_signal().notified() => continue,
-                _ = stop.changed() => return Ok(()),
+                _ = stop.changed() => return Ok(None),
                 () = tokio::time::sleep(Duration::from_secs(5)) => continue,
             }
         }
@@ -352,5 +381,8 @@ async fn deliver_once(
             engine.outbox_delivered(next, count, bytes).await.map_err(|e| e.to_string())?;
         }
         link.status.delivered.fetch_add(count, Ordering::Relaxed);
+        if let Some(leader) = seek.after_ack(node, ack.node_id, ack.leader_id) {
+            return Ok(Some(leader));
+        }
     }
 }

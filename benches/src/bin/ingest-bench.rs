@@ -4,13 +4,17 @@
 //!
 //! ```sh
 //! cargo build --release -p aos-control-plane -p aos-benches
-//! cargo run --release -p aos-benches --bin ingest-bench -- [--agents 1,4,16] [--batch 500] [--duration SECS]
+//! cargo run --release -p aos-benches --bin ingest-bench -- [--agents 1,4,16] [--batch 500] [--duration SECS] [--node I]
 //! ```
 //!
 //! Each simulated edge agent joins with a real join token (CA pinned,
 //! mutual TLS), opens the `Ingest` stream to one node (agents spread over
 //! the three) and does what the real agent's delivery loop does: one batch
-//! in flight, the next sent when the previous is acked. Records are
+//! in flight, the next sent when the previous is acked, and a move to the
+//! leader's node when an ack shows the leader elsewhere
+//! (`aos_edge_agent::leader_seek`). `--node I` pins every agent to node I
+//! instead (no moves): `--node 1` against `--node 0` (the leader the
+//! cluster elects first) shows what a follower's forward costs. Records are
 //! `LLM_RUN_RECORD`s of about 400 bytes with unique ids. At the end the
 //! tenant's record count on the control plane must equal the records acked
 //! (as accepted, or as duplicates of an attempt answered UNAVAILABLE that
@@ -24,6 +28,7 @@ use anyhow::{Context, Result, bail};
 use aos_benches::cluster::aos::{AosCluster, control_plane_bin};
 use aos_benches::cluster::{agent, fmt_duration, percentile, post_json, wait_for};
 use aos_edge_agent::identity::{AgentIdentity, JoinToken, join};
+use aos_edge_agent::leader_seek::LeaderSeek;
 use aos_proto::agent::agent_gateway_client::AgentGatewayClient;
 use aos_proto::agent::{Record, RecordBatch};
 use serde_json::json;
@@ -36,10 +41,12 @@ struct Args {
     agents: Vec<usize>,
     batch: usize,
     duration: Duration,
+    /// Every agent sends to this node; `None`: agents spread over the three.
+    node: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { agents: vec![1, 4, 16], batch: 500, duration: Duration::from_secs(5) };
+    let mut args = Args { agents: vec![1, 4, 16], batch: 500, duration: Duration::from_secs(5), node: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -55,12 +62,18 @@ fn parse_args() -> Result<Args> {
                 args.duration =
                     Duration::try_from_secs_f64(value("--duration")?.parse()?).context("--duration")?;
             }
+            "--node" => args.node = Some(value("--node")?.parse().context("--node")?),
             "-h" | "--help" => {
-                println!("usage: ingest-bench [--agents 1,4,16] [--batch 500] [--duration SECS (5)]");
+                println!(
+                    "usage: ingest-bench [--agents 1,4,16] [--batch 500] [--duration SECS (5)] [--node I (every agent to node I of 0..3)]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
+    }
+    if args.node.is_some_and(|i| i >= 3) {
+        bail!("--node must be 0, 1 or 2");
     }
     if args.batch == 0 || args.batch > 2_000 || args.agents.contains(&0) {
         bail!("--batch must be 1..=2000 and every --agents count at least 1");
@@ -105,6 +118,9 @@ struct Outcome {
     batches: Vec<(Duration, Duration, usize)>,
     /// Records resent after an UNAVAILABLE answer.
     resent: u64,
+    /// Streams moved to the leader's node, as the agent's delivery loop
+    /// moves them (`aos_edge_agent::leader_seek`).
+    moves: u64,
 }
 
 /// What every agent of a row shares.
@@ -116,6 +132,10 @@ struct Row {
     first_seq: Arc<AtomicU64>,
     started: Instant,
     deadline: Instant,
+    /// Every node's agent gateway.
+    gateways: Arc<Vec<String>>,
+    /// Whether agents follow the acks to the leader (not with `--node`).
+    follow_leader: bool,
 }
 
 /// Most times one batch is resent after the cluster answered it is
@@ -144,15 +164,10 @@ async fn open_stream(identity: &AgentIdentity, endpoint: &str) -> Result<IngestS
 /// A batch the cluster answers UNAVAILABLE for is resent on a new stream,
 /// as the agent's delivery loop does (its records stay in the outbox); the
 /// records of it already committed then come back as duplicates.
-async fn run_agent(
-    identity: AgentIdentity,
-    endpoint: String,
-    index: usize,
-    node: usize,
-    row: Row,
-) -> Result<Outcome> {
-    let Row { batch, first_seq, started, deadline } = row;
-    let (mut tx, mut acks) = open_stream(&identity, &endpoint).await?;
+async fn run_agent(identity: AgentIdentity, index: usize, mut node: usize, row: Row) -> Result<Outcome> {
+    let Row { batch, first_seq, started, deadline, gateways, follow_leader } = row;
+    let mut seek = LeaderSeek::new(gateways.len());
+    let (mut tx, mut acks) = open_stream(&identity, &gateways[node]).await?;
     let mut outcome = Outcome::default();
     let mut batch_seq = 0u64;
     while Instant::now() < deadline {
@@ -172,7 +187,7 @@ async fn run_agent(
                     resends += 1;
                     outcome.resent += records.len() as u64;
                     tokio::time::sleep(RESEND_AFTER).await;
-                    (tx, acks) = open_stream(&identity, &endpoint).await?;
+                    (tx, acks) = open_stream(&identity, &gateways[node]).await?;
                 }
                 Err(status) => return Err(status.into()),
             }
@@ -185,6 +200,11 @@ async fn run_agent(
         }
         outcome.accepted += u64::from(ack.accepted);
         outcome.duplicates += u64::from(ack.duplicates);
+        if follow_leader && let Some(leader) = seek.after_ack(node, ack.node_id, ack.leader_id) {
+            node = leader;
+            outcome.moves += 1;
+            (tx, acks) = open_stream(&identity, &gateways[node]).await?;
+        }
     }
     Ok(outcome)
 }
@@ -225,7 +245,7 @@ async fn main() -> Result<()> {
     }
     let created: serde_json::Value = serde_json::from_str(&text)?;
     let token = JoinToken::parse(created["join_token"].as_str().context("no join_token")?)?;
-    let gateways: Vec<String> = cluster.nodes.iter().map(|n| n.agents.clone()).collect();
+    let gateways: Arc<Vec<String>> = Arc::new(cluster.nodes.iter().map(|n| n.agents.clone()).collect());
     let most = args.agents.iter().copied().max().unwrap_or(1);
     let mut identities = Vec::new();
     for i in 0..most {
@@ -244,9 +264,16 @@ async fn main() -> Result<()> {
         let started = Instant::now();
         let mut tasks = Vec::new();
         for (i, identity) in identities.iter().take(n).enumerate() {
-            let node = i % gateways.len();
-            let row = Row { batch: args.batch, first_seq: Arc::clone(&seq), started, deadline };
-            tasks.push(tokio::spawn(run_agent(identity.clone(), gateways[node].clone(), i, node, row)));
+            let node = args.node.unwrap_or(i % gateways.len());
+            let row = Row {
+                batch: args.batch,
+                first_seq: Arc::clone(&seq),
+                started,
+                deadline,
+                gateways: Arc::clone(&gateways),
+                follow_leader: args.node.is_none(),
+            };
+            tasks.push(tokio::spawn(run_agent(identity.clone(), i, node, row)));
         }
         let mut outcome = Outcome::default();
         for task in tasks {
@@ -254,6 +281,7 @@ async fn main() -> Result<()> {
             outcome.accepted += o.accepted;
             outcome.duplicates += o.duplicates;
             outcome.resent += o.resent;
+            outcome.moves += o.moves;
             outcome.latencies.extend(o.latencies);
             outcome.batches.extend(o.batches);
         }
@@ -273,7 +301,7 @@ async fn main() -> Result<()> {
             reason = "a rate for display"
         )]
         let per_sec = (outcome.accepted as f64 / elapsed.as_secs_f64()) as u64;
-        eprintln!("  {per_sec} records/s");
+        eprintln!("  {per_sec} records/s; {} streams moved to the leader", outcome.moves);
         if let Some(cpu) = cpu_per_record {
             eprintln!("  the three nodes' CPU: {} per record", micros(cpu));
         }

@@ -1,7 +1,10 @@
 //! `Ingest`: an agent's record batches committed through Raft, each acked
 //! only after its commit, so the agent deletes only what the cluster
 //! holds. Batches are de-duplicated by record id in the state machine, so
-//! a batch resent after a lost ack is harmless.
+//! a batch resent after a lost ack is harmless. Each ack names this node
+//! and the leader it relies on, so that an agent can deliver straight to
+//! the leader instead of through a follower's forward (the agent's
+//! `leader_seek`).
 
 use aos_cp_state::{Command, CommandResult, EdgeAgentRecord, IngestRecord, Proposal, RecordText};
 use aos_proto::agent::{BatchAck, RecordBatch};
@@ -11,7 +14,7 @@ use tonic::{Status, Streaming};
 
 use super::{PushStream, unavailable};
 use crate::bootstrap::system_actor;
-use crate::node::Node;
+use crate::node::{LeaderContact, Node};
 use crate::write::propose;
 
 /// Acks waiting to be sent on one stream.
@@ -54,7 +57,13 @@ async fn serve(
                 ),
             })
             .collect();
-        let mut ack = BatchAck { batch_seq: batch.batch_seq, accepted: 0, duplicates: 0 };
+        let mut ack = BatchAck {
+            batch_seq: batch.batch_seq,
+            accepted: 0,
+            duplicates: 0,
+            node_id: node.id(),
+            leader_id: 0,
+        };
         // One Raft entry per chunk, proposed together so they pipeline. If
         // any fails the agent resends the whole batch, and the records
         // already committed count as duplicates then.
@@ -95,6 +104,14 @@ async fn serve(
                 }
             }
         }
+        // Named after the commit, so the agent is steered by the leader that
+        // is, not the one there was when the batch arrived. Only a leader
+        // this node relies on is named: an agent never chases one that may
+        // be cut off.
+        ack.leader_id = match node.leader_contact() {
+            LeaderContact::Usable(leader) => leader,
+            _ => 0,
+        };
         if tx.send(Ok(ack)).await.is_err() {
             return Ok(());
         }
