@@ -95,10 +95,10 @@ fn the_agent_fails_over_to_another_node_and_keeps_receiving_pushes() {
         (version > 0).then_some((version, node))
     });
 
-    // Records (a run each, ended) go to the leader once an ack has shown
-    // the agent where it is.
+    // Records (a run each, ended) until an ack has shown the agent where the
+    // leader is and delivery has moved...
     let url = |p: &str| format!("http://{}{p}", agent.listen);
-    let moves = wait_for("delivery on the leader's node", Duration::from_secs(60), || {
+    wait_for("delivery to move", Duration::from_secs(60), || {
         let (status, run) = call("POST", &url("/api/v1/runs"), None, Some(json!({})));
         assert_eq!(status, 201, "{run}");
         let run = run["run_id"].as_str().unwrap();
@@ -109,6 +109,11 @@ fn the_agent_fails_over_to_another_node_and_keeps_receiving_pushes() {
             Some(json!({"status": "succeeded"})),
         );
         assert_eq!(status, 200, "{ended}");
+        let h = health(&agent);
+        (h["components"]["control_plane"]["delivery_moves"].as_u64()? > 0).then_some(())
+    });
+    // ...which dials the leader at once, whether records wait or not.
+    let moves = wait_for("delivery on the leader's node", Duration::from_secs(30), || {
         let h = health(&agent);
         let link = &h["components"]["control_plane"];
         (link["delivery_node"].as_str() == Some(leader_gateway.as_str()))

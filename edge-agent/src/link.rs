@@ -278,9 +278,11 @@ pub async fn run_delivery(engine: Arc<Engine>, link: Arc<Link>, mut stop: watch:
     // Start on another node than the watch, so the load spreads until the
     // acks say where the leader is.
     let mut node = 1usize;
+    let mut moved = false;
     while !*stop.borrow() {
-        let delivered = deliver_once(&engine, &link, node, &mut seek, &mut stop, &mut backoff).await;
+        let delivered = deliver_once(&engine, &link, node, moved, &mut seek, &mut stop, &mut backoff).await;
         link.status.delivery_node.store(0, Ordering::Relaxed);
+        moved = false;
         match delivered {
             Ok(Some(leader)) => {
                 // A move between batches, not a failure: no pause.
@@ -291,6 +293,7 @@ pub async fn run_delivery(engine: Arc<Engine>, link: Arc<Link>, mut stop: watch:
                     to = %link.endpoints[leader % link.endpoints.len()]
                 );
                 node = leader;
+                moved = true;
                 continue;
             }
             Ok(None) => {}
@@ -311,17 +314,21 @@ struct RecordId {
 
 /// Delivers the outbox over one stream to endpoint `node` until `stop`, a
 /// failure (`Err`), or an ack that shows the leader elsewhere: then the
-/// endpoint to move to.
+/// endpoint to move to. A stream is opened once there is something to
+/// send, or at once after a `move` (the agent is sending, and dialling
+/// later would put the TLS handshake of a whole fleet's moves in the burst
+/// of records that a governance change makes every agent file at once).
 async fn deliver_once(
     engine: &Engine,
     link: &Link,
     node: usize,
+    moved: bool,
     seek: &mut LeaderSeek,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> Result<Option<usize>, String> {
     // Nothing to send: wait before dialling anyone.
-    while engine.outbox_stats().0 == 0 {
+    while !moved && engine.outbox_stats().0 == 0 {
         tokio::select! {
             () = engine.outbox_signal().notified() => {}
             _ = stop.changed() => return Ok(None),

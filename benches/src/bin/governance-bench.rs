@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo build --release -p aos-control-plane -p aos-benches
-//! cargo run --release -p aos-benches --bin governance-bench -- [--agents 1,10,100] [--rounds 20] [--no-etcd] [--windows FILE]
+//! cargo run --release -p aos-benches --bin governance-bench -- [--agents 1,10,100] [--rounds 20] [--warmup 1] [--no-etcd] [--windows FILE]
 //! ```
 //!
 //! AOS: a 3-node cluster; each simulated edge agent is the real agent's
@@ -20,7 +20,11 @@
 //! session 34 versions were polled every 0.5 ms, on tokio's 1 ms timer,
 //! which added up to ~1 ms to AOS's side only). Between rounds every
 //! agent's outbox is drained (each change files a record that is ingested
-//! through Raft).
+//! through Raft) and, after the warm-up, its record delivery is on the
+//! leader's node (where the acks of its records move it). `--warmup N` rounds (1) run
+//! first on both sides and are printed, not counted: with 20 rounds the
+//! p99 is the slowest round, and the first one carried start-up work (the
+//! first ACK and ingest commits, first uses of every path) on either side.
 //!
 //! etcd: a 3-member cluster, N watchers spread over the members through the
 //! JSON gateway's streaming `/v3/watch`; a round is one put.
@@ -52,13 +56,15 @@ const TENANT: &str = "bench";
 struct Args {
     agents: Vec<usize>,
     rounds: usize,
+    /// Rounds run first and not counted, on both sides (`--warmup`).
+    warmup: usize,
     etcd: bool,
     /// Where to write each AOS round's window (`--windows FILE`).
     windows: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { agents: vec![1, 10, 100], rounds: 20, etcd: true, windows: None };
+    let mut args = Args { agents: vec![1, 10, 100], rounds: 20, warmup: 1, etcd: true, windows: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -70,11 +76,15 @@ fn parse_args() -> Result<Args> {
                     .collect::<Result<_>>()?;
             }
             "--rounds" => args.rounds = value("--rounds")?.parse().context("--rounds")?,
+            "--warmup" => args.warmup = value("--warmup")?.parse().context("--warmup")?,
             "--no-etcd" => args.etcd = false,
             "--windows" => args.windows = Some(value("--windows")?.into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: governance-bench [--agents 1,10,100] [--rounds 20] [--no-etcd] [--windows FILE]"
+                    "usage: governance-bench [--agents 1,10,100] [--rounds 20] [--warmup 1] [--no-etcd] [--windows FILE]"
+                );
+                println!(
+                    "  --warmup N      rounds run before the counted ones, on both sides, and only printed"
                 );
                 println!("  --windows FILE  writes each AOS round's window (sent → last agent applied) as");
                 println!(
@@ -112,9 +122,19 @@ fn row(agents: usize, mut from_return: Vec<Duration>, mut from_send: Vec<Duratio
     }
 }
 
+/// Prints a warm-up round's latencies (not counted).
+fn warmed_up(round: usize, last: Instant, returned: Instant, sent: Instant) {
+    eprintln!(
+        "  warm-up round {round}: {} from return, {} from send (not counted)",
+        fmt_duration(last.saturating_duration_since(returned)),
+        fmt_duration(last.saturating_duration_since(sent))
+    );
+}
+
 /// One simulated edge agent: the real engine and sync loops.
 struct SimAgent {
     engine: Arc<Engine>,
+    link: Arc<Link>,
     /// The newest governance version the engine put in force, and when.
     applied: Arc<Mutex<(u64, Instant)>>,
     _dir: tempfile::TempDir,
@@ -174,8 +194,8 @@ async fn start_agents(
         let link = Arc::new(Link::new(endpoints, identity));
         let applied = note_changes(&engine, Arc::clone(changed));
         tokio::spawn(run_watch(Arc::clone(&engine), Arc::clone(&link), stop.clone()));
-        tokio::spawn(run_delivery(Arc::clone(&engine), link, stop.clone()));
-        agents.push(SimAgent { engine, applied, _dir: dir });
+        tokio::spawn(run_delivery(Arc::clone(&engine), Arc::clone(&link), stop.clone()));
+        agents.push(SimAgent { engine, link, applied, _dir: dir });
     }
     Ok(agents)
 }
@@ -225,6 +245,33 @@ async fn drained(agents: &[SimAgent], deadline: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Waits, at most `deadline`, until every agent's record delivery is
+/// connected to the leader's node, where the acks of its records move it
+/// (`aos_edge_agent::leader_seek`): a move dials the leader at once, and a
+/// fleet's handshakes belong to its start, not to a measured round. Returns
+/// how many are elsewhere then (an ack names only a leader its node has
+/// confirmed, so an agent may still be on its way).
+async fn settled(agents: &[SimAgent], leader_gateway: &str, deadline: Duration) -> usize {
+    let started = Instant::now();
+    loop {
+        let away = agents
+            .iter()
+            .filter(|a| {
+                let slot = a.link.status().delivery_node.load(std::sync::atomic::Ordering::Relaxed);
+                usize::try_from(slot)
+                    .ok()
+                    .and_then(|n| n.checked_sub(1))
+                    .and_then(|i| a.link.endpoints().get(i))
+                    .is_none_or(|endpoint| endpoint != leader_gateway)
+            })
+            .count();
+        if away == 0 || started.elapsed() > deadline {
+            return away;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn aos_rounds(cluster: &AosCluster, args: &Args) -> Result<Vec<Row>> {
     let http = agent(Duration::from_secs(10));
     let key = cluster.key.clone();
@@ -257,9 +304,28 @@ async fn aos_rounds(cluster: &AosCluster, args: &Args) -> Result<Vec<Row>> {
                 .context("governance state")?;
         let mut version = state["version"].as_u64().unwrap_or(0);
         all_applied(&agents, &changed, version, Duration::from_secs(60)).await.context("initial sync")?;
+        let cluster_state =
+            aos_benches::cluster::get_json(&http, &format!("{base}/api/v1/cluster"), Some(&key))
+                .context("cluster state")?;
+        let leader = cluster_state["leader"].as_u64().context("no leader")?;
+        let leader_gateway = cluster
+            .nodes
+            .iter()
+            .find(|node| node.id == leader)
+            .map(|node| node.agents.clone())
+            .context("leader")?;
         let (mut from_return, mut from_send) = (Vec::new(), Vec::new());
-        for round in 0..args.rounds {
+        for round in 0..args.warmup + args.rounds {
             drained(&agents, Duration::from_secs(60)).await?;
+            // An ack names the leader only once its node has confirmed it,
+            // so the first records of a fresh cluster may not move an agent;
+            // the warm-up round's do.
+            if args.warmup > 0 && round == args.warmup {
+                let away = settled(&agents, &leader_gateway, Duration::from_secs(5)).await;
+                if away > 0 {
+                    eprintln!("  {away} agents' record delivery not on the leader's node yet");
+                }
+            }
             let action = if round % 2 == 0 { "halt" } else { "enable" };
             // Rotate the node taking the call: followers forward.
             let url =
@@ -273,6 +339,10 @@ async fn aos_rounds(cluster: &AosCluster, args: &Args) -> Result<Vec<Row>> {
             }
             version += 1;
             let last = all_applied(&agents, &changed, version, Duration::from_secs(30)).await?;
+            if round < args.warmup {
+                warmed_up(round, last, returned, sent);
+                continue;
+            }
             from_return.push(last.saturating_duration_since(returned));
             from_send.push(last.saturating_duration_since(sent));
             if args.windows.is_some() {
@@ -311,7 +381,7 @@ fn etcd_rounds(bin: &std::path::Path, args: &Args) -> Result<Vec<Row>> {
         drop(tx);
         let urls = etcd.write_urls();
         let (mut from_return, mut from_send) = (Vec::new(), Vec::new());
-        for round in 0..args.rounds {
+        for round in 0..args.warmup + args.rounds {
             let value = round as u64 + 1;
             let sent = Instant::now();
             if !put(&http, &urls[round % urls.len()], &key, &value.to_string()) {
@@ -329,6 +399,10 @@ fn etcd_rounds(bin: &std::path::Path, args: &Args) -> Result<Vec<Row>> {
                     left -= 1;
                     last = last.max(at);
                 }
+            }
+            if round < args.warmup {
+                warmed_up(round, last, returned, sent);
+                continue;
             }
             // A notification may arrive before the put's answer.
             from_return.push(last.saturating_duration_since(returned));
@@ -360,8 +434,8 @@ async fn main() -> Result<()> {
     let aos = aos_rounds(&cluster, &args).await?;
 
     println!(
-        "Governance propagation, {} rounds per size (tenant halt ↔ enable; etcd: one put).",
-        args.rounds
+        "Governance propagation, {} rounds per size after {} warm-up (tenant halt ↔ enable; etcd: one put).",
+        args.rounds, args.warmup
     );
     println!();
     match &etcd {
