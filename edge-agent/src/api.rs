@@ -270,14 +270,11 @@ fn link_health(link: Option<&crate::link::Link>) -> Value {
         return json!({"status": "not_configured"});
     };
     let status = link.status();
-    let node = status.watch_node.load(Relaxed);
-    let endpoint = |slot: u64| {
-        usize::try_from(slot).ok().and_then(|n| n.checked_sub(1)).and_then(|i| link.endpoints().get(i))
-    };
+    let watch = link.watch_endpoint();
     json!({
-        "status": if node > 0 { "connected" } else { "disconnected" },
-        "watch_node": endpoint(node),
-        "delivery_node": endpoint(status.delivery_node.load(Relaxed)),
+        "status": if watch.is_some() { "connected" } else { "disconnected" },
+        "watch_node": watch,
+        "delivery_node": link.delivery_endpoint(),
         "delivery_moves": status.delivery_moves.load(Relaxed),
         "acks": status.acks.load(Relaxed),
         "nacks": status.nacks.load(Relaxed),

@@ -94,6 +94,27 @@ impl Link {
         &self.endpoints
     }
 
+    /// The endpoint the snapshot watch is connected to, if any.
+    pub fn watch_endpoint(&self) -> Option<&str> {
+        self.endpoint_in(&self.status.watch_node)
+    }
+
+    /// The endpoint record delivery is connected to, if any.
+    pub fn delivery_endpoint(&self) -> Option<&str> {
+        self.endpoint_in(&self.status.delivery_node)
+    }
+
+    /// The endpoint a connection slot names (index+1; 0: none).
+    fn endpoint_in(&self, slot: &AtomicU64) -> Option<&str> {
+        let index = usize::try_from(slot.load(Ordering::Relaxed)).ok()?.checked_sub(1)?;
+        self.endpoints.get(index).map(String::as_str)
+    }
+
+    /// Notes in `slot` that a stream to endpoint `node` is open.
+    fn connected(&self, slot: &AtomicU64, node: usize) {
+        slot.store(node as u64 % self.endpoints.len() as u64 + 1, Ordering::Relaxed);
+    }
+
     async fn client(&self, index: usize) -> Result<AgentGatewayClient<Channel>, String> {
         let endpoint = &self.endpoints[index % self.endpoints.len()];
         let channel = tonic::transport::Endpoint::from_shared(format!("https://{endpoint}"))
@@ -172,7 +193,7 @@ async fn watch_once(
         .map_err(|e| e.to_string())?;
     let mut pushes =
         client.watch_snapshots(ReceiverStream::new(rx)).await.map_err(|s| s.to_string())?.into_inner();
-    link.status.watch_node.store(node as u64 % link.endpoints.len() as u64 + 1, Ordering::Relaxed);
+    link.connected(&link.status.watch_node, node);
     tracing::info!(message = "snapshot watch connected", node = %link.endpoints[node % link.endpoints.len()], current_version);
     backoff.reset();
     let mut heartbeat =
@@ -315,7 +336,7 @@ struct RecordId {
 /// Delivers the outbox over one stream to endpoint `node` until `stop`, a
 /// failure (`Err`), or an ack that shows the leader elsewhere: then the
 /// endpoint to move to. A stream is opened once there is something to
-/// send, or at once after a `move` (the agent is sending, and dialling
+/// send, or at once when it follows a move (`moved`: the agent is sending, and dialling
 /// later would put the TLS handshake of a whole fleet's moves in the burst
 /// of records that a governance change makes every agent file at once).
 async fn deliver_once(
@@ -339,7 +360,7 @@ async fn deliver_once(
     let (tx, rx) = mpsc::channel::<RecordBatch>(2);
     let mut acks = client.ingest(ReceiverStream::new(rx)).await.map_err(|s| s.to_string())?.into_inner();
     backoff.reset();
-    link.status.delivery_node.store(node as u64 % link.endpoints.len() as u64 + 1, Ordering::Relaxed);
+    link.connected(&link.status.delivery_node, node);
     let mut batch_seq = 0u64;
     let mut lingered = false;
     loop {

@@ -254,17 +254,7 @@ async fn drained(agents: &[SimAgent], deadline: Duration) -> Result<()> {
 async fn settled(agents: &[SimAgent], leader_gateway: &str, deadline: Duration) -> usize {
     let started = Instant::now();
     loop {
-        let away = agents
-            .iter()
-            .filter(|a| {
-                let slot = a.link.status().delivery_node.load(std::sync::atomic::Ordering::Relaxed);
-                usize::try_from(slot)
-                    .ok()
-                    .and_then(|n| n.checked_sub(1))
-                    .and_then(|i| a.link.endpoints().get(i))
-                    .is_none_or(|endpoint| endpoint != leader_gateway)
-            })
-            .count();
+        let away = agents.iter().filter(|a| a.link.delivery_endpoint() != Some(leader_gateway)).count();
         if away == 0 || started.elapsed() > deadline {
             return away;
         }
